@@ -1,0 +1,103 @@
+//! Function symbols read straight from ELF files, placed where the debugger loaded them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use object::{Object, ObjectSection, ObjectSymbol, SectionIndex, SymbolKind};
+use once_cell::sync::Lazy;
+
+use crate::symbols::Symbol;
+
+/// How an object file's link-time addresses map to the running image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Every address moved by the same amount (executables, shared objects, `symbol-file -o`).
+    Bias(u64),
+    /// Each section placed on its own (`add-symbol-file x.ko -s .text ADDR ...`); by section name.
+    Sections(HashMap<String, u64>),
+}
+
+/// A symbol as the file states it, before placement.
+#[derive(Debug, Clone)]
+struct RawSymbol {
+    name: String,
+    value: u64,
+    size: u64,
+    section: Option<String>,
+}
+
+#[derive(Debug)]
+struct RawTable {
+    relocatable: bool,
+    sections: HashMap<String, u64>,
+    syms: Vec<RawSymbol>,
+}
+
+type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+
+/// Parsed files, so a session parses each file once.
+static PARSED: Lazy<Mutex<HashMap<Key, Arc<RawTable>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+
+fn parse(path: &Path) -> Result<Arc<RawTable>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some(t) = PARSED.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(t);
+    }
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let relocatable = file.kind() == object::ObjectKind::Relocatable;
+    let mut section_names: HashMap<SectionIndex, String> = HashMap::new();
+    let mut sections = HashMap::new();
+    for s in file.sections() {
+        if let Ok(n) = s.name() {
+            section_names.insert(s.index(), n.to_string());
+            sections.insert(n.to_string(), s.address());
+        }
+    }
+    let text = |sym: object::Symbol<'_, '_>| -> Option<RawSymbol> {
+        if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+            return None;
+        }
+        let name = sym.name().ok().filter(|n| !n.is_empty())?;
+        let section = sym.section_index().and_then(|i| section_names.get(&i).cloned());
+        Some(RawSymbol { name: name.to_string(), value: sym.address(), size: sym.size(), section })
+    };
+    let mut syms: Vec<RawSymbol> = file.symbols().filter_map(text).collect();
+    if syms.is_empty() {
+        syms = file.dynamic_symbols().filter_map(text).collect();
+    }
+    let t = Arc::new(RawTable { relocatable, sections, syms });
+    if let Ok(mut m) = PARSED.lock() {
+        m.insert(key, t.clone());
+    }
+    Ok(t)
+}
+
+/// The text symbols of `path`, placed, each tagged with `module`.
+pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
+    let t = parse(path)?;
+    let mut out = Vec::with_capacity(t.syms.len());
+    for s in &t.syms {
+        let start = match placement {
+            Placement::Bias(b) => s.value.wrapping_add(*b),
+            Placement::Sections(map) => {
+                let Some(base) = s.section.as_ref().and_then(|n| map.get(n)) else { continue };
+                // In ET_REL the value is an offset in its section.
+                if t.relocatable {
+                    base.wrapping_add(s.value)
+                } else {
+                    s.value.wrapping_add(*base)
+                }
+            }
+        };
+        out.push(Symbol { name: s.name.clone(), start, size: s.size, module: module.map(str::to_string) });
+    }
+    Ok(out)
+}
+
+/// Link-time address of a section, to compute a bias from where the debugger put it.
+pub fn section_address(path: &Path, name: &str) -> Result<Option<u64>, String> {
+    Ok(parse(path)?.sections.get(name).copied())
+}

@@ -1,0 +1,11 @@
+//! stackproof: check backtraces and recover registers from raw x86-64 stacks.
+//!
+//! The core knows nothing of gdb: memory comes in through [`memory::Memory`],
+//! symbols through [`symbols::Symbols`]. `python` is the thin pyo3 binding.
+
+pub mod elf;
+pub mod memory;
+pub mod symbols;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,250 @@
+//! Target memory as the core sees it: a fallible byte source, read in blocks.
+//!
+//! A failed read is an error naming the address; it is never zeros.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::rc::Rc;
+
+pub const PAGE: u64 = 4096;
+
+/// A read that could not be satisfied; `addr` is the first address that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadError {
+    pub addr: u64,
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot read memory at {:#x}", self.addr)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// A source of target memory (gdb, a core file, a test buffer).
+pub trait Memory {
+    /// Fill `buf` from `addr`; all or nothing.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
+
+    fn read_u64(&self, addr: u64) -> Result<u64, ReadError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+impl<M: Memory + ?Sized> Memory for &M {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        (**self).read(addr, buf)
+    }
+}
+
+/// Explicit regions of memory; everything else is unreadable. For tests and replayed fixtures.
+#[derive(Default, Clone)]
+pub struct Regions {
+    regions: Vec<(u64, Vec<u8>)>,
+}
+
+impl Regions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add (or overlay) bytes at `addr`.
+    pub fn add(&mut self, addr: u64, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.regions.push((addr, bytes.into()));
+        self
+    }
+
+    pub fn add_u64s(&mut self, addr: u64, words: &[u64]) -> &mut Self {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.add(addr, bytes)
+    }
+
+    fn byte(&self, addr: u64) -> Option<u8> {
+        // Later regions overlay earlier ones.
+        self.regions.iter().rev().find_map(|(start, bytes)| {
+            let off = addr.checked_sub(*start)?;
+            bytes.get(usize::try_from(off).ok()?).copied()
+        })
+    }
+}
+
+impl Memory for Regions {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr.checked_add(i as u64).ok_or(ReadError { addr })?;
+            *b = self.byte(a).ok_or(ReadError { addr: a })?;
+        }
+        Ok(())
+    }
+}
+
+/// Caches pages of an inner source, fetched a block at a time.
+///
+/// A block that fails as a whole is retried page by page, so one missing page
+/// does not hide its readable neighbours; a missing page is remembered as missing.
+pub struct BlockCache<M> {
+    inner: M,
+    block: u64,
+    pages: RefCell<HashMap<u64, Option<Rc<[u8]>>>>,
+    requests: Cell<u64>,
+}
+
+impl<M: Memory> BlockCache<M> {
+    /// `block` is rounded up to a power of two of at least one page.
+    pub fn new(inner: M, block: u64) -> Self {
+        let block = block.max(PAGE).checked_next_power_of_two().unwrap_or(PAGE);
+        BlockCache { inner, block, pages: RefCell::new(HashMap::new()), requests: Cell::new(0) }
+    }
+
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    /// How many reads were issued to the inner source.
+    pub fn requests(&self) -> u64 {
+        self.requests.get()
+    }
+
+    fn fetch(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        self.requests.set(self.requests.get() + 1);
+        let mut buf = vec![0u8; len];
+        self.inner.read(addr, &mut buf).ok().map(|_| buf)
+    }
+
+    /// Fetch the block holding `page` (and the pages of it not cached yet).
+    fn fill(&self, page: u64) {
+        let start = page & !(self.block - 1);
+        let n = (self.block / PAGE) as usize;
+        let fresh: Vec<u64> = (0..n as u64)
+            .filter_map(|i| start.checked_add(i * PAGE))
+            .filter(|p| !self.pages.borrow().contains_key(p))
+            .collect();
+        let whole = if fresh.len() == n { self.fetch(start, self.block as usize) } else { None };
+        let mut pages = self.pages.borrow_mut();
+        match whole {
+            Some(buf) => {
+                for (i, chunk) in buf.chunks(PAGE as usize).enumerate() {
+                    pages.insert(start + i as u64 * PAGE, Some(Rc::from(chunk)));
+                }
+            }
+            None => {
+                drop(pages);
+                // Only the page asked for is fetched alone; its neighbours wait until needed.
+                let got = self.fetch(page, PAGE as usize).map(Rc::from);
+                self.pages.borrow_mut().insert(page, got);
+            }
+        }
+    }
+
+    fn page(&self, page: u64) -> Option<Rc<[u8]>> {
+        if let Some(p) = self.pages.borrow().get(&page) {
+            return p.clone();
+        }
+        self.fill(page);
+        self.pages.borrow().get(&page).cloned().flatten()
+    }
+
+    /// The bytes from `addr` up to the first unreadable one, at most `max`.
+    pub fn readable_prefix(&self, addr: u64, max: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(max.min(1 << 20));
+        let mut a = addr;
+        while out.len() < max {
+            let page = a & !(PAGE - 1);
+            let Some(p) = self.page(page) else {
+                // Byte-granular tail of a partly readable page.
+                let mut b = [0u8; 1];
+                while out.len() < max && self.inner.read(a, &mut b).is_ok() {
+                    out.push(b[0]);
+                    match a.checked_add(1) {
+                        Some(n) if n & (PAGE - 1) != 0 => a = n,
+                        _ => return out,
+                    }
+                }
+                break;
+            };
+            let off = (a - page) as usize;
+            let take = (p.len() - off).min(max - out.len());
+            out.extend_from_slice(&p[off..off + take]);
+            match a.checked_add(take as u64) {
+                Some(n) => a = n,
+                None => break,
+            }
+        }
+        out
+    }
+
+    pub fn bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
+        let mut v = vec![0u8; len];
+        self.read(addr, &mut v)?;
+        Ok(v)
+    }
+}
+
+impl<M: Memory> Memory for BlockCache<M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = addr.checked_add(done as u64).ok_or(ReadError { addr })?;
+            let page = a & !(PAGE - 1);
+            let off = (a - page) as usize;
+            let take = (PAGE as usize - off).min(buf.len() - done);
+            match self.page(page) {
+                Some(p) => buf[done..done + take].copy_from_slice(&p[off..off + take]),
+                // A partly readable page (a segment ending mid-page): ask for the exact bytes.
+                None => {
+                    self.requests.set(self.requests.get() + 1);
+                    self.inner.read(a, &mut buf[done..done + take])?
+                }
+            }
+            done += take;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_fail_on_gap_naming_the_address() {
+        let mut m = Regions::new();
+        m.add(0x1000, vec![1, 2, 3]);
+        let mut b = [0u8; 4];
+        assert_eq!(m.read(0x1000, &mut b), Err(ReadError { addr: 0x1003 }));
+        let mut b = [0u8; 3];
+        m.read(0x1000, &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3]);
+    }
+
+    #[test]
+    fn cache_reads_blocks_and_isolates_missing_pages() {
+        let mut m = Regions::new();
+        m.add(0x10000, vec![0xaa; 0x3000]); // pages 0x10000..0x13000
+        m.add(0x14000, vec![0xbb; 0x1000]); // 0x13000 missing
+        let c = BlockCache::new(&m, 0x10000);
+        assert_eq!(c.read_u64(0x10008).unwrap(), 0xaaaa_aaaa_aaaa_aaaa);
+        assert_eq!(c.read_u64(0x14000).unwrap(), 0xbbbb_bbbb_bbbb_bbbb);
+        assert_eq!(c.read_u64(0x13000), Err(ReadError { addr: 0x13000 }));
+        // A read straddling into the missing page fails at the page, not at the start.
+        assert_eq!(c.read_u64(0x12ffc), Err(ReadError { addr: 0x13000 }));
+        assert_eq!(c.readable_prefix(0x12ff0, 100).len(), 16);
+        let n = c.requests();
+        c.read_u64(0x10010).unwrap();
+        assert_eq!(c.requests(), n, "cached pages cost no new request");
+    }
+
+    #[test]
+    fn cache_survives_top_of_address_space() {
+        let mut m = Regions::new();
+        m.add(u64::MAX - 7, vec![7; 8]);
+        let c = BlockCache::new(&m, 0x10000);
+        assert_eq!(c.read_u64(u64::MAX - 7).unwrap(), 0x0707_0707_0707_0707);
+        let mut b = [0u8; 16];
+        assert!(c.read(u64::MAX - 7, &mut b).is_err());
+    }
+}

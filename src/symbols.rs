@@ -1,0 +1,184 @@
+//! Function symbols: which function holds an address.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    pub start: u64,
+    /// 0 when unknown (assembly labels); such a symbol reaches the next one.
+    pub size: u64,
+    /// Loadable module or shared object holding it (`kvm`, `libc.so.6`); None for the main image.
+    pub module: Option<String>,
+}
+
+impl Symbol {
+    pub fn new(name: impl Into<String>, start: u64, size: u64) -> Self {
+        Symbol { name: name.into(), start, size, module: None }
+    }
+
+    pub fn in_module(mut self, module: impl Into<String>) -> Self {
+        self.module = Some(module.into());
+        self
+    }
+
+    pub fn contains(&self, addr: u64) -> bool {
+        addr >= self.start && (self.size == 0 || addr - self.start < self.size)
+    }
+
+    /// `name+0x1c`, crash/gdb style.
+    pub fn describe(&self, addr: u64) -> String {
+        let off = addr.wrapping_sub(self.start);
+        if off == 0 {
+            self.name.clone()
+        } else {
+            format!("{}+{:#x}", self.name, off)
+        }
+    }
+
+    /// The function's name without a compiler suffix (`foo.cold`, `foo.isra.0`, `foo.part.1`).
+    pub fn base_name(&self) -> &str {
+        base_name(&self.name)
+    }
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Strip gcc's clone and split suffixes: `foo.cold.3` -> `foo`, `foo.isra.0` -> `foo`.
+pub fn base_name(name: &str) -> &str {
+    match name.find('.') {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    }
+}
+
+/// Where symbol lookups come from (ELF tables, gdb, a crash text).
+pub trait Symbols {
+    /// The function whose code holds `addr`.
+    fn lookup(&self, addr: u64) -> Option<Symbol>;
+
+    /// The address of a symbol by name, if this source can tell.
+    fn address_of(&self, _name: &str) -> Option<u64> {
+        None
+    }
+}
+
+impl<S: Symbols + ?Sized> Symbols for &S {
+    fn lookup(&self, addr: u64) -> Option<Symbol> {
+        (**self).lookup(addr)
+    }
+    fn address_of(&self, name: &str) -> Option<u64> {
+        (**self).address_of(name)
+    }
+}
+
+/// A sorted table of function symbols.
+#[derive(Default, Clone, Debug)]
+pub struct SymbolTable {
+    syms: Vec<Symbol>,
+}
+
+impl SymbolTable {
+    pub fn new(mut syms: Vec<Symbol>) -> Self {
+        // Among aliases at one address keep the sized one, then the shorter name
+        // (`memcpy` over `__memcpy`), so lookups are stable.
+        syms.sort_by(|a, b| {
+            a.start
+                .cmp(&b.start)
+                .then((b.size != 0).cmp(&(a.size != 0)))
+                .then(a.name.starts_with('_').cmp(&b.name.starts_with('_')))
+                .then(a.name.len().cmp(&b.name.len()))
+                .then(a.name.cmp(&b.name))
+        });
+        syms.dedup_by(|later, first| later.start == first.start);
+        SymbolTable { syms }
+    }
+
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Symbol> {
+        self.syms.iter()
+    }
+
+    /// Extend with more symbols (another object).
+    pub fn merge(&mut self, more: Vec<Symbol>) {
+        let mut all = std::mem::take(&mut self.syms);
+        all.extend(more);
+        *self = SymbolTable::new(all);
+    }
+
+    fn find(&self, addr: u64) -> Option<&Symbol> {
+        let i = self.syms.partition_point(|s| s.start <= addr);
+        let s = self.syms.get(i.checked_sub(1)?)?;
+        if s.size != 0 {
+            return s.contains(addr).then_some(s);
+        }
+        // An unsized label reaches the next symbol, but not past 1 MiB.
+        let next = self.syms.get(i).map_or(u64::MAX, |n| n.start);
+        (addr < next && addr - s.start < (1 << 20)).then_some(s)
+    }
+}
+
+impl Symbols for SymbolTable {
+    fn lookup(&self, addr: u64) -> Option<Symbol> {
+        self.find(addr).cloned()
+    }
+
+    fn address_of(&self, name: &str) -> Option<u64> {
+        self.syms.iter().find(|s| s.name == name).map(|s| s.start)
+    }
+}
+
+/// The first source that knows wins.
+pub struct Layered<'a> {
+    pub layers: Vec<&'a dyn Symbols>,
+}
+
+impl Symbols for Layered<'_> {
+    fn lookup(&self, addr: u64) -> Option<Symbol> {
+        self.layers.iter().find_map(|l| l.lookup(addr))
+    }
+    fn address_of(&self, name: &str) -> Option<u64> {
+        self.layers.iter().find_map(|l| l.address_of(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_respects_sizes_and_aliases() {
+        let t = SymbolTable::new(vec![
+            Symbol::new("__memcpy", 0x1000, 0x40),
+            Symbol::new("memcpy", 0x1000, 0x40),
+            Symbol::new("label", 0x2000, 0),
+            Symbol::new("next", 0x2100, 0x10),
+        ]);
+        assert_eq!(t.lookup(0x1000).unwrap().name, "memcpy");
+        assert_eq!(t.lookup(0x103f).unwrap().name, "memcpy");
+        assert!(t.lookup(0x1040).is_none(), "gap after a sized symbol");
+        assert_eq!(t.lookup(0x20ff).unwrap().name, "label");
+        assert_eq!(t.lookup(0x2100).unwrap().name, "next");
+        assert!(t.lookup(0x2110).is_none());
+        assert!(t.lookup(0xfff).is_none());
+        assert_eq!(t.address_of("next"), Some(0x2100));
+    }
+
+    #[test]
+    fn base_names() {
+        assert_eq!(base_name("foo.cold"), "foo");
+        assert_eq!(base_name("foo.isra.0"), "foo");
+        assert_eq!(base_name(".hidden"), ".hidden");
+    }
+}
