@@ -7,5 +7,8 @@ pub mod elf;
 pub mod memory;
 pub mod symbols;
 
+#[cfg(test)]
+pub(crate) mod testdata;
+
 #[cfg(feature = "python")]
 mod python;
