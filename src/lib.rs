@@ -3,6 +3,7 @@
 //! The core knows nothing of gdb: memory comes in through [`memory::Memory`],
 //! symbols through [`symbols::Symbols`]. `python` is the thin pyo3 binding.
 
+pub mod crashbt;
 pub mod elf;
 pub mod memory;
 pub mod symbols;
