@@ -160,3 +160,60 @@ mod seed000 {
         assert!(vm.iter().any(|s| s.name == "__schedule" && s.contains(rip)));
     }
 }
+
+#[cfg(test)]
+mod kernel_minicores {
+    //! Facts NOTES.md states about the kernel mini cores, checked without gdb.
+    use super::kernel_fixture;
+    use crate::memory::{Memory, Regions};
+    use object::{Object, ObjectSegment};
+
+    fn core(scenario: &str) -> Regions {
+        let data = std::fs::read(kernel_fixture(&format!("{scenario}/minicore.elf")).unwrap()).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let mut mem = Regions::new();
+        for seg in file.segments() {
+            mem.add(seg.address(), seg.data().unwrap().to_vec());
+        }
+        mem
+    }
+
+    const HARDIRQ_STACK_PTR: u64 = 0x1fb48;
+    const CURRENT_TASK: u64 = 0x1fb80;
+
+    #[test]
+    fn irq_stack_switch() {
+        let m = core("irq");
+        let gs1 = 0xffff88800f900000u64;
+        let top = m.read_u64(gs1 + HARDIRQ_STACK_PTR).unwrap();
+        assert_eq!(top, 0xffffc900000d0ff8);
+        assert_eq!(m.read_u64(gs1 + CURRENT_TASK).unwrap(), 0xffff8880055b0000);
+        let prev_sp = m.read_u64(top).unwrap();
+        assert_eq!(prev_sp, 0xffffc9000043ba40);
+        assert!(m.read_u64(top + 8).is_err(), "IRQ stack page ends at the top word");
+        assert_eq!(m.read_u64(top - 8).unwrap(), 0xffffffff819fe439);
+        let regs = prev_sp + 0x18;
+        assert_eq!(m.read_u64(regs - 8).unwrap(), 0xffffffff81c00ec6);
+        // pt_regs: ip at +0x80, cs, flags, sp.
+        assert_eq!(m.read_u64(regs + 0x80).unwrap(), 0xffffffff819ff685);
+        assert_eq!(m.read_u64(regs + 0x88).unwrap(), 0x10);
+        assert_eq!(m.read_u64(regs + 0x90).unwrap(), 0x10202);
+        assert_eq!(m.read_u64(regs + 0x98).unwrap(), 0xffffc9000043bb08);
+    }
+
+    #[test]
+    fn panic_and_busy_facts() {
+        let m = core("panic");
+        let top = m.read_u64(0xffff88800f900000 + HARDIRQ_STACK_PTR).unwrap();
+        let prev_sp = m.read_u64(top).unwrap();
+        assert_eq!(prev_sp, 0xffffc900004739e0);
+        assert_eq!(m.read_u64(prev_sp + 0x18 + 0x80).unwrap(), 0xffffffff81162a1c);
+        // task_struct.stack at +0x20
+        assert_eq!(m.read_u64(0xffff888003e0c800 + 0x20).unwrap(), 0xffffc90000010000);
+
+        let b = core("busy");
+        assert_eq!(b.read_u64(0xffff8ede4f800000 + CURRENT_TASK).unwrap(), 0xffff8ede42a7b000);
+        assert_eq!(b.read_u64(0xffffcfd90046b798 + 0x80).unwrap(), 0xffffffffa19b1652);
+        assert!(b.read_u64(0xffffcfd90043bf08).is_err(), "sh's stack is not in the busy core");
+    }
+}
