@@ -19,6 +19,8 @@ pub struct CrashTask {
     pub stack_section: Option<String>,
     pub frames: Vec<CrashFrame>,
     pub exception_frames: Vec<CrashExceptionFrame>,
+    /// crash's own remarks inside the output (`bt: WARNING: ...`), with their line.
+    pub messages: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,7 +144,12 @@ impl Parser {
         let line = raw.trim_end();
         let t = line.trim_start();
         let was_open = std::mem::replace(&mut self.open_exception, false);
-        if t.is_empty() || t.starts_with("crash>") || t.starts_with("```") || t == "(none found)" {
+        if t.is_empty() || t.starts_with("crash>") || t.starts_with("```") {
+            return Ok(());
+        }
+        // `(none found)`, `(no exception frames)`, `bt: WARNING: ...`: crash talking, not frames.
+        if (t.starts_with('(') && t.ends_with(')')) || t.starts_with("bt: ") {
+            self.task().messages.push((line_no, t.to_string()));
             return Ok(());
         }
         if t.starts_with("PID:") {
@@ -597,6 +604,19 @@ mod tests {
                 assert!(e.to_string().starts_with(&format!("line {}: cannot parse ", e.line_no)));
             }
         }
+    }
+
+    #[test]
+    fn slotless_frames_source_lines_and_messages() {
+        let text = "PID: 0  TASK: ffffffff82a13840  CPU: 0  COMMAND: \"swapper/0\"\n #0 native_safe_halt at ffffffff8106a0a6\n    /usr/src/debug/linux/arch/x86/include/asm/irqflags.h: 48\n #1 [ffffffff82a03e98] default_idle at ffffffff8106a0b3\nbt: WARNING: possibly bogus exception frame\n(no exception frames found)\n";
+        let t = parse(text).unwrap();
+        assert_eq!(t[0].command.as_deref(), Some("swapper/0"));
+        let f0 = &t[0].frames[0];
+        assert_eq!((f0.slot, f0.function.as_str(), f0.ra), (None, "native_safe_halt", Some(0xffffffff8106a0a6)));
+        assert_eq!(f0.source.as_deref(), Some("/usr/src/debug/linux/arch/x86/include/asm/irqflags.h: 48"));
+        assert_eq!(t[0].frames[1].slot, Some(0xffffffff82a03e98));
+        assert_eq!(t[0].messages.len(), 2);
+        assert_eq!(t[0].messages[0], (5, "bt: WARNING: possibly bogus exception frame".to_string()));
     }
 
     #[test]
