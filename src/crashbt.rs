@@ -267,17 +267,18 @@ fn parse_header(t: &str) -> Result<CrashTask, String> {
         None => (t, None),
     };
     let toks: Vec<&str> = fields.split_whitespace().collect();
-    let mut i = 0;
-    while i < toks.len() {
-        let key = toks[i];
-        let val = toks.get(i + 1).copied().ok_or_else(|| format!("no value for {key}"))?;
+    for pair in toks.chunks(2) {
+        let (key, val) = match pair {
+            [k, v] => (*k, *v),
+            [k] => return Err(format!("no value for {k}")),
+            _ => continue,
+        };
         match key {
             "PID:" => task.pid = Some(val.parse().map_err(|_| format!("bad PID {val:?}"))?),
             "TASK:" => task.task = Some(parse_hex(val).ok_or_else(|| format!("bad TASK {val:?}"))?),
             "CPU:" => task.cpu = val.parse().ok(), // `CPU: -` for tasks not on a CPU
             _ => return Err(format!("unknown header field {key:?}")),
         }
-        i += 2;
     }
     if let Some(c) = command {
         let c = c.strip_prefix('"').and_then(|c| c.strip_suffix('"')).unwrap_or(c);
