@@ -6,6 +6,7 @@
 pub mod elf;
 pub mod memory;
 pub mod symbols;
+pub mod x86;
 
 #[cfg(feature = "python")]
 mod python;
