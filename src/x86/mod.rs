@@ -1,5 +1,7 @@
 //! x86-64 code checks: which call ends at a return address, and where a call leads.
 
+pub mod callsite;
 pub mod decode;
 
+pub use callsite::{call_before, Boundary, CallCheck, CallSite, CallTarget, MemOperand};
 pub use decode::{decode, format_att, Flow, Insn, Reg, Segment};
