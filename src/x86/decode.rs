@@ -240,21 +240,20 @@ pub fn decode_one(bytes: &[u8], addr: u64) -> Option<Insn> {
 }
 
 /// Read `len` bytes of code at `addr` in one read; if that fails inside the range,
-/// keep what is readable before the failing page (code at the end of a mapping).
+/// keep what is readable before the failure (code at the end of a mapping).
 /// Fails only when nothing at `addr` is readable.
 pub fn read_code<M: Memory + ?Sized>(mem: &M, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
     let mut buf = vec![0u8; len];
-    match mem.read(addr, &mut buf) {
-        Ok(()) => Ok(buf),
-        Err(e) => {
-            let page = e.addr & !(PAGE - 1);
-            let keep = page.checked_sub(addr).filter(|&k| k > 0).ok_or(e)?;
-            let keep = usize::try_from(keep).map_err(|_| e)?.min(len);
-            buf.truncate(keep);
-            mem.read(addr, &mut buf)?;
-            Ok(buf)
-        }
+    let Err(e) = mem.read(addr, &mut buf) else { return Ok(buf) };
+    // Cut at the failing address; a source that names only the start of the read is cut at the page.
+    let cut = if e.addr > addr { e.addr } else { (addr | (PAGE - 1)).checked_add(1).ok_or(e)? };
+    let keep = usize::try_from(cut - addr).map_err(|_| e)?;
+    if keep >= len {
+        return Err(e);
     }
+    buf.truncate(keep);
+    mem.read(addr, &mut buf)?;
+    Ok(buf)
 }
 
 /// AT&T text close to gdb's `x/i`: `call *0x348(%rbx)`, `call 0xffffffff81000000`,
