@@ -209,7 +209,9 @@ fn flow_of(i: &Instruction) -> Flow {
 fn insn(i: Instruction) -> Insn {
     let flow = flow_of(&i);
     let near_target = match flow {
-        Flow::Call | Flow::Jump | Flow::CondJump if i.is_call_near() || i.is_jmp_short_or_near() || i.is_jcc_short_or_near() => {
+        Flow::Call | Flow::Jump | Flow::CondJump
+            if i.is_call_near() || i.is_jmp_short_or_near() || i.is_jcc_short_or_near() =>
+        {
             Some(i.near_branch_target())
         }
         _ => None,
@@ -267,8 +269,23 @@ pub fn format_att(instr: &Instruction) -> String {
     // iced writes `callq *mem`, `retq`; gdb 13 (binutils 2.40) writes `call`, `ret`.
     let branch = matches!(
         instr.flow_control(),
-        FlowControl::Call | FlowControl::IndirectCall | FlowControl::UnconditionalBranch | FlowControl::IndirectBranch | FlowControl::Return
+        FlowControl::Call
+            | FlowControl::IndirectCall
+            | FlowControl::UnconditionalBranch
+            | FlowControl::IndirectBranch
+            | FlowControl::Return
     );
+    // binutils always writes the scale of an index (`(%rbx,%rax,1)`); iced leaves out `,1`.
+    if instr.memory_index() != Register::None && instr.memory_index_scale() == 1 {
+        let idx = format!(",%{})", format!("{:?}", instr.memory_index()).to_lowercase());
+        if let Some(at) = out.find(&idx) {
+            out.insert_str(at + idx.len() - 1, ",1");
+        }
+    }
+    // gcc's `-mindirect-branch-cs-prefix` pads thunk calls with cs; binutils shows it, iced does not.
+    if branch && instr.segment_prefix() == Register::CS && !out.starts_with("cs ") {
+        out.insert_str(0, "cs ");
+    }
     if branch {
         for (q, plain) in [("callq", "call"), ("jmpq", "jmp"), ("retq", "ret")] {
             if let Some(at) = out.find(q).filter(|&at| matches!(out.as_bytes().get(at + q.len()), None | Some(b' '))) {
@@ -293,6 +310,8 @@ fn gas() -> GasFormatter {
     o.set_branch_leading_zeros(false);
     o.set_leading_zeros(false);
     o.set_first_operand_char_index(0);
+    o.set_show_useless_prefixes(true);
+    o.set_show_zero_displacements(true);
     f
 }
 
@@ -316,6 +335,10 @@ mod tests {
         assert_eq!(text(&[0xc3], 0), "ret");
         assert_eq!(text(&[0xeb, 0xfe], 0x40), "jmp 0x40");
         assert_eq!(text(&[0x41, 0xff, 0xe3], 0), "jmp *%r11");
+        // As binutils writes them: `,1` scales, encoded zero displacements, the cs pad of thunk calls.
+        assert_eq!(text(&[0x48, 0x8d, 0x44, 0x15, 0x00], 0), "lea 0x0(%rbp,%rdx,1),%rax");
+        assert_eq!(text(&[0x0f, 0x1f, 0x44, 0x00, 0x00], 0), "nopl 0x0(%rax,%rax,1)");
+        assert_eq!(text(&[0x2e, 0xe8, 0x0f, 0x74, 0x6a, 0x00], 0xffffffff8175a4cb), "cs call 0xffffffff81e018e0");
     }
 
     #[test]
