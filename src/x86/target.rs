@@ -46,10 +46,16 @@ pub enum Unknown {
     /// No symbol holds this address, so its extent (and its jumps) are unknown.
     NoSymbol(u64),
     /// The pointer slot still points back into its PLT stub: not bound yet.
-    Unbound { stub: u64, slot: u64 },
+    Unbound {
+        stub: u64,
+        slot: u64,
+    },
     /// An indirect jump (`jmp *%rax`, a jump table, a retpoline tail call) at `at`
     /// out of code the target reaches: it could lead anywhere.
-    IndirectTail { at: u64, text: String },
+    IndirectTail {
+        at: u64,
+        text: String,
+    },
     /// The search stopped at a limit before finding the callee.
     Limit,
 }
@@ -60,9 +66,14 @@ pub enum TargetMatch {
     Exact,
     Via(Vec<Hop>),
     /// The target is a retpoline thunk: the call is really `call *%reg`.
-    IndirectRegister { reg: Reg, thunk: String },
+    IndirectRegister {
+        reg: Reg,
+        thunk: String,
+    },
     /// Every path from the target was followed to its end without meeting the callee.
-    Mismatch { target_sym: Symbol },
+    Mismatch {
+        target_sym: Symbol,
+    },
     Unknown(Unknown),
 }
 
@@ -76,7 +87,8 @@ pub fn same_function(a: &Symbol, b: &Symbol) -> bool {
 
 /// The register of a retpoline thunk (`__x86_indirect_thunk_r11`, `__llvm_retpoline_rax`).
 pub fn thunk_register(name: &str) -> Option<Reg> {
-    let thunk = (name.starts_with("__x86_indirect_") && name.contains("thunk_")) || name.starts_with("__llvm_retpoline_");
+    let thunk =
+        (name.starts_with("__x86_indirect_") && name.contains("thunk_")) || name.starts_with("__llvm_retpoline_");
     if !thunk {
         return None;
     }
@@ -161,7 +173,11 @@ impl<M: Memory + ?Sized, S: Symbols + ?Sized> Search<'_, M, S> {
         let sym = self.syms.lookup(addr);
         if let Some(sym) = &sym {
             if same_function(sym, callee) {
-                return Visit::Found(if hops.is_empty() { TargetMatch::Exact } else { TargetMatch::Via(hops.to_vec()) });
+                return Visit::Found(if hops.is_empty() {
+                    TargetMatch::Exact
+                } else {
+                    TargetMatch::Via(hops.to_vec())
+                });
             }
             if self.first_sym.is_none() {
                 self.first_sym = Some(sym.clone());
@@ -346,14 +362,20 @@ mod tests {
         let t = SymbolTable::new(vec![Symbol::new("puts", 0x7fff_f7e5_0000, 0x100).in_module("libc.so.6")]);
         let via = TargetMatch::Via(vec![Hop::Slot { at: 0x401024, slot: 0x404018, dest: 0x7fff_f7e5_0000 }]);
         assert_eq!(follow(&m, &t, 0x401020, "puts"), via);
-        assert_eq!(follow(&m, &t, 0x401040, "puts"), TargetMatch::Unknown(Unknown::Unbound { stub: 0x401040, slot: 0x404020 }));
+        assert_eq!(
+            follow(&m, &t, 0x401040, "puts"),
+            TargetMatch::Unknown(Unknown::Unbound { stub: 0x401040, slot: 0x404020 })
+        );
     }
 
     #[test]
     fn retpoline_thunk_is_an_indirect_register_call() {
         let mut m = Regions::new();
         func(&mut m, 0xffffffff82000000, &[]);
-        let t = SymbolTable::new(vec![Symbol::new("__x86_indirect_thunk_r11", 0xffffffff82000000, 0x20), Symbol::new("f", 0x1000, 1)]);
+        let t = SymbolTable::new(vec![
+            Symbol::new("__x86_indirect_thunk_r11", 0xffffffff82000000, 0x20),
+            Symbol::new("f", 0x1000, 1),
+        ]);
         assert_eq!(
             follow(&m, &t, 0xffffffff82000000, "f"),
             TargetMatch::IndirectRegister { reg: Reg::R11, thunk: "__x86_indirect_thunk_r11".into() }
@@ -369,7 +391,11 @@ mod tests {
         let la = func(&mut m, 0x1000, &jmp(0x1001, 0x2000, None));
         let lb = func(&mut m, 0x2000, &jmp(0x2001, 0x3000, Some(0x5)));
         let lc = func(&mut m, 0x3000, &[]);
-        let t = SymbolTable::new(vec![Symbol::new("a", 0x1000, la), Symbol::new("b", 0x2000, lb), Symbol::new("c", 0x3000, lc)]);
+        let t = SymbolTable::new(vec![
+            Symbol::new("a", 0x1000, la),
+            Symbol::new("b", 0x2000, lb),
+            Symbol::new("c", 0x3000, lc),
+        ]);
         let want = TargetMatch::Via(vec![
             Hop::TailJump { from: "a".into(), at: 0x1001, to: 0x2000 },
             Hop::TailJump { from: "b".into(), at: 0x2001, to: 0x3000 },
@@ -395,7 +421,10 @@ mod tests {
         let mut m = Regions::new();
         let lg = func(&mut m, 0x1000, &[0xff, 0xe0]);
         let t = SymbolTable::new(vec![Symbol::new("g", 0x1000, lg), Symbol::new("h", 0x2000, 1)]);
-        assert_eq!(follow(&m, &t, 0x1000, "h"), TargetMatch::Unknown(Unknown::IndirectTail { at: 0x1001, text: "jmp *%rax".into() }));
+        assert_eq!(
+            follow(&m, &t, 0x1000, "h"),
+            TargetMatch::Unknown(Unknown::IndirectTail { at: 0x1001, text: "jmp *%rax".into() })
+        );
     }
 
     #[test]
@@ -416,14 +445,21 @@ mod tests {
     fn each_function_is_decoded_once() {
         let mut m = Regions::new();
         m.add(0x1000, vec![0xcc; 0x2000]); // int3 padding, so a stub check reads 16 bytes in one go
-        // a and b jump to each other (and a twice to b): a finite search, each read once.
+                                           // a and b jump to each other (and a twice to b): a finite search, each read once.
         let mut body = jmp(0x1001, 0x2000, Some(0x4));
         body.extend(jmp(0x1007, 0x2003, None));
         let la = func(&mut m, 0x1000, &body);
         let lb = func(&mut m, 0x2000, &jmp(0x2001, 0x1000, None));
-        let t = SymbolTable::new(vec![Symbol::new("a", 0x1000, la), Symbol::new("b", 0x2000, lb), Symbol::new("z", 0x9000, 1)]);
+        let t = SymbolTable::new(vec![
+            Symbol::new("a", 0x1000, la),
+            Symbol::new("b", 0x2000, lb),
+            Symbol::new("z", 0x9000, 1),
+        ]);
         let c = Logged(&m, RefCell::new(Vec::new()));
-        assert_eq!(follow_target(&c, &t, 0x1000, &sym(&t, "z"), &Limits::default()), TargetMatch::Mismatch { target_sym: sym(&t, "a") });
+        assert_eq!(
+            follow_target(&c, &t, 0x1000, &sym(&t, "z"), &Limits::default()),
+            TargetMatch::Mismatch { target_sym: sym(&t, "a") }
+        );
         let log = c.1.borrow();
         assert_eq!(log.iter().filter(|r| **r == (0x1000, la as usize)).count(), 1);
         assert_eq!(log.iter().filter(|r| **r == (0x2000, lb as usize)).count(), 1);
