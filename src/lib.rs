@@ -7,6 +7,7 @@ pub mod crashbt;
 pub mod elf;
 pub mod memory;
 pub mod symbols;
+pub mod x86;
 
 #[cfg(test)]
 pub(crate) mod testdata;
