@@ -101,3 +101,14 @@ pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) ->
 pub fn section_address(path: &Path, name: &str) -> Result<Option<u64>, String> {
     Ok(parse(path)?.sections.get(name).copied())
 }
+
+/// A function symbol of `path` whose address tells where the debugger placed the file:
+/// the largest sized one, whose name is least likely to be shared with another file.
+pub fn probe_symbol(path: &Path) -> Result<Option<(String, u64)>, String> {
+    let t = parse(path)?;
+    Ok(t.syms
+        .iter()
+        .filter(|s| s.size > 0 && !s.name.contains('.') && !t.relocatable)
+        .max_by_key(|s| (s.size, std::cmp::Reverse(s.name.clone())))
+        .map(|s| (s.name.clone(), s.value)))
+}

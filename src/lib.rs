@@ -7,6 +7,8 @@ pub mod crashbt;
 pub mod elf;
 pub mod memory;
 pub mod symbols;
+pub mod unwind;
+pub mod verify;
 pub mod x86;
 
 #[cfg(test)]

@@ -1,0 +1,8 @@
+"""stackproof: check backtraces and recover registers from raw x86-64 stacks.
+
+The analysis is in the Rust extension `stackproof._core`; `stackproof.gdbext`
+adapts gdb to it. Nothing here imports gdb, so the package also works in a
+plain `python3` (`python3 -m stackproof layout FILE`).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""The shared shape of a stackproof command: argparse help, one-line errors.
+
+A command must never hurt the session: bad arguments, a missing target or an
+internal error become one gdb error line, never a traceback or an exit.
+"""
+
+import argparse
+import shlex
+
+import gdb
+
+from stackproof.gdbext.target import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError("%s: %s (see `help %s`)" % (self.prog, message, self.prog))
+
+    def exit(self, status=0, message=None):
+        # argparse exits after --help; inside gdb that would end the session.
+        if message:
+            print(message, end="")
+        raise _HelpShown()
+
+
+class _HelpShown(Exception):
+    pass
+
+
+class StackproofCommand(gdb.Command):
+    """Subclasses set `name`, build `parser` and implement `run(args)`."""
+
+    name = None
+
+    def __init__(self):
+        self.parser = _Parser(prog=self.name, description=self.description(), add_help=True,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.add_arguments(self.parser)
+        # gdb's `help NAME` shows the docstring: make it the argparse help.
+        self.__doc__ = self.parser.format_help()
+        super().__init__(self.name, gdb.COMMAND_STACK)
+
+    @classmethod
+    def description(cls):
+        return ""
+
+    def add_arguments(self, parser):
+        pass
+
+    def invoke(self, argument, from_tty):
+        self.dont_repeat()
+        try:
+            args = self.parser.parse_args(shlex.split(argument))
+            self.run(args)
+        except _HelpShown:
+            return
+        except UserError as e:
+            raise gdb.GdbError(str(e))
+        except gdb.GdbError:
+            raise
+        except KeyboardInterrupt:
+            raise gdb.GdbError("%s: interrupted" % self.name)
+        except ValueError as e:  # shlex on unbalanced quotes, bad numbers
+            raise gdb.GdbError("%s: %s" % (self.name, e))
+        except BaseException as e:  # includes a Rust panic surfacing as PanicException
+            if isinstance(e, SystemExit):
+                raise gdb.GdbError("%s: refused to exit gdb" % self.name)
+            raise gdb.GdbError("%s: internal error: %s: %s" % (self.name, type(e).__name__, e))

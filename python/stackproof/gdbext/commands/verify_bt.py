@@ -1,0 +1,92 @@
+"""verify-bt: which frames of a backtrace are real."""
+
+import sys
+
+import gdb
+
+from stackproof import _core, render
+from stackproof.gdbext import target
+from stackproof.gdbext.command import StackproofCommand
+from stackproof.gdbext.target import UserError
+
+
+class VerifyBt(StackproofCommand):
+    name = "verify-bt"
+
+    @classmethod
+    def description(cls):
+        return """Check every frame of a backtrace against the raw stack and the code.
+
+For each frame: does the stack slot hold its return address, is the
+instruction before it a call, does that call lead to the next inner frame's
+function? Verdicts: ok, probable, unknown (could not check, e.g. unreadable),
+bogus (disproved). Bogus frames are marked with `?`.
+
+Sources: gdb's backtrace of the selected thread (default), every thread (-a),
+registers given with --sp/--pc (stackproof unwinds by itself), or the text of
+crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
+
+    def add_arguments(self, p):
+        p.add_argument("-a", "--all-threads", action="store_true", help="every thread of the inferior")
+        p.add_argument("--sp", metavar="EXPR", help="start from this stack pointer (gdb expression)")
+        p.add_argument("--pc", metavar="EXPR", help="start from this pc (with --sp)")
+        p.add_argument("--bp", metavar="EXPR", help="frame pointer for --sp/--pc (optional)")
+        p.add_argument("--crash-bt", metavar="FILE", help="verify the frames of crash's `bt` output")
+        p.add_argument("--max-frames", type=int, default=1024, metavar="N", help="frames per thread (default 1024)")
+        p.add_argument("--json", action="store_true", help="print one JSON document (schema stackproof/verify-bt/1)")
+        p.add_argument("--strict", action="store_true", help="fail (gdb error) when any frame is bogus")
+        p.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every verdict")
+
+    def run(self, args):
+        if args.max_frames < 1:
+            raise UserError("verify-bt: --max-frames must be at least 1")
+        if (args.sp is None) != (args.pc is None):
+            raise UserError("verify-bt: --sp and --pc go together")
+        if args.bp is not None and args.sp is None:
+            raise UserError("verify-bt: --bp needs --sp and --pc")
+        inf = target.require_target()
+        read = target.memory_reader(inf)
+        symtab = target.symtab()
+        threads = []
+        if args.crash_bt is not None:
+            from stackproof.gdbext import crashtext
+
+            for title, frames in crashtext.frames_from_crash_text(args.crash_bt, args.max_frames):
+                threads.append(self._verify(read, symtab, frames, source="crash-bt", title=title))
+        elif args.sp is not None:
+            sp = target.parse_address(args.sp, "--sp")
+            pc = target.parse_address(args.pc, "--pc")
+            bp = target.parse_address(args.bp, "--bp") if args.bp is not None else None
+            frames, stop = _core.unwind(read, symtab, pc, sp, bp, args.max_frames)
+            threads.append(self._verify(read, symtab, frames, source="registers", stop=stop))
+        else:
+            selected = gdb.selected_thread()
+            chosen = sorted(inf.threads(), key=lambda t: t.num) if args.all_threads else [selected]
+            try:
+                for th in chosen:
+                    th.switch()
+                    frames, stop = target.gdb_frames(args.max_frames)
+                    title = "Thread %d (%s):" % (th.num, th.name or "LWP %d" % th.ptid[1]) if args.all_threads else None
+                    threads.append(self._verify(read, symtab, frames, source="gdb", title=title,
+                                                thread=th.num, stop=stop))
+            finally:
+                if selected is not None and selected.is_valid():
+                    selected.switch()
+
+        if args.json:
+            sys.stdout.write(render.verify_json(threads) + "\n")
+        else:
+            colour = target.styled()
+            for t in threads:
+                print(render.thread_text(t, verbose=args.verbose, colour=colour))
+        bogus = sum(len([f for f in t["frames"] if f["verdict"] == "bogus"]) for t in threads)
+        if args.strict and bogus:
+            raise UserError("verify-bt: %d bogus frame%s" % (bogus, "" if bogus == 1 else "s"))
+
+    @staticmethod
+    def _verify(read, symtab, frames, source, title=None, thread=None, stop=None):
+        reports, _stats = _core.verify_frames(read, symtab, frames)
+        return {"source": source, "title": title, "thread": thread, "stop": stop, "frames": reports}
+
+
+VerifyBt()

@@ -1,0 +1,138 @@
+"""Text and JSON renderings of the core's results. No gdb here: testable anywhere.
+
+JSON schemas are documented in docs/json.md; bump the version on any
+incompatible change.
+"""
+
+import json
+
+VERIFY_SCHEMA = "stackproof/verify-bt/1"
+
+_RED, _YELLOW, _GREEN, _DIM, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[2m", "\033[0m"
+
+
+def hexa(v):
+    return None if v is None else "0x%x" % v
+
+
+def _paint(text, colour, on):
+    return "%s%s%s" % (colour, text, _RESET) if on else text
+
+
+def _name(fr):
+    text = fr["describe"]
+    if fr.get("module"):
+        text += " [%s]" % fr["module"]
+    return text
+
+
+def _why(fr):
+    parts = []
+    for code, text in zip(fr["reasons"], fr["reason_text"]):
+        if code == "slot-mismatch" and fr.get("slot_value") is not None:
+            text = "slot-mismatch (slot holds %016x)" % fr["slot_value"]
+        if code == "wrong-target" and fr.get("call") and fr["call"].get("target_function"):
+            text = "wrong-target (call goes to %s)" % fr["call"]["target_function"]
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def frame_line(fr, colour=False):
+    """`#N [slot] function+off at ra   verdict  reasons`, crash style; `?` marks bogus."""
+    bogus = fr["verdict"] == "bogus"
+    mark = "?" if bogus else " "
+    slot = "[%016x] " % fr["slot"] if fr.get("slot") is not None else ""
+    head = "%s#%-3d %s%s at %016x" % (mark, fr["level"], slot, _name(fr), fr["pc"])
+    verdict = fr["verdict"].upper() if bogus else fr["verdict"]
+    col = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}[fr["verdict"]]
+    why = _why(fr)
+    tail = "%-8s %s" % (_paint(verdict, col, colour), why) if why else _paint(verdict, col, colour)
+    return "%-72s %s" % (head, tail)
+
+
+def evidence_lines(fr):
+    """The grounds of a verdict, for `-v`."""
+    out = []
+    if fr.get("slot") is not None:
+        v = fr.get("slot_value")
+        if v is None:
+            out.append("slot %016x: unreadable" % fr["slot"])
+        else:
+            same = "= return address" if v == fr["pc"] else "!= return address %016x" % fr["pc"]
+            out.append("slot %016x holds %016x %s" % (fr["slot"], v, same))
+    c = fr.get("call")
+    if c:
+        line = "call at %016x: %s" % (c["address"], c["text"])
+        if c.get("target") is not None:
+            line += "  -> %016x" % c["target"]
+            if c.get("target_function"):
+                line += " <%s>" % c["target_function"]
+        out.append(line)
+        for how in c.get("resolution") or []:
+            out.append("  resolved: %s" % how)
+        for hop in c.get("via") or []:
+            out.append("  via %s" % hop)
+    out.append("trust: %s" % fr["trust"])
+    return out
+
+
+def thread_text(thread, verbose=False, colour=False):
+    lines = []
+    title = thread.get("title")
+    if title:
+        lines.append(title)
+    for fr in thread["frames"]:
+        lines.append(frame_line(fr, colour))
+        if verbose:
+            lines.extend("        " + e for e in evidence_lines(fr))
+    if thread.get("stop"):
+        lines.append("  (unwinding stopped: %s)" % thread["stop"])
+    bogus = [fr["level"] for fr in thread["frames"] if fr["verdict"] == "bogus"]
+    if bogus:
+        kept = [fr for fr in thread["frames"] if fr["verdict"] != "bogus"]
+        lines.append("Corrected chain (without %s): %s" % (
+            ", ".join("#%d" % b for b in bogus),
+            " <- ".join(_name(fr) for fr in kept) or "(empty)"))
+    return "\n".join(lines)
+
+
+def _frame_json(fr):
+    c = fr.get("call")
+    call = None
+    if c:
+        call = {
+            "address": hexa(c["address"]),
+            "text": c["text"],
+            "kind": c["kind"],
+            "target": hexa(c.get("target")),
+            "target_function": c.get("target_function"),
+            "via": c.get("via") or [],
+            "resolution": c.get("resolution") or [],
+        }
+    return {
+        "level": fr["level"],
+        "pc": hexa(fr["pc"]),
+        "sp": hexa(fr.get("sp")),
+        "slot": hexa(fr.get("slot")),
+        "slot_value": hexa(fr.get("slot_value")),
+        "function": fr.get("function"),
+        "module": fr.get("module"),
+        "kind": fr["kind"],
+        "verdict": fr["verdict"],
+        "reasons": list(fr["reasons"]),
+        "trust": fr["trust"],
+        "call": call,
+    }
+
+
+def verify_json(threads):
+    doc = {"schema": VERIFY_SCHEMA, "threads": []}
+    for t in threads:
+        doc["threads"].append({
+            "thread": t.get("thread"),
+            "source": t["source"],
+            "stop": t.get("stop"),
+            "frames": [_frame_json(fr) for fr in t["frames"]],
+            "bogus": [fr["level"] for fr in t["frames"] if fr["verdict"] == "bogus"],
+        })
+    return json.dumps(doc, indent=1)

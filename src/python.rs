@@ -1,0 +1,265 @@
+//! The pyo3 binding: adapts Python callables to the core's traits and turns
+//! results into plain dicts. No analysis lives here.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::elf::{self, Placement};
+use crate::memory::{BlockCache, Memory, ReadError};
+use crate::symbols::{Symbol, SymbolTable, Symbols};
+use crate::verify::{self, FrameIn, FrameKind, FrameReport, Trust};
+
+/// Memory read through a Python callable `read(addr, length) -> bytes | None`.
+struct PyMemory {
+    read: Py<PyAny>,
+}
+
+impl Memory for PyMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        Python::attach(|py| {
+            let got = self.read.call1(py, (addr, buf.len())).map_err(|_| ReadError { addr })?;
+            let bytes = got.bind(py).cast::<PyBytes>().map_err(|_| ReadError { addr })?;
+            let b = bytes.as_bytes();
+            if b.len() != buf.len() {
+                return Err(ReadError { addr });
+            }
+            buf.copy_from_slice(b);
+            Ok(())
+        })
+    }
+}
+
+/// Stacks are read 64 KiB at a time: one call per stack in most cases.
+const BLOCK: u64 = 64 * 1024;
+
+/// Run core code; a panic becomes a Python RuntimeError instead of killing the session.
+fn guarded<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(PyRuntimeError::new_err(format!("stackproof internal error in {what}: {msg}")))
+        }
+    }
+}
+
+/// Function symbols: ELF tables placed where gdb loaded them, then a Python fallback.
+#[pyclass(module = "stackproof._core")]
+pub struct Symtab {
+    table: SymbolTable,
+    fallback: Option<Py<PyAny>>,
+}
+
+impl Symbols for Symtab {
+    fn lookup(&self, addr: u64) -> Option<Symbol> {
+        if let Some(s) = self.table.lookup(addr) {
+            return Some(s);
+        }
+        let fb = self.fallback.as_ref()?;
+        Python::attach(|py| {
+            let r = fb.call1(py, (addr,)).ok()?;
+            let (name, start, size, module): (String, u64, u64, Option<String>) = r.extract(py).ok()?;
+            Some(Symbol { name, start, size, module })
+        })
+    }
+
+    fn address_of(&self, name: &str) -> Option<u64> {
+        self.table.address_of(name)
+    }
+}
+
+#[pymethods]
+impl Symtab {
+    #[new]
+    fn new() -> Self {
+        Symtab { table: SymbolTable::default(), fallback: None }
+    }
+
+    /// Add an ELF file's text symbols, moved by `bias` or placed per section (`{".text": addr}`).
+    #[pyo3(signature = (path, bias=None, sections=None, module=None))]
+    fn add_elf(
+        &mut self,
+        path: &str,
+        bias: Option<u64>,
+        sections: Option<std::collections::HashMap<String, u64>>,
+        module: Option<&str>,
+    ) -> PyResult<usize> {
+        let placement = match sections {
+            Some(s) => Placement::Sections(s),
+            None => Placement::Bias(bias.unwrap_or(0)),
+        };
+        let syms = guarded("add_elf", || {
+            elf::load_symbols(Path::new(path), &placement, module).map_err(PyValueError::new_err)
+        })?;
+        let n = syms.len();
+        self.table.merge(syms);
+        Ok(n)
+    }
+
+    /// Add symbols given directly: a list of `(name, start, size, module)`.
+    fn add_symbols(&mut self, syms: Vec<(String, u64, u64, Option<String>)>) {
+        let v = syms.into_iter().map(|(name, start, size, module)| Symbol { name, start, size, module }).collect();
+        self.table.merge(v);
+    }
+
+    /// `fallback(addr) -> (name, start, size, module) | None`, asked when no table knows an address.
+    fn set_fallback(&mut self, fallback: Py<PyAny>) {
+        self.fallback = Some(fallback);
+    }
+
+    fn lookup(&self, addr: u64) -> Option<(String, u64, u64, Option<String>)> {
+        Symbols::lookup(self, addr).map(|s| (s.name, s.start, s.size, s.module))
+    }
+
+    fn __len__(&self) -> usize {
+        self.table.len()
+    }
+}
+
+/// Link-time address of a section of an ELF file, or None.
+#[pyfunction]
+fn section_address(path: &str, name: &str) -> PyResult<Option<u64>> {
+    guarded("section_address", || elf::section_address(Path::new(path), name).map_err(PyValueError::new_err))
+}
+
+fn parse_kind(s: &str) -> PyResult<FrameKind> {
+    Ok(match s {
+        "normal" => FrameKind::Normal,
+        "inline" => FrameKind::Inline,
+        "tailcall" => FrameKind::TailCall,
+        "sigtramp" => FrameKind::SigTramp,
+        other => return Err(PyValueError::new_err(format!("unknown frame kind {other:?}"))),
+    })
+}
+
+fn parse_trust(s: &str) -> PyResult<Trust> {
+    Ok(match s {
+        "registers" => Trust::Registers,
+        "layout" => Trust::Layout,
+        "cfi" => Trust::Cfi,
+        "frame-pointer" => Trust::FramePointer,
+        "scan" => Trust::Scan,
+        other => return Err(PyValueError::new_err(format!("unknown trust {other:?}"))),
+    })
+}
+
+fn kind_str(k: FrameKind) -> &'static str {
+    match k {
+        FrameKind::Normal => "normal",
+        FrameKind::Inline => "inline",
+        FrameKind::TailCall => "tailcall",
+        FrameKind::SigTramp => "sigtramp",
+    }
+}
+
+fn report_dict<'py>(py: Python<'py>, r: &FrameReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("level", r.level)?;
+    d.set_item("pc", r.pc)?;
+    d.set_item("sp", r.sp)?;
+    d.set_item("kind", kind_str(r.kind))?;
+    d.set_item("function", r.function.as_ref().map(|s| s.name.clone()))?;
+    d.set_item("function_start", r.function.as_ref().map(|s| s.start))?;
+    d.set_item("module", r.function.as_ref().and_then(|s| s.module.clone()))?;
+    d.set_item("describe", r.describe())?;
+    d.set_item("slot", r.slot)?;
+    d.set_item("slot_value", r.slot_value)?;
+    d.set_item("verdict", r.verdict.as_str())?;
+    d.set_item("reasons", r.reasons.iter().map(|x| x.code()).collect::<Vec<_>>())?;
+    d.set_item("reason_text", r.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+    d.set_item("trust", r.trust.as_str())?;
+    match &r.call {
+        None => d.set_item("call", py.None())?,
+        Some(c) => {
+            let cd = PyDict::new(py);
+            cd.set_item("address", c.site.addr)?;
+            cd.set_item("text", c.site.text.clone())?;
+            cd.set_item("kind", verify::call_kind(&c.site.target))?;
+            cd.set_item("target", c.target)?;
+            cd.set_item("target_function", c.target_function.clone())?;
+            cd.set_item("via", c.via.clone())?;
+            cd.set_item("resolution", c.resolution.clone())?;
+            d.set_item("call", cd)?;
+        }
+    }
+    Ok(d)
+}
+
+/// `(name, link-time address)` of a function of `path` to locate the file through gdb.
+#[pyfunction]
+fn probe_symbol(path: &str) -> PyResult<Option<(String, u64)>> {
+    guarded("probe_symbol", || elf::probe_symbol(Path::new(path)).map_err(PyValueError::new_err))
+}
+
+type FrameTuple = (u32, u64, Option<u64>, Option<u64>, String, Option<String>, String);
+
+fn frame_tuple(f: &FrameIn) -> FrameTuple {
+    (f.level, f.pc, f.sp, f.slot, kind_str(f.kind).to_string(), f.name.clone(), f.trust.as_str().to_string())
+}
+
+/// Unwind from registers with stackproof's own unwinder: `(frame tuples, stop reason)`.
+#[pyfunction]
+#[pyo3(signature = (read, symtab, pc, sp, bp, max_frames))]
+fn unwind(
+    read: Py<PyAny>,
+    symtab: &Symtab,
+    pc: u64,
+    sp: u64,
+    bp: Option<u64>,
+    max_frames: usize,
+) -> PyResult<(Vec<FrameTuple>, Option<String>)> {
+    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let u = guarded("unwind", || Ok(crate::unwind::unwind(&mem, symtab, pc, sp, bp, max_frames)))?;
+    Ok((u.frames.iter().map(frame_tuple).collect(), u.stop))
+}
+
+/// A reader's statistics, for the benchmark.
+#[pyclass(module = "stackproof._core")]
+pub struct Stats {
+    #[pyo3(get)]
+    reads: u64,
+}
+
+/// Verify a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`.
+/// Returns `(list of frame dicts, Stats)`.
+#[pyfunction]
+fn verify_frames<'py>(
+    py: Python<'py>,
+    read: Py<PyAny>,
+    symtab: &Symtab,
+    frames: Vec<FrameTuple>,
+) -> PyResult<(Bound<'py, PyList>, Stats)> {
+    let mut input = Vec::with_capacity(frames.len());
+    for (level, pc, sp, slot, kind, name, trust) in frames {
+        input.push(FrameIn { level, pc, sp, slot, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? });
+    }
+    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let reports = guarded("verify-bt", || Ok(verify::verify_chain(&mem, symtab, &input, &verify::NoResolver)))?;
+    let list = PyList::empty(py);
+    for r in &reports {
+        list.append(report_dict(py, r)?)?;
+    }
+    Ok((list, Stats { reads: mem.requests() }))
+}
+
+#[pymodule]
+mod _core {
+    #[pymodule_export]
+    use super::{probe_symbol, section_address, unwind, verify_frames, Stats, Symtab};
+
+    #[pymodule_init]
+    fn init(_m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        // Panics are caught at the boundary and reported as one line; the default
+        // hook would print a Rust backtrace into the gdb session.
+        std::panic::set_hook(Box::new(|_| {}));
+        Ok(())
+    }
+}

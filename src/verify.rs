@@ -1,0 +1,396 @@
+//! Verdicts on the frames of a backtrace: does each frame's evidence hold up in memory?
+
+use std::fmt;
+
+use crate::memory::Memory;
+use crate::symbols::{Symbol, Symbols};
+use crate::x86::{call_before, follow_target, CallCheck, CallSite, CallTarget, Hop, Limits, TargetMatch, Unknown};
+
+/// How the debugger (or a text) presented a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Normal,
+    /// A function inlined into the next outer frame: same pc and sp, no slot of its own.
+    Inline,
+    /// A frame gdb synthesised for a function that left by `jmp`: no slot.
+    TailCall,
+    /// The signal trampoline: its "return address" was written by the kernel.
+    SigTramp,
+}
+
+/// Where a chain came from, which decides how far each frame is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    Registers,
+    Layout,
+    Cfi,
+    FramePointer,
+    Scan,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Registers => "registers",
+            Trust::Layout => "layout",
+            Trust::Cfi => "cfi",
+            Trust::FramePointer => "frame-pointer",
+            Trust::Scan => "scan",
+        }
+    }
+}
+
+/// One frame as given: level 0 is innermost.
+#[derive(Debug, Clone)]
+pub struct FrameIn {
+    pub level: u32,
+    pub pc: u64,
+    /// The frame's stack pointer (gdb's `$sp` in that frame).
+    pub sp: Option<u64>,
+    /// Where its return address is claimed to be; when None it is `sp - 8` for frames above 0.
+    pub slot: Option<u64>,
+    pub kind: FrameKind,
+    /// The name the source gave (gdb's or crash's), shown when no symbol is known.
+    pub name: Option<String>,
+    pub trust: Trust,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Ok,
+    Probable,
+    Unknown,
+    Bogus,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Probable => "probable",
+            Verdict::Unknown => "unknown",
+            Verdict::Bogus => "bogus",
+        }
+    }
+}
+
+/// Machine-readable grounds for a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    SlotMismatch,
+    NoCallBeforeRa,
+    WrongTarget,
+    RaNotInText,
+    Unreadable(u64),
+    IndirectCall,
+    TailCall,
+    InsideFrameOf(String),
+    SignalFrame,
+    InterruptedPc,
+    InlineFrame,
+    TailCallFrame,
+    NoSymbol,
+    CalleeBogus,
+}
+
+impl Reason {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::SlotMismatch => "slot-mismatch",
+            Reason::NoCallBeforeRa => "no-call-before-ra",
+            Reason::WrongTarget => "wrong-target",
+            Reason::RaNotInText => "ra-not-in-text",
+            Reason::Unreadable(_) => "unreadable",
+            Reason::IndirectCall => "indirect-call",
+            Reason::TailCall => "tail-call",
+            Reason::InsideFrameOf(_) => "inside-frame-of",
+            Reason::SignalFrame => "signal-frame",
+            Reason::InterruptedPc => "interrupted-pc",
+            Reason::InlineFrame => "inline-frame",
+            Reason::TailCallFrame => "tailcall-frame",
+            Reason::NoSymbol => "no-symbol",
+            Reason::CalleeBogus => "callee-bogus",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Unreadable(a) => write!(f, "unreadable at {a:#x}"),
+            Reason::InsideFrameOf(func) => write!(f, "inside-frame-of {func}"),
+            other => f.write_str(other.code()),
+        }
+    }
+}
+
+/// What the call before a return address leads to.
+#[derive(Debug, Clone)]
+pub struct CallEvidence {
+    pub site: CallSite,
+    /// The call's target when it is known (direct, or an indirect operand that could be read).
+    pub target: Option<u64>,
+    pub target_function: Option<String>,
+    /// Hops from the target to the callee (PLT, thunk, tail jumps), as text.
+    pub via: Vec<String>,
+    /// How an indirect target was resolved, as text (`rbx = ... saved at ...`).
+    pub resolution: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FrameReport {
+    pub level: u32,
+    pub pc: u64,
+    pub sp: Option<u64>,
+    pub kind: FrameKind,
+    pub function: Option<Symbol>,
+    pub name: Option<String>,
+    pub slot: Option<u64>,
+    pub slot_value: Option<u64>,
+    pub verdict: Verdict,
+    pub reasons: Vec<Reason>,
+    pub call: Option<CallEvidence>,
+    pub trust: Trust,
+}
+
+impl FrameReport {
+    fn new(f: &FrameIn, function: Option<Symbol>) -> Self {
+        FrameReport {
+            level: f.level,
+            pc: f.pc,
+            sp: f.sp,
+            kind: f.kind,
+            function,
+            name: f.name.clone(),
+            slot: None,
+            slot_value: None,
+            verdict: Verdict::Ok,
+            reasons: Vec::new(),
+            call: None,
+            trust: f.trust,
+        }
+    }
+
+    /// Record a finding; the verdict only ever gets worse.
+    fn flag(&mut self, v: Verdict, r: Reason) {
+        self.verdict = self.verdict.max(v);
+        if !self.reasons.contains(&r) {
+            self.reasons.push(r);
+        }
+    }
+
+    /// `function+off`, or the source's name, or `??`.
+    pub fn describe(&self) -> String {
+        match (&self.function, &self.name) {
+            (Some(s), _) => s.describe(self.pc),
+            (None, Some(n)) => n.clone(),
+            (None, None) => "??".to_string(),
+        }
+    }
+}
+
+/// Resolves an indirect call's target once registers of the frame are known (a later stage).
+pub trait IndirectResolver {
+    /// The address an indirect call at `site` in the frame at `level` jumped to, with how it was found.
+    fn resolve(&self, level: u32, site: &CallSite) -> Option<(u64, Vec<String>)>;
+}
+
+/// Resolves nothing: indirect calls stay `probable`.
+pub struct NoResolver;
+
+impl IndirectResolver for NoResolver {
+    fn resolve(&self, _: u32, _: &CallSite) -> Option<(u64, Vec<String>)> {
+        None
+    }
+}
+
+/// The symbol of code at a return address: look up `ra - 1`, so a call to a
+/// noreturn function at a function's very end stays with its caller.
+pub fn function_of_ra<S: Symbols>(syms: &S, ra: u64) -> Option<Symbol> {
+    syms.lookup(ra.checked_sub(1)?)
+}
+
+/// Check every frame of a chain (innermost first).
+pub fn verify_chain<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    frames: &[FrameIn],
+    resolver: &dyn IndirectResolver,
+) -> Vec<FrameReport> {
+    let mut out: Vec<FrameReport> = Vec::with_capacity(frames.len());
+    // Index in `out` of the nearest inner frame that is a callee (not inline).
+    let mut callee: Option<usize> = None;
+    for (i, f) in frames.iter().enumerate() {
+        let inner = i.checked_sub(1).and_then(|j| frames.get(j));
+        let is_ra = i > 0 && !matches!(inner.map(|p| p.kind), Some(FrameKind::SigTramp));
+        let func = if is_ra { function_of_ra(syms, f.pc) } else { syms.lookup(f.pc) };
+        let mut r = FrameReport::new(f, func);
+
+        if f.kind == FrameKind::Inline {
+            // Checked as part of the physical frame it is inlined into (the next outer one).
+            r.flag(Verdict::Ok, Reason::InlineFrame);
+            out.push(r);
+            continue;
+        }
+        if f.kind == FrameKind::TailCall {
+            r.flag(Verdict::Probable, Reason::TailCallFrame);
+            out.push(r);
+            callee = Some(out.len() - 1);
+            continue;
+        }
+
+        // The slot: frame 0 from registers has none unless the source names one (crash's `bt`).
+        let slot = f.slot.or_else(|| if i > 0 { f.sp.and_then(|sp| sp.checked_sub(8)) } else { None });
+        if i > 0 || f.slot.is_some() {
+            r.slot = slot;
+            match slot.map(|s| mem.read_u64(s)) {
+                Some(Ok(v)) => {
+                    r.slot_value = Some(v);
+                    if v != f.pc {
+                        r.flag(Verdict::Bogus, Reason::SlotMismatch);
+                    }
+                }
+                Some(Err(e)) => r.flag(Verdict::Unknown, Reason::Unreadable(e.addr)),
+                None => {}
+            }
+        }
+
+        if !is_ra {
+            if i > 0 {
+                // The pc a signal interrupted: no call precedes it.
+                r.flag(Verdict::Ok, Reason::InterruptedPc);
+            }
+            if f.kind == FrameKind::SigTramp {
+                r.flag(Verdict::Ok, Reason::SignalFrame);
+            }
+            if r.function.is_none() && i == 0 {
+                r.reasons.push(Reason::NoSymbol);
+            }
+            out.push(r);
+            callee = Some(out.len() - 1);
+            continue;
+        }
+
+        if f.kind == FrameKind::SigTramp {
+            // The kernel wrote this return address; there is no call to find.
+            r.flag(Verdict::Ok, Reason::SignalFrame);
+            out.push(r);
+            callee = Some(out.len() - 1);
+            continue;
+        }
+
+        check_call(mem, syms, f, &mut r, callee.and_then(|c| out.get(c)), resolver);
+        out.push(r);
+        callee = Some(out.len() - 1);
+    }
+    out
+}
+
+fn check_call<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    f: &FrameIn,
+    r: &mut FrameReport,
+    callee: Option<&FrameReport>,
+    resolver: &dyn IndirectResolver,
+) {
+    let start = r.function.as_ref().map(|s| s.start);
+    let site = match call_before(mem, f.pc, start) {
+        Err(e) => {
+            if r.function.is_none() {
+                r.flag(Verdict::Bogus, Reason::RaNotInText);
+            } else {
+                r.flag(Verdict::Unknown, Reason::Unreadable(e.addr));
+            }
+            return;
+        }
+        Ok(CallCheck::NoCall { .. }) => {
+            let reason = if r.function.is_none() { Reason::RaNotInText } else { Reason::NoCallBeforeRa };
+            r.flag(Verdict::Bogus, reason);
+            return;
+        }
+        Ok(CallCheck::Call { site, .. }) => site,
+    };
+    if r.function.is_none() {
+        r.flag(Verdict::Probable, Reason::NoSymbol);
+    }
+
+    let mut ev = CallEvidence { site: site.clone(), target: None, target_function: None, via: vec![], resolution: vec![] };
+    let target = match &site.target {
+        CallTarget::Direct(t) => Some(*t),
+        CallTarget::Memory(m) if m.base.is_none() && m.index.is_none() => {
+            // `call *ADDR(%rip)` / `call *ABS`: the pointer is in memory now.
+            match m.absolute.map(|a| mem.read_u64(a)) {
+                Some(Ok(p)) => {
+                    ev.resolution.push(format!("pointer at {:#x} = {p:#x}", m.absolute.unwrap_or(0)));
+                    Some(p)
+                }
+                _ => None,
+            }
+        }
+        _ => resolver.resolve(f.level, &site).map(|(t, how)| {
+            ev.resolution = how;
+            t
+        }),
+    };
+    ev.target = target;
+    ev.target_function = target.and_then(|t| syms.lookup(t)).map(|s| s.describe(target.unwrap_or(s.start)));
+
+    let Some(callee) = callee else {
+        r.call = Some(ev);
+        return;
+    };
+    let Some(t) = target else {
+        r.flag(Verdict::Probable, Reason::IndirectCall);
+        r.call = Some(ev);
+        return;
+    };
+    let callee_fn = callee.function.clone();
+    match callee_fn {
+        None => r.flag(Verdict::Probable, Reason::NoSymbol),
+        Some(cf) => match follow_target(mem, syms, t, &cf, &Limits::default()) {
+            TargetMatch::Exact => {}
+            TargetMatch::Via(hops) => {
+                ev.via = hops.iter().map(|h| hop_text(syms, h)).collect();
+                r.flag(Verdict::Probable, Reason::TailCall);
+            }
+            TargetMatch::IndirectRegister { reg, thunk } => {
+                ev.via.push(format!("{thunk}: call *%{}", reg.name()));
+                r.flag(Verdict::Probable, Reason::IndirectCall);
+            }
+            TargetMatch::Mismatch { .. } => {
+                if callee.verdict == Verdict::Bogus {
+                    // The inner frame is already disproved; this call went elsewhere, as it should.
+                    r.reasons.push(Reason::CalleeBogus);
+                } else {
+                    r.flag(Verdict::Bogus, Reason::WrongTarget);
+                }
+            }
+            TargetMatch::Unknown(Unknown::Unreadable(e)) => r.flag(Verdict::Unknown, Reason::Unreadable(e.addr)),
+            TargetMatch::Unknown(Unknown::IndirectTail { at, text }) => {
+                ev.via.push(format!("{at:#x}: {text} (could lead anywhere)"));
+                r.flag(Verdict::Probable, Reason::TailCall);
+            }
+            TargetMatch::Unknown(_) => r.flag(Verdict::Probable, Reason::TailCall),
+        },
+    }
+    r.call = Some(ev);
+}
+
+/// A hop from a call's target towards the callee, as the evidence line shows it.
+pub fn hop_text<S: Symbols>(syms: &S, h: &Hop) -> String {
+    let name = |a: u64| syms.lookup(a).map(|s| format!(" <{}>", s.describe(a))).unwrap_or_default();
+    match h {
+        Hop::Slot { at, slot, dest } => format!("jmp *{slot:#x} at {at:#x} -> {dest:#x}{}", name(*dest)),
+        Hop::TailJump { from, at, to } => format!("tail jmp in {from} at {at:#x} -> {to:#x}{}", name(*to)),
+    }
+}
+
+/// `direct`, `register` or `memory`, as the JSON schema names call kinds.
+pub fn call_kind(t: &CallTarget) -> &'static str {
+    match t {
+        CallTarget::Direct(_) => "direct",
+        CallTarget::Register(_) => "register",
+        CallTarget::Memory(_) => "memory",
+    }
+}
