@@ -373,3 +373,97 @@ def frames_by_slot(doc_thread):
         if fr.get("slot") is not None:
             out[hexint(fr["slot"])] = fr
     return out
+
+
+# ---------------------------------------------------------------------------
+# schema checks shared by the tests
+# ---------------------------------------------------------------------------
+
+VERDICTS = {"ok", "probable", "bogus", "unknown"}
+REASONS = {"slot-mismatch", "no-call-before-ra", "wrong-target", "ra-not-in-text",
+           "unreadable", "indirect-call", "tail-call", "inside-frame-of",
+           "signal-frame", "inline-frame", "tailcall-frame"}
+TRUSTS = {"registers", "cfi", "layout", "frame-pointer", "scan"}
+SOURCES = {"gdb", "registers", "crash-bt"}
+CALL_KINDS = {"direct", "register", "memory"}
+HEX = re.compile(r"^0x[0-9a-f]+$")
+
+
+def _is_hex(v):
+    return isinstance(v, str) and HEX.match(v) is not None
+
+
+def check_schema(doc):
+    """Every field of stackproof/verify-bt/1 has the type the interface says."""
+    assert isinstance(doc.get("threads"), list), doc
+    for t in doc["threads"]:
+        assert isinstance(t["thread"], int), t
+        assert t["source"] in SOURCES, t["source"]
+        assert isinstance(t["frames"], list)
+        for fr in t["frames"]:
+            assert isinstance(fr["level"], int), fr
+            assert _is_hex(fr["pc"]), fr
+            assert fr["sp"] is None or _is_hex(fr["sp"]), fr
+            assert fr["slot"] is None or _is_hex(fr["slot"]), fr
+            assert fr["slot_value"] is None or _is_hex(fr["slot_value"]), fr
+            assert fr["function"] is None or isinstance(fr["function"], str), fr
+            assert fr["verdict"] in VERDICTS, fr
+            assert isinstance(fr["reasons"], list), fr
+            for r in fr["reasons"]:
+                assert r in REASONS, (r, fr)
+            assert fr["trust"] in TRUSTS, fr
+            call = fr["call"]
+            if call is not None:
+                assert _is_hex(call["address"]), fr
+                assert isinstance(call["text"], str), fr
+                assert call["kind"] in CALL_KINDS, fr
+                assert call["target"] is None or _is_hex(call["target"]), fr
+                assert call["target_function"] is None or isinstance(call["target_function"], str), fr
+            if fr["verdict"] == "bogus":
+                assert fr["reasons"], ("a bogus frame says why", fr)
+            if "unreadable" in fr["reasons"]:
+                assert fr["verdict"] == "unknown", fr
+
+
+def oracle_expects_ok(frames, i):
+    """True when gdb's own data prove frame i was entered by a direct call to
+    the function of frame i-1 and its ra sits at sp-8: a correct verify-bt
+    must call such a frame `ok`."""
+    if i == 0:
+        return False
+    fr, inner = frames[i], frames[i - 1]
+    return (fr["type"] == "normal" and inner["type"] == "normal" and fr["has_slot"]
+            and fr["slot_value"] == fr["pc"]
+            and fr["direct_call_target_function"] is not None
+            and fr["direct_call_target_function"] == inner["function"])
+
+
+def check_against_oracle(doc_thread, oracle_frames, what=""):
+    """gdb-sourced verify-bt output vs the intact-core oracle."""
+    got = doc_thread["frames"]
+    want = [(f["pc"], f["sp"]) for f in oracle_frames]
+    have = [(hexint(f["pc"]), hexint(f["sp"])) for f in got]
+    assert have == want, "%s: frames differ from gdb's\nwant %s\nhave %s" % (
+        what, [(hex(a), hex(b)) for a, b in want],
+        [(hex(a), b is not None and hex(b)) for a, b in have])
+    for i, (fr, orc) in enumerate(zip(got, oracle_frames)):
+        ctx = "%s frame %d (%s, %s)" % (what, i, orc["function"], orc["type"])
+        assert fr["level"] == i, ctx
+        assert fr["verdict"] != "bogus", (ctx, fr)
+        if i == 0:
+            assert fr["slot"] is None, (ctx, fr)
+        if orc["has_slot"]:
+            assert hexint(fr["slot"]) == orc["sp"] - 8, (ctx, fr)
+            assert hexint(fr["slot_value"]) == orc["pc"], (ctx, fr)
+        if oracle_expects_ok(oracle_frames, i):
+            assert fr["verdict"] == "ok", (ctx, fr)
+            assert fr["call"] is not None and fr["call"]["kind"] == "direct", (ctx, fr)
+            assert hexint(fr["call"]["target"]) == orc["direct_call_target"], (ctx, fr)
+            assert hexint(fr["call"]["address"]) == orc["pc"] - 5, (ctx, fr)
+        if orc["type"] == "inline":
+            assert "inline-frame" in fr["reasons"], (ctx, fr)
+        if orc["type"] == "tailcall":
+            assert "tailcall-frame" in fr["reasons"], (ctx, fr)
+        if orc["type"] == "sigtramp":
+            nxt = got[i + 1]["reasons"] if i + 1 < len(got) else []
+            assert "signal-frame" in fr["reasons"] or "signal-frame" in nxt, (ctx, fr)
