@@ -23,6 +23,7 @@ DO_PTH=1
 DO_DEMO=1
 UNINSTALL=0
 DEPS_ONLY=0
+DO_DEPS=1
 PYTHON=${PYTHON:-python3}
 GDBINIT_FILE=${STACKPROOF_GDBINIT_FILE:-${HOME:-/root}/.gdbinit}
 MARKER="# stackproof: added by install.sh (./install.sh --uninstall removes it)"
@@ -40,6 +41,7 @@ Options:
   --no-demo       skip the final self-test on a crashed demo program
   --deps-only     only install missing system packages (gdb, gcc, make, xz-utils,
                   python3, pytest) and check for cargo, then stop
+  --no-deps       do not look for / install system packages (cargo must be on PATH)
   --uninstall     remove the installed files, the ~/.gdbinit line and the .pth
   -h, --help      this help
 
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
         --no-pth) DO_PTH=0; shift ;;
         --no-demo) DO_DEMO=0; shift ;;
         --deps-only) DEPS_ONLY=1; shift ;;
+        --no-deps) DO_DEPS=0; shift ;;
         --uninstall) UNINSTALL=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
@@ -294,7 +297,11 @@ if [ $UNINSTALL -eq 1 ]; then
     exit 0
 fi
 
-install_deps
+if [ $DO_DEPS -eq 1 ] || [ $DEPS_ONLY -eq 1 ]; then
+    install_deps
+else
+    find_cargo || die "cargo not found"
+fi
 if [ $DEPS_ONLY -eq 1 ]; then
     say "dependencies are in place"
     exit 0
