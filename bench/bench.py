@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Benchmark: gdb's own `bt` vs `verify-bt` on deep stacks.
+
+For each depth (default 200 and 5000) the recursion program (tests/programs/
+recursion.c, -O2 -g) is run to its crash and a core written by gdb (cached
+under tests/build, shared with the e2e tests).  Then ONE gdb process per core
+times, from cold caches each run:
+
+    bt                          (gdb resolving entry-value arguments)
+    bt -frame-arguments none
+    verify-bt
+    verify-bt --json
+
+and prints the median/min in ms and the ratio to `bt -frame-arguments none`.
+Memory-read counts: printed when `verify-bt --json` carries a "stats" object
+(e.g. {"memory_reads": N, "bytes_read": M}).
+
+    python3 bench/bench.py [--depth 200 --depth 5000] [--repeat 5]
+                           [--prefix PREFIX] [--opt O2] [--json OUT]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+
+from conftest import BUILD, OPT_LEVELS, Builder, QUIET_GDB  # noqa: E402
+
+GDB_SCRIPT = Path(__file__).resolve().parent / "bench_gdb.py"
+BT_CMDS = ["bt", "bt -frame-arguments none"]
+SP_CMDS = ["verify-bt", "verify-bt --json"]
+
+
+def bench_core(exe, core, prefix, repeat):
+    init = Path(prefix) / "lib" / "stackproof" / "stackproof-gdbinit.py"
+    cmds = list(BT_CMDS)
+    args = ["gdb", "-batch", "-nx"] + QUIET_GDB
+    if init.is_file():
+        args += ["-ex", "source %s" % init]
+        cmds += SP_CMDS
+    else:
+        print("  (stackproof not installed at %s: timing gdb only)" % init)
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "bench.json"
+        env = dict(os.environ, BENCH_OUT=str(out), BENCH_REPEAT=str(repeat),
+                   BENCH_COMMANDS=json.dumps(cmds))
+        env.pop("DEBUGINFOD_URLS", None)
+        p = subprocess.run(args + ["-x", str(GDB_SCRIPT), str(exe), str(core)],
+                           env=env, capture_output=True, text=True, timeout=1800,
+                           stdin=subprocess.DEVNULL)
+        if not out.exists():
+            sys.exit("bench: gdb failed (status %d)\n%s\n%s" % (p.returncode, p.stdout[-3000:],
+                                                               p.stderr[-3000:]))
+        return json.loads(out.read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--depth", type=int, action="append")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--opt", default="O2", choices=sorted(OPT_LEVELS))
+    ap.add_argument("--prefix", default=os.environ.get("STACKPROOF_PREFIX",
+                                                       str(BUILD / "prefix")))
+    ap.add_argument("--json", metavar="OUT", help="also write all figures as JSON")
+    args = ap.parse_args()
+    depths = args.depth or [200, 5000]
+    builder = Builder(BUILD)
+    report = []
+    for depth in depths:
+        exe, core = builder.custom("recursion", args.opt, [str(depth)])
+        res = bench_core(exe, core, args.prefix, args.repeat)
+        res.update(depth=depth, opt=args.opt)
+        report.append(res)
+        base = {c["command"]: c for c in res["commands"]}.get("bt -frame-arguments none")
+        print("recursion depth %d (-%s): %d frames in gdb" % (depth, args.opt, res["frames"]))
+        print("  %-28s %10s %10s %8s  %s" % ("command", "median ms", "min ms", "ratio", "notes"))
+        for c in res["commands"]:
+            if c["error"]:
+                print("  %-28s %10s %10s %8s  error: %s" % (c["command"], "-", "-", "-", c["error"]))
+                continue
+            ratio = (c["median_ms"] / base["median_ms"]) if base and base["median_ms"] else None
+            notes = []
+            if "json_frames" in c:
+                notes.append("%d frames" % c["json_frames"])
+            if c.get("stats"):
+                notes.append("stats %s" % json.dumps(c["stats"], sort_keys=True))
+            print("  %-28s %10.1f %10.1f %8s  %s" % (
+                c["command"], c["median_ms"], c["min_ms"],
+                "%.2fx" % ratio if ratio is not None else "-", "; ".join(notes)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+# gdb-side half of bench/bench.py: runs inside ONE gdb process on one core,
+# times each command (after flushing gdb's frame/register caches, so every
+# run unwinds from scratch) and writes the figures as JSON to $BENCH_OUT.
+import json
+import os
+import statistics
+import time
+
+import gdb
+
+REPEAT = int(os.environ.get("BENCH_REPEAT", "5"))
+COMMANDS = json.loads(os.environ["BENCH_COMMANDS"])
+
+
+def flush():
+    try:
+        gdb.execute("maintenance flush register-cache", to_string=True)
+    except gdb.error:
+        gdb.execute("flushregs", to_string=True)
+
+
+def count_frames():
+    n = 0
+    f = gdb.newest_frame()
+    while f is not None:
+        n += 1
+        f = f.older()
+    return n
+
+
+results = {"frames": count_frames(), "commands": []}
+for cmd in COMMANDS:
+    times = []
+    out = ""
+    error = None
+    for _ in range(REPEAT):
+        flush()
+        t0 = time.perf_counter()
+        try:
+            out = gdb.execute(cmd, to_string=True)
+        except gdb.error as e:
+            error = str(e)
+            break
+        times.append(time.perf_counter() - t0)
+    rec = {"command": cmd, "error": error, "runs": len(times),
+           "min_ms": min(times) * 1e3 if times else None,
+           "median_ms": statistics.median(times) * 1e3 if times else None,
+           "output_bytes": len(out), "output_lines": out.count("\n")}
+    if cmd.startswith("verify-bt") and "--json" in cmd and not error:
+        try:
+            doc = json.loads(out[out.index("{"):])
+            rec["json_frames"] = sum(len(t["frames"]) for t in doc["threads"])
+            rec["stats"] = doc.get("stats")     # memory-read counts, when the lead adds them
+        except (ValueError, KeyError) as e:
+            rec["json_error"] = str(e)
+    results["commands"].append(rec)
+
+with open(os.environ["BENCH_OUT"], "w") as f:
+    json.dump(results, f)

@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# install.sh: build stackproof and install it for gdb (and for python3).
+#
+#   ./install.sh [--prefix DIR] [--no-gdbinit] [--no-pth] [--no-demo]
+#   ./install.sh --uninstall [--prefix DIR]
+#   ./install.sh --deps-only
+#
+# Layout under PREFIX (default $HOME/.local):
+#   PREFIX/lib/stackproof/stackproof-gdbinit.py        the file gdb sources
+#   PREFIX/lib/stackproof/python/stackproof/...         the package
+#   PREFIX/lib/stackproof/python/stackproof/_core.abi3.so   the Rust core
+# plus one marked `source` line in ~/.gdbinit and a stackproof.pth in the
+# user site-packages of python3 (so `python3 -m stackproof` works outside gdb).
+#
+# It ends by proving itself on a freshly crashed demo program (--no-demo skips).
+set -euo pipefail
+
+PROG=${0##*/}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PREFIX="${HOME:-/root}/.local"
+DO_GDBINIT=1
+DO_PTH=1
+DO_DEMO=1
+UNINSTALL=0
+DEPS_ONLY=0
+DO_DEPS=1
+PYTHON=${PYTHON:-python3}
+GDBINIT_FILE=${STACKPROOF_GDBINIT_FILE:-${HOME:-/root}/.gdbinit}
+MARKER="# stackproof: added by install.sh (./install.sh --uninstall removes it)"
+
+usage() {
+    cat <<EOF
+Usage: $PROG [options]
+
+Build stackproof (cargo build --release --features python) and install it.
+
+Options:
+  --prefix DIR    install under DIR/lib/stackproof (default: \$HOME/.local)
+  --no-gdbinit    do not add the 'source .../stackproof-gdbinit.py' line to ~/.gdbinit
+  --no-pth        do not write stackproof.pth into python3's user site-packages
+  --no-demo       skip the final self-test on a crashed demo program
+  --deps-only     only install missing system packages (gdb, gcc, make, xz-utils,
+                  python3, pytest) and check for cargo, then stop
+  --no-deps       do not look for / install system packages (cargo must be on PATH)
+  --uninstall     remove the installed files, the ~/.gdbinit line and the .pth
+  -h, --help      this help
+
+Environment: PYTHON (default python3), CARGO_TARGET_DIR, STACKPROOF_GDBINIT_FILE
+(default ~/.gdbinit).
+
+In gdb:  source PREFIX/lib/stackproof/stackproof-gdbinit.py   then   help verify-bt
+EOF
+}
+
+die() { echo "$PROG: error: $*" >&2; exit 1; }
+say() { echo "==> $*"; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; PREFIX=$2; shift 2 ;;
+        --prefix=*) PREFIX=${1#--prefix=}; shift ;;
+        --no-gdbinit) DO_GDBINIT=0; shift ;;
+        --no-pth) DO_PTH=0; shift ;;
+        --no-demo) DO_DEMO=0; shift ;;
+        --deps-only) DEPS_ONLY=1; shift ;;
+        --no-deps) DO_DEPS=0; shift ;;
+        --uninstall) UNINSTALL=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+done
+
+[ -n "$PREFIX" ] || die "empty --prefix"
+case "$PREFIX" in /*) ;; *) PREFIX="$PWD/$PREFIX" ;; esac
+PREFIX=${PREFIX%/}
+DEST="$PREFIX/lib/stackproof"
+GDBINIT_PY="$DEST/stackproof-gdbinit.py"
+
+# ---------------------------------------------------------------- helpers ---
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); fi
+fi
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing: $* (no apt-get here: install them with your package manager)"
+    if [ "$(id -u)" -ne 0 ] && [ ${#SUDO[@]} -eq 0 ]; then
+        die "missing: $* (not root and no sudo: install them as root)"
+    fi
+    if [ $APT_UPDATED -eq 0 ]; then
+        say "apt-get update"
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" </dev/null
+}
+
+user_site() {
+    "$PYTHON" -c 'import site, sys; sys.stdout.write(site.getusersitepackages())'
+}
+
+find_cargo() {
+    if command -v cargo >/dev/null 2>&1; then return 0; fi
+    if [ -x "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo" ]; then
+        PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"; export PATH
+        return 0
+    fi
+    return 1
+}
+
+# ------------------------------------------------------------------- deps ---
+
+install_deps() {
+    local pkgs=()
+    command -v gdb >/dev/null 2>&1 || pkgs+=(gdb)
+    command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
+    command -v make >/dev/null 2>&1 || pkgs+=(make)
+    command -v xz >/dev/null 2>&1 || pkgs+=(xz-utils)
+    command -v strip >/dev/null 2>&1 || pkgs+=(binutils)
+    command -v "$PYTHON" >/dev/null 2>&1 || pkgs+=(python3)
+    if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
+
+    # gdb must embed Python (Debian's gdb does; gdb-minimal does not)
+    if ! gdb -nx -batch -ex 'python print("py-ok")' 2>/dev/null </dev/null | grep -q py-ok; then
+        apt_install gdb
+        gdb -nx -batch -ex 'python print("py-ok")' 2>/dev/null </dev/null | grep -q py-ok ||
+            die "this gdb has no Python support; install a gdb built with Python"
+    fi
+    # gcc must be able to link a threaded program
+    local t; t=$(mktemp -d)
+    printf '#include <pthread.h>\nint main(void){return 0;}\n' >"$t/c.c"
+    if ! gcc -o "$t/c" "$t/c.c" -pthread 2>/dev/null; then
+        apt_install libc6-dev
+    fi
+    rm -rf "$t"
+
+    # pytest for the tests, for the python3 that runs them
+    if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
+        local pyprefix
+        pyprefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
+        if [ "$pyprefix" = /usr ] && command -v apt-get >/dev/null 2>&1; then
+            apt_install python3-pytest
+        else
+            say "$PYTHON -m pip install --user pytest"
+            "$PYTHON" -m pip install --user -q pytest </dev/null ||
+                echo "$PROG: warning: could not install pytest for $PYTHON (only the tests need it)" >&2
+        fi
+    fi
+
+    find_cargo || die "cargo not found. stackproof's core is Rust: install a Rust toolchain
+(rustup, or your distribution's 'cargo' package) and run $PROG again."
+}
+
+# -------------------------------------------------------------- uninstall ---
+
+remove_gdbinit_line() {
+    [ -f "$GDBINIT_FILE" ] || return 0
+    local tmp; tmp=$(mktemp)
+    # drop each marker line and the `source .../stackproof-gdbinit.py` after it
+    awk -v marker="$MARKER" '
+        skip && /^source .*stackproof-gdbinit\.py[ \t]*$/ { skip = 0; next }
+        { skip = 0 }
+        $0 == marker { skip = 1; next }
+        { print }
+    ' "$GDBINIT_FILE" >"$tmp"
+    if ! cmp -s "$tmp" "$GDBINIT_FILE"; then
+        cat "$tmp" >"$GDBINIT_FILE"
+        say "removed the stackproof line from $GDBINIT_FILE"
+    fi
+    rm -f "$tmp"
+}
+
+remove_pth() {
+    command -v "$PYTHON" >/dev/null 2>&1 || return 0
+    local site pth
+    site=$(user_site) || return 0
+    pth="$site/stackproof.pth"
+    if [ -f "$pth" ] && grep -qxF "$DEST/python" "$pth"; then
+        rm -f "$pth"
+        say "removed $pth"
+    fi
+}
+
+uninstall() {
+    if [ -d "$DEST" ]; then
+        if [ -f "$DEST/stackproof-gdbinit.py" ] || [ -d "$DEST/python/stackproof" ]; then
+            rm -rf "$DEST"
+            say "removed $DEST"
+        else
+            die "$DEST does not look like a stackproof installation; not removing it"
+        fi
+    else
+        say "nothing installed in $DEST"
+    fi
+    rmdir "$PREFIX/lib" 2>/dev/null || true
+    remove_gdbinit_line
+    remove_pth
+}
+
+# ---------------------------------------------------------- build/install ---
+
+build() {
+    [ -f "$REPO/Cargo.toml" ] || die "no Cargo.toml in $REPO"
+    [ -d "$REPO/python/stackproof" ] || die "missing $REPO/python/stackproof (the Python package)"
+    [ -f "$REPO/python/stackproof-gdbinit.py" ] || die "missing $REPO/python/stackproof-gdbinit.py"
+    say "cargo build --release --features python"
+    (cd "$REPO" && cargo build --release --features python)
+    local target=${CARGO_TARGET_DIR:-$REPO/target}
+    case "$target" in /*) ;; *) target="$REPO/$target" ;; esac
+    SO="$target/release/libstackproof.so"
+    [ -f "$SO" ] || die "cargo did not produce $SO"
+}
+
+install_files() {
+    say "installing into $DEST"
+    mkdir -p "$DEST/python"
+    rm -rf "$DEST/python/stackproof.new"
+    cp -R "$REPO/python/stackproof" "$DEST/python/stackproof.new"
+    find "$DEST/python/stackproof.new" \( -name __pycache__ -o -name '*.pyc' -o -name '*.so' \) \
+        -prune -exec rm -rf {} +
+    install -m 0755 "$SO" "$DEST/python/stackproof.new/_core.abi3.so"
+    rm -rf "$DEST/python/stackproof"
+    mv "$DEST/python/stackproof.new" "$DEST/python/stackproof"
+    install -m 0644 "$REPO/python/stackproof-gdbinit.py" "$GDBINIT_PY"
+}
+
+add_gdbinit_line() {
+    local line="source $GDBINIT_PY"
+    if [ -f "$GDBINIT_FILE" ] && grep -qxF "$line" "$GDBINIT_FILE"; then
+        say "$GDBINIT_FILE already sources stackproof"
+        return 0
+    fi
+    remove_gdbinit_line   # an older install from another prefix
+    touch "$GDBINIT_FILE"
+    if [ -s "$GDBINIT_FILE" ] && [ -n "$(tail -c1 "$GDBINIT_FILE")" ]; then
+        echo >>"$GDBINIT_FILE"
+    fi
+    printf '%s\n%s\n' "$MARKER" "$line" >>"$GDBINIT_FILE"
+    say "added '$line' to $GDBINIT_FILE"
+}
+
+add_pth() {
+    local site
+    site=$(user_site) || die "cannot ask $PYTHON for its user site-packages"
+    mkdir -p "$site"
+    printf '%s\n' "$DEST/python" >"$site/stackproof.pth"
+    say "wrote $site/stackproof.pth -> $DEST/python"
+}
+
+# ------------------------------------------------------------------- demo ---
+
+demo() {
+    say "self-test: crash a demo program and check its backtrace"
+    local t; t=$(mktemp -d "${TMPDIR:-/tmp}/stackproof-demo.XXXXXX")
+    # shellcheck disable=SC2064
+    trap "rm -rf '$t'" EXIT
+    cat >"$t/demo.c" <<'EOF'
+#include <stddef.h>
+#define NOINLINE __attribute__((noinline))
+NOINLINE void store(int *p, int v) { *p = v; }
+NOINLINE int inner(int *p, int v) { store(p, v); return v + 1; }
+NOINLINE int middle(int *p, int v) { int r = inner(p, v * 2); return r + 1; }
+NOINLINE int outer(int *p, int v) { int r = middle(p, v + 3); return r + 1; }
+int main(void) { return outer(NULL, 1); }
+EOF
+    gcc -g -O0 -o "$t/demo" "$t/demo.c" || die "demo: gcc failed"
+    gdb -batch -nx -ex 'set debuginfod enabled off' -ex run \
+        -ex "generate-core-file $t/demo.core" "$t/demo" >"$t/run.log" 2>&1 </dev/null || true
+    if [ ! -s "$t/demo.core" ]; then
+        cat "$t/run.log" >&2
+        die "demo: gdb did not write a core"
+    fi
+    local status=0
+    gdb -batch -nx -ex 'set debuginfod enabled off' \
+        -ex "source $GDBINIT_PY" -ex 'help verify-bt' -ex 'verify-bt' \
+        "$t/demo" "$t/demo.core" >"$t/out.log" 2>&1 </dev/null || status=$?
+    cat "$t/out.log"
+    if [ $status -ne 0 ]; then
+        die "demo: verify-bt failed (gdb exit status $status)"
+    fi
+    if grep -qE 'Traceback|PanicException|panicked at|Undefined command|Python Exception' "$t/out.log"; then
+        die "demo: errors in the output above"
+    fi
+    grep -q 'outer' "$t/out.log" || die "demo: verify-bt did not show the demo's frames"
+    say "self-test passed"
+}
+
+# ------------------------------------------------------------------- main ---
+
+if [ $UNINSTALL -eq 1 ]; then
+    uninstall
+    exit 0
+fi
+
+if [ $DO_DEPS -eq 1 ] || [ $DEPS_ONLY -eq 1 ]; then
+    install_deps
+else
+    find_cargo || die "cargo not found"
+fi
+if [ $DEPS_ONLY -eq 1 ]; then
+    say "dependencies are in place"
+    exit 0
+fi
+build
+install_files
+if [ $DO_GDBINIT -eq 1 ]; then add_gdbinit_line; fi
+if [ $DO_PTH -eq 1 ]; then add_pth; fi
+if [ $DO_DEMO -eq 1 ]; then demo; fi
+say "installed stackproof in $DEST"
+if [ $DO_GDBINIT -eq 0 ]; then
+    echo "    in gdb: source $GDBINIT_PY"
+fi
