@@ -663,3 +663,46 @@ mod tests {
         }
     }
 }
+
+/// The chain of one task as frames to verify, innermost first: crash's numbered
+/// frames (each a return address at its slot) and, where crash printed
+/// `[exception RIP: ...]`, the interrupted pc as a frame of its own. Frames that
+/// crash printed without an address cannot be checked; their lines are returned apart.
+pub fn task_chain(task: &CrashTask) -> (Vec<crate::verify::FrameIn>, Vec<&CrashFrame>) {
+    use crate::verify::{FrameIn, FrameKind, Trust};
+    let mut out = Vec::new();
+    let mut unplaced = Vec::new();
+    let interrupted = |e: &CrashExceptionFrame, level: u32| -> Option<FrameIn> {
+        e.exception_rip.as_ref()?;
+        Some(FrameIn {
+            level,
+            pc: e.reg("RIP")?,
+            sp: e.reg("RSP"),
+            slot: None,
+            kind: FrameKind::Interrupted,
+            name: e.exception_rip.clone(),
+            trust: Trust::Registers,
+        })
+    };
+    for e in task.exception_frames.iter().filter(|e| e.after_frame.is_none()) {
+        out.extend(interrupted(e, 0));
+    }
+    for (i, f) in task.frames.iter().enumerate() {
+        match f.ra {
+            Some(ra) => out.push(FrameIn {
+                level: f.level,
+                pc: ra,
+                sp: f.slot.and_then(|s| s.checked_add(8)),
+                slot: f.slot,
+                kind: FrameKind::Normal,
+                name: Some(f.function.clone()),
+                trust: Trust::Scan,
+            }),
+            None => unplaced.push(f),
+        }
+        for e in task.exception_frames.iter().filter(|e| e.after_frame == Some(i)) {
+            out.extend(interrupted(e, f.level));
+        }
+    }
+    (out, unplaced)
+}

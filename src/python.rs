@@ -136,6 +136,7 @@ fn parse_kind(s: &str) -> PyResult<FrameKind> {
         "inline" => FrameKind::Inline,
         "tailcall" => FrameKind::TailCall,
         "sigtramp" => FrameKind::SigTramp,
+        "interrupted" => FrameKind::Interrupted,
         other => return Err(PyValueError::new_err(format!("unknown frame kind {other:?}"))),
     })
 }
@@ -157,6 +158,7 @@ fn kind_str(k: FrameKind) -> &'static str {
         FrameKind::Inline => "inline",
         FrameKind::TailCall => "tailcall",
         FrameKind::SigTramp => "sigtramp",
+        FrameKind::Interrupted => "interrupted",
     }
 }
 
@@ -221,6 +223,45 @@ fn unwind(
     Ok((u.frames.iter().map(frame_tuple).collect(), u.stop))
 }
 
+/// Verify every task of a crash `bt` text. Returns a list of
+/// `(title, frame dicts, [(level, name, line)] of frames without an address)`;
+/// a line that does not parse is a ValueError naming it.
+#[pyfunction]
+fn verify_crash_bt<'py>(
+    py: Python<'py>,
+    read: Py<PyAny>,
+    symtab: &Symtab,
+    text: &str,
+    max_frames: usize,
+) -> PyResult<Vec<(String, Bound<'py, PyList>, Vec<(u32, String, usize)>)>> {
+    let tasks = crate::crashbt::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if tasks.iter().all(|t| t.frames.is_empty()) {
+        return Err(PyValueError::new_err("no crash `bt` frame lines (`#N [slot] function at address`) in the text"));
+    }
+    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let mut out = Vec::new();
+    for t in &tasks {
+        let (mut chain, unplaced) = crate::crashbt::task_chain(t);
+        chain.truncate(max_frames);
+        let reports = guarded("verify-bt", || Ok(verify::verify_chain(&mem, symtab, &chain, &verify::NoResolver)))?;
+        let list = PyList::empty(py);
+        for r in &reports {
+            list.append(report_dict(py, r)?)?;
+        }
+        let title = match (t.pid, t.task, t.cpu, &t.command) {
+            (Some(pid), Some(task), cpu, cmd) => format!(
+                "PID: {pid:<7} TASK: {task:x}  CPU: {}  COMMAND: \"{}\"",
+                cpu.map_or("-".to_string(), |c| c.to_string()),
+                cmd.clone().unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        let unplaced = unplaced.iter().map(|f| (f.level, f.function.clone(), f.line_no)).collect();
+        out.push((title, list, unplaced));
+    }
+    Ok(out)
+}
+
 /// A reader's statistics, for the benchmark.
 #[pyclass(module = "stackproof._core")]
 pub struct Stats {
@@ -253,7 +294,7 @@ fn verify_frames<'py>(
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::{probe_symbol, section_address, unwind, verify_frames, Stats, Symtab};
+    use super::{probe_symbol, section_address, unwind, verify_crash_bt, verify_frames, Stats, Symtab};
 
     #[pymodule_init]
     fn init(_m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -16,6 +16,8 @@ pub enum FrameKind {
     TailCall,
     /// The signal trampoline: its "return address" was written by the kernel.
     SigTramp,
+    /// The pc an exception or interrupt stopped (crash's `[exception RIP: ...]`): no slot, no call.
+    Interrupted,
 }
 
 /// Where a chain came from, which decides how far each frame is trusted.
@@ -222,68 +224,61 @@ pub fn verify_chain<M: Memory, S: Symbols>(
     let mut callee: Option<usize> = None;
     for (i, f) in frames.iter().enumerate() {
         let inner = i.checked_sub(1).and_then(|j| frames.get(j));
-        let is_ra = i > 0 && !matches!(inner.map(|p| p.kind), Some(FrameKind::SigTramp));
+        let after_signal = matches!(inner.map(|p| p.kind), Some(FrameKind::SigTramp));
+        // Is the pc a return address? Not for frame 0 from registers, an interrupted
+        // frame, or the frame a signal interrupted.
+        let is_ra = (i > 0 || f.slot.is_some()) && f.kind != FrameKind::Interrupted && !after_signal;
         let func = if is_ra { function_of_ra(syms, f.pc) } else { syms.lookup(f.pc) };
         let mut r = FrameReport::new(f, func);
 
-        if f.kind == FrameKind::Inline {
-            // Checked as part of the physical frame it is inlined into (the next outer one).
-            r.flag(Verdict::Ok, Reason::InlineFrame);
-            out.push(r);
-            continue;
-        }
         if f.kind == FrameKind::TailCall {
+            // Reached by a jump: no slot of its own; the slot above belongs to the frame outer to it.
             r.flag(Verdict::Probable, Reason::TailCallFrame);
             out.push(r);
             callee = Some(out.len() - 1);
             continue;
         }
 
-        // The slot: frame 0 from registers has none unless the source names one (crash's `bt`).
-        let slot = f.slot.or_else(|| if i > 0 { f.sp.and_then(|sp| sp.checked_sub(8)) } else { None });
-        if i > 0 || f.slot.is_some() {
-            r.slot = slot;
-            match slot.map(|s| mem.read_u64(s)) {
-                Some(Ok(v)) => {
-                    r.slot_value = Some(v);
-                    if v != f.pc {
-                        r.flag(Verdict::Bogus, Reason::SlotMismatch);
-                    }
-                }
-                Some(Err(e)) => r.flag(Verdict::Unknown, Reason::Unreadable(e.addr)),
-                None => {}
-            }
+        if is_ra {
+            check_slot(mem, f, &mut r);
         }
-
-        if !is_ra {
-            if i > 0 {
-                // The pc a signal interrupted: no call precedes it.
-                r.flag(Verdict::Ok, Reason::InterruptedPc);
-            }
-            if f.kind == FrameKind::SigTramp {
-                r.flag(Verdict::Ok, Reason::SignalFrame);
-            }
-            if r.function.is_none() && i == 0 {
-                r.reasons.push(Reason::NoSymbol);
-            }
-            out.push(r);
-            callee = Some(out.len() - 1);
-            continue;
-        }
-
-        if f.kind == FrameKind::SigTramp {
+        match f.kind {
+            // Checked as part of the physical frame it is inlined into (the next outer one).
+            FrameKind::Inline => r.flag(Verdict::Ok, Reason::InlineFrame),
             // The kernel wrote this return address; there is no call to find.
-            r.flag(Verdict::Ok, Reason::SignalFrame);
-            out.push(r);
-            callee = Some(out.len() - 1);
-            continue;
+            FrameKind::SigTramp => r.flag(Verdict::Ok, Reason::SignalFrame),
+            _ if !is_ra => {
+                if i > 0 {
+                    r.flag(Verdict::Ok, Reason::InterruptedPc);
+                }
+                if r.function.is_none() {
+                    r.reasons.push(Reason::NoSymbol);
+                }
+            }
+            _ => check_call(mem, syms, f, &mut r, callee.and_then(|c| out.get(c)), resolver),
         }
-
-        check_call(mem, syms, f, &mut r, callee.and_then(|c| out.get(c)), resolver);
+        let is_callee = f.kind != FrameKind::Inline;
         out.push(r);
-        callee = Some(out.len() - 1);
+        if is_callee {
+            callee = Some(out.len() - 1);
+        }
     }
     out
+}
+
+/// The slot must hold the return address; unreadable is `unknown`, never a match.
+fn check_slot<M: Memory>(mem: &M, f: &FrameIn, r: &mut FrameReport) {
+    let Some(slot) = f.slot.or_else(|| f.sp.and_then(|sp| sp.checked_sub(8))) else { return };
+    r.slot = Some(slot);
+    match mem.read_u64(slot) {
+        Ok(v) => {
+            r.slot_value = Some(v);
+            if v != f.pc {
+                r.flag(Verdict::Bogus, Reason::SlotMismatch);
+            }
+        }
+        Err(e) => r.flag(Verdict::Unknown, Reason::Unreadable(e.addr)),
+    }
 }
 
 fn check_call<M: Memory, S: Symbols>(

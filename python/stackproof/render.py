@@ -42,7 +42,11 @@ def frame_line(fr, colour=False):
     bogus = fr["verdict"] == "bogus"
     mark = "?" if bogus else " "
     slot = "[%016x] " % fr["slot"] if fr.get("slot") is not None else ""
-    head = "%s#%-3d %s%s at %016x" % (mark, fr["level"], slot, _name(fr), fr["pc"])
+    at = " at %016x" % fr["pc"] if fr.get("pc") is not None else ""
+    if fr.get("kind") == "interrupted":
+        head = "     [exception RIP: %s]%s" % (_name(fr), at)
+    else:
+        head = "%s#%-3d %s%s%s" % (mark, fr["level"], slot, _name(fr), at)
     verdict = fr["verdict"].upper() if bogus else fr["verdict"]
     col = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}[fr["verdict"]]
     why = _why(fr)

@@ -48,17 +48,23 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
         read = target.memory_reader(inf)
         symtab = target.symtab()
         threads = []
+        current = gdb.selected_thread().num
         if args.crash_bt is not None:
-            from stackproof.gdbext import crashtext
-
-            for title, frames in crashtext.frames_from_crash_text(args.crash_bt, args.max_frames):
-                threads.append(self._verify(read, symtab, frames, source="crash-bt", title=title))
+            text = _read_text(args.crash_bt)
+            try:
+                tasks = _core.verify_crash_bt(read, symtab, text, args.max_frames)
+            except ValueError as e:
+                raise UserError("verify-bt: %s: %s" % (args.crash_bt, e))
+            for title, reports, unplaced in tasks:
+                reports = list(reports) + [_unplaced(level, name) for level, name, _line in unplaced]
+                threads.append({"source": "crash-bt", "title": title or None, "thread": current,
+                                "stop": None, "frames": reports})
         elif args.sp is not None:
             sp = target.parse_address(args.sp, "--sp")
             pc = target.parse_address(args.pc, "--pc")
             bp = target.parse_address(args.bp, "--bp") if args.bp is not None else None
             frames, stop = _core.unwind(read, symtab, pc, sp, bp, args.max_frames)
-            threads.append(self._verify(read, symtab, frames, source="registers", stop=stop))
+            threads.append(self._verify(read, symtab, frames, source="registers", thread=current, stop=stop))
         else:
             selected = gdb.selected_thread()
             chosen = sorted(inf.threads(), key=lambda t: t.num) if args.all_threads else [selected]
@@ -87,6 +93,24 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
     def _verify(read, symtab, frames, source, title=None, thread=None, stop=None):
         reports, _stats = _core.verify_frames(read, symtab, frames)
         return {"source": source, "title": title, "thread": thread, "stop": stop, "frames": reports}
+
+
+def _read_text(path):
+    """crash's output from a file, or `-` for standard input."""
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError as e:
+        raise UserError("verify-bt: cannot read %s: %s" % (path, e.strerror or e))
+
+
+def _unplaced(level, name):
+    """A frame crash printed without an address: nothing to check."""
+    return {"level": level, "pc": None, "sp": None, "kind": "normal", "function": name, "function_start": None,
+            "module": None, "describe": name, "slot": None, "slot_value": None, "verdict": "unknown",
+            "reasons": ["no-address"], "reason_text": ["no-address"], "trust": "scan", "call": None}
 
 
 VerifyBt()
