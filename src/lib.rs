@@ -5,6 +5,7 @@
 
 pub mod elf;
 pub mod memory;
+pub mod regs;
 pub mod symbols;
 
 #[cfg(feature = "python")]
