@@ -8,6 +8,8 @@ pub mod annotate;
 pub mod ptregs;
 pub mod scan;
 #[cfg(test)]
+mod fixture_tests;
+#[cfg(test)]
 mod scan_tests;
 pub mod sigframe;
 pub mod syscalls;

@@ -70,7 +70,12 @@ impl Found {
     }
 
     fn overlaps(&self, o: &Found) -> bool {
-        self.address < o.end() && o.address < self.end()
+        self.overlaps_range(o.address, o.layout.size())
+    }
+
+    /// Whether the frame shares a byte with `[addr, addr + len)`.
+    pub fn overlaps_range(&self, addr: u64, len: u64) -> bool {
+        self.address < addr.saturating_add(len) && addr < self.end()
     }
 
     /// The iret frame for pt_regs; copies share it.
