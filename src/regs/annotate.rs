@@ -27,9 +27,15 @@ pub fn rows(base: u64, bytes: &[u8], labels: &[(u64, String)]) -> Vec<Row> {
     out
 }
 
-/// `pt_regs.ip`, `rt_sigframe.rip`, ... at the address of each slot of a found frame.
+/// The same from words already decoded.
+pub fn rows_from_words(base: u64, words: &[u64], labels: &[(u64, String)]) -> Vec<Row> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    rows(base, &bytes, labels)
+}
+
+/// `pt_regs.ip`, `sigframe.rip`, ... at the address of each slot of a found frame.
 pub fn frame_labels(f: &Found) -> Vec<(u64, String)> {
-    let prefix = f.layout.name();
+    let prefix = f.layout.label_prefix();
     f.layout
         .fields()
         .into_iter()
@@ -76,7 +82,10 @@ mod tests {
         assert_eq!(l[16], (0x1008 + 16 * 8, "pt_regs.ip".to_string()));
         let s = Found { layout: Layout::SigFrame, ..f };
         let l = frame_labels(&s);
-        assert!(l.contains(&(0x1008 + 8 + 168, "rt_sigframe.rip".to_string())));
-        assert_eq!(l[0], (0x1008, "rt_sigframe.pretcode".to_string()));
+        assert!(l.contains(&(0x1008 + 8 + 168, "sigframe.rip".to_string())));
+        assert!(l.contains(&(0x1008 + 312, "sigframe.si_signo/si_errno".to_string())));
+        assert_eq!(l[0], (0x1008, "sigframe.pretcode".to_string()));
+        let u = Found { layout: Layout::Ucontext, ..s };
+        assert_eq!(frame_labels(&u)[0], (0x1008, "ucontext.uc_flags".to_string()));
     }
 }

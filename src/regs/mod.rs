@@ -56,6 +56,15 @@ impl Layout {
         }
     }
 
+    /// Prefix of the labels on its stack words (`pt_regs.ip`, `sigframe.rip`).
+    pub fn label_prefix(self) -> &'static str {
+        match self {
+            Layout::PtRegs => "pt_regs",
+            Layout::SigFrame => "sigframe",
+            Layout::Ucontext => "ucontext",
+        }
+    }
+
     /// Bytes the layout covers (for the sigframe: without siginfo and fp state).
     pub fn size(self) -> u64 {
         match self {
@@ -71,6 +80,7 @@ impl Layout {
             Layout::PtRegs => ptregs::NAMES.iter().enumerate().map(|(i, n)| (*n, i as u64 * 8)).collect(),
             Layout::SigFrame => std::iter::once(("pretcode", 0))
                 .chain(sigframe::UCONTEXT_FIELDS.iter().map(|&(n, o)| (n, o + 8)))
+                .chain([("si_signo/si_errno", sigframe::SIGINFO_OFFSET), ("si_code", sigframe::SIGINFO_OFFSET + 8)])
                 .collect(),
             Layout::Ucontext => sigframe::UCONTEXT_FIELDS.to_vec(),
         }

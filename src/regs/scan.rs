@@ -227,7 +227,8 @@ fn candidates(
                 }
             }
         }
-        if opts.sigframes && word != 0 && is_user_canonical(word) {
+        // User text is never below mmap_min_addr (64 KiB): small integers skip the lookup.
+        if opts.sigframes && word >= 0x10000 && is_user_canonical(word) {
             let hit = restore.binary_search(&word).is_ok()
                 || (opts.lookup_restore_rt
                     && *is_restore.entry(word).or_insert_with(|| {

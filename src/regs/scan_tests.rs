@@ -3,6 +3,7 @@
 use super::ptregs::{self, PtRegs, Vectors};
 use super::scan::{decode_at, scan_bytes, scan_memory, Found, ScanOptions};
 use super::sigframe::tests::synthetic_frame;
+use super::annotate::{all_labels, rows_from_words};
 use super::{Layout, Status};
 use crate::memory::{Memory, ReadError, Regions};
 use crate::symbols::{Symbol, SymbolTable};
@@ -133,6 +134,21 @@ fn seed_002_off_by_one_alignments_lose() {
 }
 
 #[test]
+fn seed_002_words_are_labelled() {
+    let syms = seed_symbols();
+    let found = scan_bytes(SEED_BASE, &words_bytes(&SEED_WORDS), &syms, &ScanOptions::default());
+    let rows = rows_from_words(SEED_BASE, &SEED_WORDS, &all_labels(&found));
+    let label = |a: u64| rows.iter().find(|r| r.address == a).map(|r| r.labels.clone()).unwrap();
+    assert_eq!(label(0xffffadd8a8a27a78), vec!["pt_regs.r15"]);
+    assert_eq!(label(0xffffadd8a8a27a98), vec!["pt_regs.bp"]);
+    assert_eq!(label(0xffffadd8a8a27af0), vec!["pt_regs.orig_ax"]);
+    assert_eq!(label(0xffffadd8a8a27af8), vec!["pt_regs.ip"]);
+    assert_eq!(label(0xffffadd8a8a27b18), vec!["pt_regs.ss"]);
+    assert!(label(0xffffadd8a8a27b20).is_empty() && label(0xffffadd8a8a27a70).is_empty());
+    assert_eq!(rows.iter().filter(|r| !r.labels.is_empty()).count(), 21);
+}
+
+#[test]
 fn seed_002_below_live_sp_is_stale() {
     let syms = seed_symbols();
     let opts = ScanOptions { live_sp: Some(0xffffadd8a8a27b00), ..ScanOptions::default() };
@@ -195,7 +211,7 @@ fn stack_with_stale_and_live_frames() {
 fn nmi_style_copies_are_copies() {
     // NMI stack: pt_regs (its iret part = "outermost" frame), then the "iret" copy, the
     // "NMI executing" word, saved rdx and the hardware frame: one 5-tuple, three places.
-    let base = 0xfffffe00_0000_0000u64;
+    let base = 0xffff_fe00_0000_0000_u64;
     let frame_at = base + 0x18;
     let mut w = vec![0u64; 3];
     let regs = kernel_frame(frame_at, TEXT + 0x120, 0x82);
