@@ -408,5 +408,41 @@ mod tests {
         assert!(checks.iter().all(|c| c.ok), "{checks:?}");
         assert_eq!(r.get("ss"), Some(0x2b));
         assert_eq!(r.get("nope"), None);
+        // The same frame in compat mode: the syscall is not named from the 64-bit table.
+        let mut c = r;
+        c.words[CS] = USER32_CS;
+        let checks = check(&c, 0xffff_c900_0043_bf58, &ctx);
+        assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+        assert!(checks.iter().any(|c| c.name == "orig_ax" && c.detail == "compat syscall 0"));
+    }
+
+    #[test]
+    fn kernel_frame_with_null_ss_and_irq_without_if() {
+        let syms = SymbolTable::new(vec![Symbol::new("f", 0xffff_ffff_8100_0000, 0x100)]);
+        let ctx = Context { symbols: &syms, stack: Some((0xffff_c900_0000_0000, 0xffff_c900_0000_4000)), vectors: Vectors::Modern };
+        let addr = 0xffff_c900_0000_3008;
+        let mut w = [0u64; WORDS];
+        w[ORIG_AX] = !0xfdu64;
+        w[IP] = 0xffff_ffff_8100_0010;
+        w[CS] = KERNEL_CS;
+        w[FLAGS] = 0x246;
+        w[SP] = addr + SIZE + 8;
+        w[SS] = 0;
+        let r = PtRegs::from_words(&w).unwrap();
+        let checks = check(&r, addr, &ctx);
+        assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+        assert!(checks.iter().any(|c| c.name == "segments" && c.detail.contains("null ss")));
+        // An IRQ cannot arrive with IF clear; sp below the frame cannot be the old sp.
+        let mut bad = r;
+        bad.words[FLAGS] = 0x46;
+        bad.words[SP] = addr - 0x100;
+        let checks = check(&bad, addr, &ctx);
+        let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        assert_eq!(failed, vec!["interrupt_flag", "sp"]);
+        assert!(checks.iter().all(|c| c.ok || !c.required));
+        // ip outside any symbol is fatal for a kernel frame.
+        let mut bad = r;
+        bad.words[IP] = 0xffff_ffff_8200_0000;
+        assert!(check(&bad, addr, &ctx).iter().any(|c| c.name == "ip" && !c.ok && c.required));
     }
 }

@@ -356,3 +356,65 @@ fn pt_regs_read_matches_scan() {
     assert_eq!(r.ip(), 0xffffffffab34ba2e);
     assert_eq!(r.mode(), ptregs::Mode::Kernel);
 }
+
+#[test]
+fn frame_shaped_noise_keeps_the_invariants() {
+    // Words drawn from values that pass individual checks, so candidates, overlaps and
+    // copies all occur; whatever is reported must be consistent.
+    let pool = [
+        0u64,
+        u64::MAX,
+        0x10,
+        0x18,
+        0x33,
+        0x2b,
+        0x23,
+        0x202,
+        0x246,
+        0x82,
+        !0xecu64,
+        TEXT + 0x110,
+        TEXT + 0x210,
+        0x40_0100,
+        0x40_1234,
+        0x7ffd_0000_2000,
+        0xffff_c900_0070_0100,
+        0xffff_c900_0070_0f00,
+    ];
+    let syms = kernel_symbols();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut total = 0;
+    for round in 0..200 {
+        let base = 0xffff_c900_0070_0000u64 + (round % 2) * 8;
+        let w: Vec<u64> = (0..512).map(|_| pool[(next() % pool.len() as u64) as usize]).collect();
+        let live_sp = base + (next() % 0x1000);
+        let opts = ScanOptions { live_sp: Some(live_sp), ..ScanOptions::default() };
+        let found = scan_bytes(base, &words_bytes(&w), &syms, &opts);
+        total += found.len();
+        for (i, f) in found.iter().enumerate() {
+            assert!(f.checks.iter().all(|c| c.ok || !c.required));
+            assert!(f.address >= base && f.end() <= base + 512 * 8);
+            match f.status {
+                Status::Copy => {
+                    let p = found.iter().find(|p| Some(p.address) == f.copy_of).unwrap();
+                    assert_ne!(p.status, Status::Copy);
+                    assert!(p.score >= f.score);
+                }
+                Status::Stale => assert!(f.address < live_sp),
+                Status::Live => assert!(f.address >= live_sp),
+            }
+            for g in &found[i + 1..] {
+                let related = f.status == Status::Copy || g.status == Status::Copy;
+                assert!(related || !f.overlaps_range(g.address, g.layout.size()), "{f:#?} {g:#?}");
+            }
+        }
+    }
+    eprintln!("noise: {total} frames reported");
+    assert!(total > 0, "the noise should produce some candidates");
+}
