@@ -418,3 +418,55 @@ fn frame_shaped_noise_keeps_the_invariants() {
     eprintln!("noise: {total} frames reported");
     assert!(total > 0, "the noise should produce some candidates");
 }
+
+/// A real rt_sigframe: a SIGSEGV handler's own stack, dumped with glibc's view of the
+/// ucontext (its REG_* accessors, independent of our offsets) for comparison.
+#[test]
+fn real_sigsegv_frame_matches_glibc_view() {
+    let text = include_str!("testdata/sigsegv_x86_64.txt");
+    let mut kv = std::collections::HashMap::new();
+    let mut words = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        match line.split_once(' ') {
+            Some((k, v)) => {
+                let v = v.trim_start_matches("0x");
+                kv.insert(k, if k == "signo" || k == "code" { v.parse().unwrap() } else { u64::from_str_radix(v, 16).unwrap() });
+            }
+            None => words.push(u64::from_str_radix(line, 16).unwrap()),
+        }
+    }
+    let (base, uc) = (kv["base"], kv["uc"]);
+    let frame = uc - 8;
+    let pretcode = words[((frame - base) / 8) as usize];
+    let none = SymbolTable::new(vec![]);
+    assert!(scan_bytes(base, &words_bytes(&words), &none, &ScanOptions::default()).is_empty());
+    // As gdb would: __restore_rt's address from the process's symbols.
+    let syms = SymbolTable::new(vec![Symbol::new("__restore_rt", pretcode, 9).in_module("libc.so.6")]);
+    let found = scan_bytes(base, &words_bytes(&words), &syms, &ScanOptions::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!((f.address, f.layout, f.status), (frame, Layout::SigFrame, Status::Live));
+    assert!(f.checks.iter().all(|c| c.ok), "{:#?}", f.checks);
+    for (ours, glibc) in [
+        ("rip", "rip"),
+        ("rsp", "rsp"),
+        ("rbp", "rbp"),
+        ("rax", "rax"),
+        ("r8", "r8"),
+        ("r15", "r15"),
+        ("eflags", "eflags"),
+        ("err", "err"),
+        ("trapno", "trapno"),
+        ("cr2", "cr2"),
+        ("fpstate", "fpstate"),
+        ("uc_flags", "uc_flags"),
+    ] {
+        assert_eq!(f.reg(ours), Some(kv[glibc]), "{ours}");
+    }
+    let segs = kv["csgsfs"];
+    assert_eq!((f.reg("cs"), f.reg("ss")), (Some(segs & 0xffff), Some(segs >> 48)));
+    assert_eq!((f.reg("r8"), f.reg("r15"), f.reg("cr2")), (Some(0x1111), Some(0x2222), Some(0x10)));
+    let si = f.check("siginfo").unwrap();
+    assert_eq!(si.detail, format!("signal {}, si_code {}", kv["signo"], kv["code"]));
+    assert_eq!(kv["siginfo"], frame + super::sigframe::SIGINFO_OFFSET);
+}
