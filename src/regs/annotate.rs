@@ -74,6 +74,7 @@ mod tests {
             checks: vec![],
             score: 0,
             copy_of: None,
+            status_reason: String::new(),
             summary: String::new(),
         };
         let l = frame_labels(&f);

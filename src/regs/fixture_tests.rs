@@ -1,5 +1,6 @@
 //! Scans of the real kernel fixtures (/work/shared/fixtures/kernel), compared with what
-//! crash 8.0.6 (`bt -e -a`) and drgn 0.3.0 report. Skipped when the fixtures are absent.
+//! crash 8.0.6 (`bt -e -a`) and drgn 0.3.0 report, and every kept stack checked for
+//! false live frames. Skipped (with a message) when the fixtures or `xz` are absent.
 
 use std::collections::HashMap;
 use std::fs;
@@ -12,7 +13,7 @@ use super::ptregs;
 use super::scan::{scan_memory, Found, Scan, ScanOptions};
 use super::{Layout, Status};
 use crate::elf::{load_symbols, Placement};
-use crate::memory::Regions;
+use crate::memory::{Memory, ReadError};
 use crate::symbols::SymbolTable;
 
 const FIXTURES: &str = "/work/shared/fixtures/kernel";
@@ -40,22 +41,44 @@ fn unxz(src: &Path, name: &str) -> Option<PathBuf> {
     Some(dst)
 }
 
-/// Every PT_LOAD of the mini core, by virtual address.
-fn core_memory(path: &Path) -> Regions {
+/// The mini core's PT_LOAD segments; a read may span adjacent ones.
+struct Core {
+    segs: Vec<(u64, Vec<u8>)>,
+}
+
+impl Memory for Core {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = addr + done as u64;
+            let i = self.segs.partition_point(|(s, _)| *s <= a);
+            let (start, data) = i.checked_sub(1).and_then(|i| self.segs.get(i)).ok_or(ReadError { addr: a })?;
+            let off = (a - start) as usize;
+            if off >= data.len() {
+                return Err(ReadError { addr: a });
+            }
+            let n = (data.len() - off).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&data[off..off + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn core_memory(path: &Path) -> Core {
     let data = fs::read(path).unwrap();
     let file = object::File::parse(&*data).unwrap();
-    let mut m = Regions::new();
-    for seg in file.segments() {
-        let bytes = seg.data().unwrap();
-        if !bytes.is_empty() {
-            m.add(seg.address(), bytes.to_vec());
-        }
-    }
-    m
+    let mut segs: Vec<(u64, Vec<u8>)> = file
+        .segments()
+        .map(|seg| (seg.address(), seg.data().unwrap().to_vec()))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    segs.sort_by_key(|s| s.0);
+    Core { segs }
 }
 
 struct Scenario {
-    mem: Regions,
+    mem: Core,
     syms: SymbolTable,
     /// Per CPU: the live rsp.
     cpu_sp: Vec<u64>,
@@ -236,3 +259,74 @@ fn panic_fixture_frames_match_crash() {
     check_scenario("panic", &[]);
 }
 
+
+
+/// `"key": "0x..."` values of the manifest, in order.
+fn manifest_hex(manifest: &str, key: &str) -> Vec<u64> {
+    let pat = format!("\"{key}\": \"0x");
+    manifest
+        .match_indices(&pat)
+        .filter_map(|(i, m)| {
+            let rest = &manifest[i + m.len()..];
+            u64::from_str_radix(&rest[..rest.find('"')?], 16).ok()
+        })
+        .collect()
+}
+
+fn stack_blocks(manifest: &str) -> Vec<u64> {
+    let Some(i) = manifest.find("\"stack_blocks\"") else { return vec![] };
+    let j = i + manifest[i..].find(']').unwrap();
+    manifest[i..j].split('"').filter_map(|t| u64::from_str_radix(t.strip_prefix("0x")?, 16).ok()).collect()
+}
+
+/// A sleeping task's saved sp: the word of its task_struct that points into `lo`'s stack
+/// at an inactive_task_frame, whose return address (7th word) is in __schedule.
+fn saved_sp(s: &Scenario, task: u64, lo: u64) -> Option<u64> {
+    let mut t = vec![0u8; 0x3000];
+    s.mem.read(task, &mut t).ok()?;
+    t.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).find(|&v| {
+        (lo..lo + THREAD_SIZE).contains(&v)
+            && s.mem.read_u64(v + 0x30)
+                .ok()
+                .and_then(|ret| crate::symbols::Symbols::lookup(&s.syms, ret))
+                .is_some_and(|f| f.name == "__schedule")
+    })
+}
+
+/// Every stack in the mini cores: the only live frames are crash's and the user-mode
+/// syscall frames at stack tops; interrupt frames left on sleeping tasks' stacks are stale.
+#[test]
+fn no_false_live_frames_on_any_fixture_stack() {
+    for name in ["irq", "busy", "panic"] {
+        let Some(s) = load(name) else { return };
+        let manifest = fs::read_to_string(s.dir.join("manifest.json")).unwrap();
+        let crash = fs::read_to_string(s.dir.join("expected-crash-8.0.6-bt-e-a.txt")).unwrap();
+        let crash_addrs: Vec<u64> = crash_frames(&crash).iter().map(|f| f.0).collect();
+        let running: Vec<u64> = crash
+            .match_indices("TASK: ")
+            .map(|(i, m)| u64::from_str_radix(&crash[i + m.len()..i + m.len() + 16], 16).unwrap())
+            .collect();
+        let tasks = manifest_hex(&manifest, "task");
+        assert!(!tasks.is_empty());
+        let mut stale_seen = 0;
+        for lo in stack_blocks(&manifest) {
+            let hi = lo + THREAD_SIZE;
+            let cpu_sp = s.cpu_sp.iter().copied().find(|sp| (lo..hi).contains(sp));
+            let sleeper = tasks.iter().filter(|t| !running.contains(t)).find_map(|&t| saved_sp(&s, t, lo));
+            let live_sp = cpu_sp.or(sleeper);
+            let opts = ScanOptions { live_sp, ..ScanOptions::default() };
+            let scan = scan_memory(&s.mem, lo, hi, &s.syms, &opts);
+            eprintln!("{name} stack {lo:#x}: live sp {live_sp:x?}, unreadable {:x?}", scan.unreadable);
+            for f in &scan.found {
+                eprintln!("  {:#x} {:?} {:?} ({}) score {}: {}", f.address, f.layout, f.status, f.status_reason, f.score, f.summary);
+                let at_top = f.end() == hi && f.check("segments").is_some_and(|c| c.detail.contains("user"));
+                if f.status == Status::Live {
+                    assert!(crash_addrs.contains(&f.address) || at_top, "{name}: unexpected live frame {f:#?}");
+                } else {
+                    stale_seen += 1;
+                }
+            }
+        }
+        eprintln!("{name}: {stale_seen} stale frames");
+    }
+}

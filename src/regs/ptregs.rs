@@ -285,6 +285,9 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
     out.push(check_sp(r, addr, mode, ctx));
 
     out.push(match orig {
+        OrigAx::Unknown(_) if mode == Mode::Kernel => {
+            Check::new("orig_ax", false, false, -15, format!("{orig}: overwritten, the frame is old"))
+        }
         OrigAx::Unknown(_) => Check::new("orig_ax", false, false, -15, orig.to_string()),
         OrigAx::ErrorCode(_) => Check::new("orig_ax", true, false, 3, orig.to_string()),
         _ => Check::new("orig_ax", true, false, 10, orig.to_string()),

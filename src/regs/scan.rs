@@ -51,6 +51,8 @@ pub struct Found {
     pub score: i32,
     /// For a copy: the address of the frame it repeats.
     pub copy_of: Option<u64>,
+    /// Why the status is what it is (live sp comparison, copy, overwritten slot).
+    pub status_reason: String,
     /// One line: mode, ip and how the kernel was entered.
     pub summary: String,
 }
@@ -104,6 +106,15 @@ fn detail<'a>(checks: &'a [Check], name: &str) -> &'a str {
 
 fn pt_regs_found(r: &PtRegs, addr: u64, ctx: &ptregs::Context) -> Found {
     let checks = ptregs::check(r, addr, ctx);
+    // A live kernel-mode frame always holds an entry value in orig_ax; anything else
+    // means later calls reused the slot, so whatever the sp says the frame is old.
+    let overwritten = r.mode() == ptregs::Mode::Kernel
+        && !ptregs::decode_orig_ax(r.orig_ax(), ptregs::Mode::Kernel, ctx.vectors).is_known();
+    let (status, status_reason) = if overwritten {
+        (Status::Stale, "orig_ax slot overwritten since the interrupt".to_string())
+    } else {
+        (Status::Live, String::new())
+    };
     let (_, score) = verdict(&checks);
     let summary = format!(
         "{}-mode pt_regs: ip {}; orig_ax {}",
@@ -111,16 +122,7 @@ fn pt_regs_found(r: &PtRegs, addr: u64, ctx: &ptregs::Context) -> Found {
         detail(&checks, "ip"),
         detail(&checks, "orig_ax")
     );
-    Found {
-        address: addr,
-        layout: Layout::PtRegs,
-        status: Status::Live,
-        regs: r.regs(),
-        checks,
-        score,
-        copy_of: None,
-        summary,
-    }
+    Found { address: addr, layout: Layout::PtRegs, status, regs: r.regs(), checks, score, copy_of: None, status_reason, summary }
 }
 
 fn sigframe_found(f: &SigFrame, addr: u64, restore_rt: Option<u64>) -> Found {
@@ -135,6 +137,7 @@ fn sigframe_found(f: &SigFrame, addr: u64, restore_rt: Option<u64>) -> Found {
         checks,
         score,
         copy_of: None,
+        status_reason: String::new(),
         summary,
     }
 }
@@ -151,6 +154,7 @@ fn ucontext_found(uc: &Ucontext, addr: u64) -> Found {
         checks,
         score,
         copy_of: None,
+        status_reason: String::new(),
         summary,
     }
 }
@@ -180,9 +184,7 @@ pub fn decode_at(
         }
         Layout::Ucontext => ucontext_found(&Ucontext::read(mem, addr)?, addr),
     };
-    if opts.live_sp.is_some_and(|sp| addr < sp) {
-        f.status = Status::Stale;
-    }
+    place(&mut f, opts.live_sp);
     Ok(f)
 }
 
@@ -248,6 +250,21 @@ fn candidates(
     out
 }
 
+/// Live or stale against the live sp (a frame already known stale stays so).
+fn place(f: &mut Found, live_sp: Option<u64>) {
+    if f.status != Status::Live {
+        return;
+    }
+    match live_sp {
+        Some(sp) if f.address < sp => {
+            f.status = Status::Stale;
+            f.status_reason = format!("below the live sp {sp:#x}");
+        }
+        Some(sp) => f.status_reason = format!("at or above the live sp {sp:#x}"),
+        None => f.status_reason = "no live sp given".to_string(),
+    }
+}
+
 /// Pick one alignment among overlapping candidates, then mark copies and stale frames.
 fn resolve(mut cands: Vec<Found>, live_sp: Option<u64>) -> Vec<Found> {
     cands.sort_by(|a, b| b.score.cmp(&a.score).then(a.address.cmp(&b.address)));
@@ -268,6 +285,7 @@ fn resolve(mut cands: Vec<Found>, live_sp: Option<u64>) -> Vec<Found> {
                 Some(&p) => {
                     f.status = Status::Copy;
                     f.copy_of = Some(p);
+                    f.status_reason = format!("same ip/cs/flags/sp/ss as the frame at {p:#x}");
                     continue;
                 }
                 None => {
@@ -275,9 +293,7 @@ fn resolve(mut cands: Vec<Found>, live_sp: Option<u64>) -> Vec<Found> {
                 }
             }
         }
-        if live_sp.is_some_and(|sp| f.address < sp) {
-            f.status = Status::Stale;
-        }
+        place(f, live_sp);
     }
     kept.sort_by_key(|f| f.address);
     kept

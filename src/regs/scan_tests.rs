@@ -399,6 +399,7 @@ fn frame_shaped_noise_keeps_the_invariants() {
         total += found.len();
         for (i, f) in found.iter().enumerate() {
             assert!(f.checks.iter().all(|c| c.ok || !c.required));
+            assert!(!f.status_reason.is_empty());
             assert!(f.address >= base && f.end() <= base + 512 * 8);
             match f.status {
                 Status::Copy => {
@@ -406,7 +407,7 @@ fn frame_shaped_noise_keeps_the_invariants() {
                     assert_ne!(p.status, Status::Copy);
                     assert!(p.score >= f.score);
                 }
-                Status::Stale => assert!(f.address < live_sp),
+                Status::Stale => assert!(f.address < live_sp || f.status_reason.contains("overwritten"), "{f:#?}"),
                 Status::Live => assert!(f.address >= live_sp),
             }
             for g in &found[i + 1..] {
@@ -469,4 +470,24 @@ fn real_sigsegv_frame_matches_glibc_view() {
     let si = f.check("siginfo").unwrap();
     assert_eq!(si.detail, format!("signal {}, si_code {}", kv["signo"], kv["code"]));
     assert_eq!(kv["siginfo"], frame + super::sigframe::SIGINFO_OFFSET);
+}
+
+#[test]
+fn kernel_frame_with_overwritten_orig_ax_is_stale_even_above_live_sp() {
+    // As on the panic fixture's nc stack: an old interrupt frame inside live frames'
+    // locals, its orig_ax slot since reused for a return address.
+    let base = 0xffff_c900_0080_0000u64;
+    let mut w = vec![0u64; 64];
+    let mut f = kernel_frame(base + 0x48, TEXT + 0x110, 0x246);
+    f[15] = TEXT + 0x220;
+    w[9..30].copy_from_slice(&f);
+    let opts = ScanOptions { live_sp: Some(base), ..ScanOptions::default() };
+    let found = scan_bytes(base, &words_bytes(&w), &kernel_symbols(), &opts);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].status, Status::Stale);
+    assert!(found[0].status_reason.contains("overwritten"), "{}", found[0].status_reason);
+    f[15] = u64::MAX;
+    w[9..30].copy_from_slice(&f);
+    let found = scan_bytes(base, &words_bytes(&w), &kernel_symbols(), &opts);
+    assert_eq!((found[0].status, found[0].status_reason.as_str()), (Status::Live, "at or above the live sp 0xffffc90000800000"));
 }
