@@ -1,6 +1,7 @@
 //! Scans of the real kernel fixtures (/work/shared/fixtures/kernel), compared with what
 //! crash 8.0.6 (`bt -e -a`) and drgn 0.3.0 report, and every kept stack checked for
 //! false live frames. Skipped (with a message) when the fixtures or `xz` are absent.
+#![cfg(test)]
 
 use std::collections::HashMap;
 use std::fs;

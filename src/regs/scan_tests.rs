@@ -1,4 +1,5 @@
 //! Scanner tests: the seed 002 replay and synthetic stacks.
+#![cfg(test)]
 
 use super::ptregs::{self, PtRegs, Vectors};
 use super::scan::{decode_at, scan_bytes, scan_memory, Found, ScanOptions};
