@@ -316,6 +316,46 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
     out
 }
 
+/// Entry code that builds a pt_regs and then calls the C handler (6.x `asm_*`, `entry_*`;
+/// 3.x/4.x `*_interrupt`, `page_fault`, `system_call_fastpath`...).
+pub fn is_entry_symbol(name: &str) -> bool {
+    const NAMED: [&str; 16] = [
+        "page_fault",
+        "async_page_fault",
+        "general_protection",
+        "invalid_op",
+        "nmi",
+        "debug",
+        "int3",
+        "double_fault",
+        "machine_check",
+        "ret_from_intr",
+        "error_entry",
+        "paranoid_entry",
+        "irq_entries_start",
+        "spurious_entries_start",
+        "system_call",
+        "ia32_syscall",
+    ];
+    name.starts_with("asm_")
+        || name.starts_with("entry_")
+        || name.ends_with("_interrupt")
+        || name.ends_with("_fastpath")
+        || NAMED.contains(&name)
+}
+
+/// The word just below the frame: the return address of the entry stub's call into C,
+/// which names the entry path even where orig_ax is -1 (IRQs since 5.8).
+pub fn check_entry(below: u64, symbols: &dyn Symbols) -> Check {
+    match symbols.lookup(below) {
+        Some(s) if is_entry_symbol(s.base_name()) => {
+            Check::new("entry", true, false, 10, format!("entered via {}", s.describe(below)))
+        }
+        Some(s) => Check::new("entry", false, false, 0, format!("word below is {}, not entry code", s.describe(below))),
+        None => Check::new("entry", false, false, 0, format!("word below ({below:#x}) is not a return into entry code")),
+    }
+}
+
 fn check_sp(r: &PtRegs, addr: u64, mode: Mode, ctx: &Context) -> Check {
     let sp = r.sp();
     match mode {
@@ -371,6 +411,19 @@ mod tests {
         assert_eq!(decode_orig_ax(0x1234_5678_9abc, Mode::Kernel, t), OrigAx::Unknown(0x1234_5678_9abc));
         // ~0x10 is not an IRQ vector (exceptions are not entered as ~vector).
         assert!(matches!(decode_orig_ax(!0x10u64, Mode::Kernel, t), OrigAx::Unknown(_)));
+    }
+
+    #[test]
+    fn entry_stubs() {
+        for n in ["asm_sysvec_apic_timer_interrupt", "entry_SYSCALL_64", "apic_timer_interrupt", "page_fault", "system_call_fastpath"] {
+            assert!(is_entry_symbol(n), "{n}");
+        }
+        for n in ["memcpy", "do_page_fault", "smp_call_function_single", "nmi_handle"] {
+            assert!(!is_entry_symbol(n), "{n}");
+        }
+        let syms = SymbolTable::new(vec![Symbol::new("asm_exc_page_fault", 0xffff_ffff_81c0_0000, 0x30)]);
+        assert_eq!(check_entry(0xffff_ffff_81c0_0016, &syms).detail, "entered via asm_exc_page_fault+0x16");
+        assert!(!check_entry(0x16, &syms).ok);
     }
 
     #[test]

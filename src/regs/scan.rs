@@ -104,8 +104,12 @@ fn detail<'a>(checks: &'a [Check], name: &str) -> &'a str {
     checks.iter().find(|c| c.name == name).map_or("", |c| c.detail.as_str())
 }
 
-fn pt_regs_found(r: &PtRegs, addr: u64, ctx: &ptregs::Context) -> Found {
-    let checks = ptregs::check(r, addr, ctx);
+/// `below`: the word just under the frame, when it was read.
+fn pt_regs_found(r: &PtRegs, addr: u64, below: Option<u64>, ctx: &ptregs::Context) -> Found {
+    let mut checks = ptregs::check(r, addr, ctx);
+    if let Some(b) = below {
+        checks.push(ptregs::check_entry(b, ctx.symbols));
+    }
     // A live kernel-mode frame always holds an entry value in orig_ax; anything else
     // means later calls reused the slot, so whatever the sp says the frame is old.
     let overwritten = r.mode() == ptregs::Mode::Kernel
@@ -116,12 +120,9 @@ fn pt_regs_found(r: &PtRegs, addr: u64, ctx: &ptregs::Context) -> Found {
         (Status::Live, String::new())
     };
     let (_, score) = verdict(&checks);
-    let summary = format!(
-        "{}-mode pt_regs: ip {}; orig_ax {}",
-        r.mode().name(),
-        detail(&checks, "ip"),
-        detail(&checks, "orig_ax")
-    );
+    let via = checks.iter().find(|c| c.name == "entry" && c.ok).map(|c| format!("; {}", c.detail)).unwrap_or_default();
+    let summary =
+        format!("{}-mode pt_regs: ip {}; orig_ax {}{via}", r.mode().name(), detail(&checks, "ip"), detail(&checks, "orig_ax"));
     Found { address: addr, layout: Layout::PtRegs, status, regs: r.regs(), checks, score, copy_of: None, status_reason, summary }
 }
 
@@ -170,7 +171,8 @@ pub fn decode_at(
     let mut f = match layout {
         Layout::PtRegs => {
             let ctx = ptregs::Context { symbols, stack: None, vectors: opts.vectors };
-            pt_regs_found(&PtRegs::read(mem, addr)?, addr, &ctx)
+            let below = addr.checked_sub(8).and_then(|b| mem.read_u64(b).ok());
+            pt_regs_found(&PtRegs::read(mem, addr)?, addr, below, &ctx)
         }
         Layout::SigFrame => {
             let mut b = vec![0u8; (sigframe::FRAME_SIZE + sigframe::SIGINFO_SIZE) as usize];
@@ -221,7 +223,8 @@ fn candidates(
             if let (Some(cs), Some(ss)) = (cs, ss) {
                 if ptregs::mode_of(cs, ss) != ptregs::Mode::Invalid {
                     if let Some(r) = bytes.get(off..).and_then(PtRegs::from_bytes) {
-                        let f = pt_regs_found(&r, addr, &ctx);
+                        let below = off.checked_sub(8).and_then(|b| word_at(bytes, b));
+                        let f = pt_regs_found(&r, addr, below, &ctx);
                         if verdict(&f.checks).0 {
                             out.push(f);
                         }

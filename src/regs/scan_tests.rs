@@ -115,6 +115,8 @@ fn seed_002_finds_exactly_the_hand_found_pt_regs() {
     assert!(f.check("segments").unwrap().detail.contains("kernel mode"));
     assert!(f.check("interrupt_flag").unwrap().detail.contains("IF set"));
     assert!(f.check("sp").unwrap().detail.contains("just above the frame"));
+    // ...a70 holds the return into the entry stub (its name is this test's guess).
+    assert_eq!(f.check("entry").unwrap().detail, "entered via apic_timer_interrupt+0xa");
     assert!(f.summary.contains("kernel-mode pt_regs"), "{}", f.summary);
 }
 
