@@ -3,6 +3,11 @@
 //!
 //! Every decoder reports its checks one by one so the caller can show why a candidate
 //! was taken; nothing here reads target memory word by word.
+//!
+//! - [`scan::scan_memory`] / [`scan::scan_bytes`]: find frames in a stack range ->
+//!   [`scan::Found`] (address, layout, live/stale/copy and why, registers, checks, score).
+//! - [`scan::decode_at`]: one layout at a given address (`--layout pt_regs|sigframe|ucontext`).
+//! - [`ptregs`], [`sigframe`]: the decoders and their checks; [`annotate`]: labelled rows.
 
 pub mod annotate;
 pub mod ptregs;

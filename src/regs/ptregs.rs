@@ -124,10 +124,11 @@ pub fn mode_of(cs: u64, ss: u64) -> Mode {
 /// Which kernel generation's system vector numbers to name `~vector` with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Vectors {
-    /// 4.x and later (LOCAL_TIMER_VECTOR 0xec, MANAGED_IRQ_SHUTDOWN_VECTOR 0xef).
+    /// Kernels with MANAGED_IRQ_SHUTDOWN_VECTOR 0xef and LOCAL_TIMER_VECTOR 0xec (late 4.x
+    /// on; seed 002's kernel). Since 5.8 IRQ frames hold -1, so this only matters before.
     #[default]
     Modern,
-    /// 3.10 era (RHEL 7): LOCAL_TIMER_VECTOR 0xef, nothing below 0xf1.
+    /// 3.10 (RHEL 7) and early 4.x: LOCAL_TIMER_VECTOR 0xef, no system vectors below 0xf1.
     Legacy,
 }
 
