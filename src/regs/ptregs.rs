@@ -28,8 +28,9 @@ pub const USER_CS: u64 = 0x33;
 pub const USER32_CS: u64 = 0x23;
 pub const USER_SS: u64 = 0x2b;
 
-/// Kernel stacks are THREAD_SIZE (16 KiB) aligned; a user-mode frame sits at the very top.
-const THREAD_SIZE: u64 = 0x4000;
+/// Kernel stacks are THREAD_SIZE aligned (16 KiB since 3.15, 8 KiB before); a user-mode
+/// frame sits at the very top.
+const MIN_THREAD_SIZE: u64 = 0x2000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PtRegs {
@@ -305,13 +306,13 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
     ));
 
     if matches!(mode, Mode::User | Mode::Compat) {
-        let top = addr.checked_add(SIZE).is_some_and(|e| e % THREAD_SIZE == 0);
+        let top = addr.checked_add(SIZE).is_some_and(|e| e % MIN_THREAD_SIZE == 0);
         out.push(Check::new(
             "stack_top",
             top,
             false,
             if top { 10 } else { 0 },
-            if top { "ends at a 16 KiB boundary: the top of a task stack" } else { "not at the top of a 16 KiB task stack" },
+            if top { "ends at an 8/16 KiB boundary: the top of a task stack" } else { "not at the top of a task stack" },
         ));
     }
     out

@@ -182,7 +182,9 @@ pub fn decode_at(
                 mem.read(addr, &mut b)?;
             }
             let f = SigFrame::from_bytes(&b).ok_or(ReadError { addr })?;
-            sigframe_found(&f, addr, restore_rt_set(symbols, opts).first().copied())
+            let known = restore_rt_set(symbols, opts);
+            let restore = if known.contains(&f.pretcode) { Some(f.pretcode) } else { known.first().copied() };
+            sigframe_found(&f, addr, restore)
         }
         Layout::Ucontext => ucontext_found(&Ucontext::read(mem, addr)?, addr),
     };

@@ -494,3 +494,19 @@ fn kernel_frame_with_overwritten_orig_ax_is_stale_even_above_live_sp() {
     let found = scan_bytes(base, &words_bytes(&w), &kernel_symbols(), &opts);
     assert_eq!((found[0].status, found[0].status_reason.as_str()), (Status::Live, "at or above the live sp 0xffffc90000800000"));
 }
+
+#[test]
+fn decode_sigframe_picks_the_matching_restore_rt() {
+    let at = 0x7ffd_0000_1008u64;
+    let mut m = Regions::new();
+    m.add_u64s(at, &synthetic_frame(at, 0x40_0100));
+    let opts = ScanOptions { restore_rt: vec![0x7f00_0000_0000, 0x40_0100], ..ScanOptions::default() };
+    let f = decode_at(&m, at, Layout::SigFrame, &SymbolTable::new(vec![]), &opts).unwrap();
+    assert!(f.checks.iter().all(|c| c.ok), "{:#?}", f.checks);
+    // Without the siginfo readable, the frame still decodes; the siginfo check says why.
+    let mut m = Regions::new();
+    m.add_u64s(at, &synthetic_frame(at, 0x40_0100)[..39]);
+    let f = decode_at(&m, at, Layout::SigFrame, &SymbolTable::new(vec![]), &opts).unwrap();
+    assert_eq!(f.check("siginfo").unwrap().detail, "siginfo beyond the bytes read");
+    assert_eq!(f.reg("rip"), Some(0x40_1234));
+}
