@@ -183,13 +183,19 @@ pub fn decode_at(
             }
             let f = SigFrame::from_bytes(&b).ok_or(ReadError { addr })?;
             let known = restore_rt_set(symbols, opts);
-            let restore = if known.contains(&f.pretcode) { Some(f.pretcode) } else { known.first().copied() };
+            let hit = known.contains(&f.pretcode) || is_restore_rt(symbols, f.pretcode);
+            let restore = if hit { Some(f.pretcode) } else { known.first().copied() };
             sigframe_found(&f, addr, restore)
         }
         Layout::Ucontext => ucontext_found(&Ucontext::read(mem, addr)?, addr),
     };
     place(&mut f, opts.live_sp);
     Ok(f)
+}
+
+/// Whether `w` is the start of a function named `__restore_rt` (glibc and musl both use it).
+fn is_restore_rt(symbols: &dyn Symbols, w: u64) -> bool {
+    symbols.lookup(w).is_some_and(|s| s.start == w && s.base_name() == "__restore_rt")
 }
 
 fn restore_rt_set(symbols: &dyn Symbols, opts: &ScanOptions) -> Vec<u64> {
@@ -238,9 +244,7 @@ fn candidates(
         if opts.sigframes && word >= 0x10000 && is_user_canonical(word) {
             let hit = restore.binary_search(&word).is_ok()
                 || (opts.lookup_restore_rt
-                    && *is_restore.entry(word).or_insert_with(|| {
-                        symbols.lookup(word).is_some_and(|s| s.start == word && s.base_name() == "__restore_rt")
-                    }));
+                    && *is_restore.entry(word).or_insert_with(|| is_restore_rt(symbols, word)));
             if hit {
                 if let Some(f) = bytes.get(off..).and_then(SigFrame::from_bytes) {
                     let f = sigframe_found(&f, addr, Some(word));

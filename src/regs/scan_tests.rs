@@ -509,4 +509,13 @@ fn decode_sigframe_picks_the_matching_restore_rt() {
     let f = decode_at(&m, at, Layout::SigFrame, &SymbolTable::new(vec![]), &opts).unwrap();
     assert_eq!(f.check("siginfo").unwrap().detail, "siginfo beyond the bytes read");
     assert_eq!(f.reg("rip"), Some(0x40_1234));
+    // Known only through a symbol lookup by address (as from a source without name lookups).
+    struct LookupOnly(SymbolTable);
+    impl crate::symbols::Symbols for LookupOnly {
+        fn lookup(&self, addr: u64) -> Option<Symbol> {
+            self.0.lookup(addr)
+        }
+    }
+    let f = decode_at(&m, at, Layout::SigFrame, &LookupOnly(kernel_symbols()), &ScanOptions::default()).unwrap();
+    assert!(f.check("pretcode").unwrap().ok, "{:#?}", f.checks);
 }
