@@ -6,6 +6,7 @@
 pub mod crashbt;
 pub mod elf;
 pub mod memory;
+pub mod regs;
 pub mod symbols;
 pub mod unwind;
 pub mod verify;
