@@ -688,12 +688,16 @@ pub fn task_chain(task: &CrashTask) -> (Vec<crate::verify::FrameIn>, Vec<&CrashF
         out.extend(interrupted(e, 0));
     }
     for (i, f) in task.frames.iter().enumerate() {
+        // Before an exception block crash prints the pt_regs address as the frame's
+        // slot; the return address into the entry code is the word below it.
+        let entry = task.exception_frames.iter().any(|e| e.after_frame == Some(i) && e.exception_rip.is_some());
+        let slot = if entry { f.slot.and_then(|s| s.checked_sub(8)) } else { f.slot };
         match f.ra {
             Some(ra) => out.push(FrameIn {
                 level: f.level,
                 pc: ra,
-                sp: f.slot.and_then(|s| s.checked_add(8)),
-                slot: f.slot,
+                sp: slot.and_then(|s| s.checked_add(8)),
+                slot,
                 kind: FrameKind::Normal,
                 name: Some(f.function.clone()),
                 trust: Trust::Scan,

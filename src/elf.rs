@@ -56,8 +56,23 @@ fn parse(path: &Path) -> Result<Arc<RawTable>, String> {
             sections.insert(n.to_string(), s.address());
         }
     }
+    let mut exec_sections = std::collections::HashSet::new();
+    for s in file.sections() {
+        if let object::SectionFlags::Elf { sh_flags, .. } = s.flags() {
+            if (sh_flags & object::elf::SHF_EXECINSTR).0 != 0 {
+                exec_sections.insert(s.index());
+            }
+        }
+    }
     let text = |sym: object::Symbol<'_, '_>| -> Option<RawSymbol> {
-        if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+        // Assembly entry points (`entry_SYSCALL_64`, `asm_exc_*`) are untyped labels in code.
+        let in_code = sym.section_index().is_some_and(|i| exec_sections.contains(&i));
+        let wanted = match sym.kind() {
+            SymbolKind::Text => true,
+            SymbolKind::Unknown | SymbolKind::Label => in_code,
+            _ => false,
+        };
+        if !wanted || sym.is_undefined() {
             return None;
         }
         let name = sym.name().ok().filter(|n| !n.is_empty())?;

@@ -93,6 +93,7 @@ pub enum Reason {
     TailCallFrame,
     NoSymbol,
     CalleeBogus,
+    TargetUnreadable(u64),
 }
 
 impl Reason {
@@ -112,6 +113,7 @@ impl Reason {
             Reason::TailCallFrame => "tailcall-frame",
             Reason::NoSymbol => "no-symbol",
             Reason::CalleeBogus => "callee-bogus",
+            Reason::TargetUnreadable(_) => "target-unreadable",
         }
     }
 }
@@ -120,6 +122,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Unreadable(a) => write!(f, "unreadable at {a:#x}"),
+            Reason::TargetUnreadable(a) => write!(f, "target-unreadable at {a:#x}"),
             Reason::InsideFrameOf(func) => write!(f, "inside-frame-of {func}"),
             other => f.write_str(other.code()),
         }
@@ -361,7 +364,8 @@ fn check_call<M: Memory, S: Symbols>(
                     r.flag(Verdict::Bogus, Reason::WrongTarget);
                 }
             }
-            TargetMatch::Unknown(Unknown::Unreadable(e)) => r.flag(Verdict::Unknown, Reason::Unreadable(e.addr)),
+            // Slot and call are proven; only the path from the target could not be read.
+            TargetMatch::Unknown(Unknown::Unreadable(e)) => r.flag(Verdict::Probable, Reason::TargetUnreadable(e.addr)),
             TargetMatch::Unknown(Unknown::IndirectTail { at, text }) => {
                 ev.via.push(format!("{at:#x}: {text} (could lead anywhere)"));
                 r.flag(Verdict::Probable, Reason::TailCall);

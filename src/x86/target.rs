@@ -95,6 +95,21 @@ pub fn thunk_register(name: &str) -> Option<Reg> {
     Reg::from_name(name.rsplit('_').next()?)
 }
 
+/// A slot of the kernel's `__x86_indirect_thunk_array`: one 32-byte thunk per
+/// register, in encoding order (rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..r15).
+pub fn thunk_array_register(sym: &Symbol, addr: u64) -> Option<Reg> {
+    const BY_ENCODING: [&str; 16] =
+        ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+    if sym.name != "__x86_indirect_thunk_array" {
+        return None;
+    }
+    let off = addr.checked_sub(sym.start)?;
+    if off % 32 != 0 {
+        return None;
+    }
+    Reg::from_name(BY_ENCODING.get(usize::try_from(off / 32).ok()?)?)
+}
+
 /// Does a call to `target` lead to `callee`?
 pub fn follow_target<M: Memory + ?Sized, S: Symbols + ?Sized>(
     mem: &M,
@@ -182,7 +197,7 @@ impl<M: Memory + ?Sized, S: Symbols + ?Sized> Search<'_, M, S> {
             if self.first_sym.is_none() {
                 self.first_sym = Some(sym.clone());
             }
-            if let Some(reg) = thunk_register(&sym.name) {
+            if let Some(reg) = thunk_register(&sym.name).or_else(|| thunk_array_register(sym, addr)) {
                 if hops.is_empty() {
                     return Visit::Found(TargetMatch::IndirectRegister { reg, thunk: sym.name.clone() });
                 }
