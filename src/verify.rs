@@ -186,6 +186,9 @@ impl FrameReport {
 
     /// `function+off`, or the source's name, or `??`.
     pub fn describe(&self) -> String {
+        if let (FrameKind::Inline, Some(n)) = (self.kind, &self.name) {
+            return format!("{n} (inlined)");
+        }
         match (&self.function, &self.name) {
             (Some(s), _) => s.describe(self.pc),
             (None, Some(n)) => n.clone(),
@@ -253,6 +256,10 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             _ if !is_ra => {
                 if i > 0 {
                     r.flag(Verdict::Ok, Reason::InterruptedPc);
+                }
+                // A pc from registers is real, but only code that can be read is checked code.
+                if let Err(e) = mem.read(f.pc, &mut [0u8; 1]) {
+                    r.flag(Verdict::Unknown, Reason::Unreadable(e.addr));
                 }
                 if r.function.is_none() {
                     r.reasons.push(Reason::NoSymbol);

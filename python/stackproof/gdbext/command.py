@@ -27,6 +27,16 @@ class _HelpShown(Exception):
     pass
 
 
+def ascii_text(text):
+    """Text for gdb's output, which may go through an ASCII codec."""
+    return str(text).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _one_line(text):
+    """gdb may write errors through an ASCII codec: escape the rest, keep one line."""
+    return " ".join(str(text).split()).encode("ascii", "backslashreplace").decode("ascii")
+
+
 class StackproofCommand(gdb.Command):
     """Subclasses set `name`, build `parser` and implement `run(args)`."""
 
@@ -55,14 +65,14 @@ class StackproofCommand(gdb.Command):
         except _HelpShown:
             return
         except UserError as e:
-            raise gdb.GdbError(str(e))
-        except gdb.GdbError:
-            raise
+            raise gdb.GdbError(_one_line(e))
+        except gdb.GdbError as e:
+            raise gdb.GdbError(_one_line(e))
         except KeyboardInterrupt:
             raise gdb.GdbError("%s: interrupted" % self.name)
         except ValueError as e:  # shlex on unbalanced quotes, bad numbers
-            raise gdb.GdbError("%s: %s" % (self.name, e))
+            raise gdb.GdbError(_one_line("%s: %s" % (self.name, e)))
         except BaseException as e:  # includes a Rust panic surfacing as PanicException
             if isinstance(e, SystemExit):
                 raise gdb.GdbError("%s: refused to exit gdb" % self.name)
-            raise gdb.GdbError("%s: internal error: %s: %s" % (self.name, type(e).__name__, e))
+            raise gdb.GdbError(_one_line("%s: internal error: %s: %s" % (self.name, type(e).__name__, e)))

@@ -6,7 +6,7 @@ import gdb
 
 from stackproof import _core, render
 from stackproof.gdbext import target
-from stackproof.gdbext.command import StackproofCommand
+from stackproof.gdbext.command import StackproofCommand, ascii_text
 from stackproof.gdbext.target import UserError
 
 
@@ -84,7 +84,7 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
         else:
             colour = target.styled()
             for t in threads:
-                print(render.thread_text(t, verbose=args.verbose, colour=colour))
+                print(ascii_text(render.thread_text(t, verbose=args.verbose, colour=colour)))
         bogus = sum(len([f for f in t["frames"] if f["verdict"] == "bogus"]) for t in threads)
         if args.strict and bogus:
             raise UserError("verify-bt: %d bogus frame%s" % (bogus, "" if bogus == 1 else "s"))
