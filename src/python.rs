@@ -262,6 +262,94 @@ fn verify_crash_bt<'py>(
     Ok(out)
 }
 
+fn found_dict<'py>(py: Python<'py>, f: &crate::regs::scan::Found) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("address", f.address)?;
+    d.set_item("layout", f.layout.name())?;
+    d.set_item("status", f.status.name())?;
+    d.set_item("status_reason", f.status_reason.clone())?;
+    d.set_item("copy_of", f.copy_of)?;
+    d.set_item("score", f.score)?;
+    d.set_item("summary", f.summary.clone())?;
+    d.set_item("regs", f.regs.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>())?;
+    let checks = PyList::empty(py);
+    for c in &f.checks {
+        checks.append((c.name, c.ok, c.required, c.detail.clone()))?;
+    }
+    d.set_item("checks", checks)?;
+    d.set_item("labels", crate::regs::annotate::frame_labels(f))?;
+    Ok(d)
+}
+
+fn scan_options(live_sp: Option<u64>) -> crate::regs::scan::ScanOptions {
+    crate::regs::scan::ScanOptions { live_sp, ..Default::default() }
+}
+
+/// Find register sets in `[lo, hi)`. Returns `(found dicts, unreadable ranges, truncated_at, reads)`.
+#[pyfunction]
+#[pyo3(signature = (read, symtab, lo, hi, live_sp=None))]
+fn scan_regs<'py>(
+    py: Python<'py>,
+    read: Py<PyAny>,
+    symtab: &Symtab,
+    lo: u64,
+    hi: u64,
+    live_sp: Option<u64>,
+) -> PyResult<(Bound<'py, PyList>, Vec<(u64, u64)>, Option<u64>, u64)> {
+    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let scan = guarded("regs-from-stack", || {
+        Ok(crate::regs::scan::scan_memory(&mem, lo, hi, symtab, &scan_options(live_sp)))
+    })?;
+    let list = PyList::empty(py);
+    for f in &scan.found {
+        list.append(found_dict(py, f)?)?;
+    }
+    Ok((list, scan.unreadable.clone(), scan.truncated_at, mem.requests()))
+}
+
+/// Decode one register set at `addr` as `layout` (`pt_regs`, `sigframe`, `ucontext`).
+#[pyfunction]
+#[pyo3(signature = (read, symtab, addr, layout, live_sp=None))]
+fn decode_regs<'py>(
+    py: Python<'py>,
+    read: Py<PyAny>,
+    symtab: &Symtab,
+    addr: u64,
+    layout: &str,
+    live_sp: Option<u64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use crate::regs::Layout;
+    let layout = match layout {
+        "pt_regs" => Layout::PtRegs,
+        "sigframe" | "rt_sigframe" => Layout::SigFrame,
+        "ucontext" => Layout::Ucontext,
+        other => return Err(PyValueError::new_err(format!("unknown layout {other:?} (pt_regs, sigframe, ucontext)"))),
+    };
+    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let f = guarded("regs-from-stack", || {
+        crate::regs::scan::decode_at(&mem, addr, layout, symtab, &scan_options(live_sp))
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    })?;
+    found_dict(py, &f)
+}
+
+/// The words of `[lo, hi)`: `(address, value or None if unreadable, "func+off" when the
+/// value is a return address: code right after a call)`.
+#[pyfunction]
+fn stack_words(read: Py<PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<(u64, Option<u64>, Option<String>)>> {
+    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    guarded("regs-from-stack", || {
+        let n = (hi.saturating_sub(lo) / 8).min(1 << 20);
+        let mut out = Vec::with_capacity(n as usize);
+        for a in (0..n).map(|i| lo + i * 8) {
+            let v = mem.read_u64(a).ok();
+            let ra = v.and_then(|v| crate::unwind::return_address_in(&mem, symtab, v));
+            out.push((a, v, ra));
+        }
+        Ok(out)
+    })
+}
+
 /// A reader's statistics, for the benchmark.
 #[pyclass(module = "stackproof._core")]
 pub struct Stats {
@@ -294,7 +382,10 @@ fn verify_frames<'py>(
 #[pymodule]
 mod _core {
     #[pymodule_export]
-    use super::{probe_symbol, section_address, unwind, verify_crash_bt, verify_frames, Stats, Symtab};
+    use super::{
+        decode_regs, probe_symbol, scan_regs, section_address, stack_words, unwind, verify_crash_bt, verify_frames, Stats,
+        Symtab,
+    };
 
     #[pymodule_init]
     fn init(_m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -103,6 +103,18 @@ fn scan_for_return<M: Memory, S: Symbols>(
     Ok(None)
 }
 
+/// `func+off` when `v` is a return address: in a function, right after a call.
+pub fn return_address_in<M: Memory, S: Symbols>(mem: &M, syms: &S, v: u64) -> Option<String> {
+    if !plausible_code_address(v) {
+        return None;
+    }
+    let f = function_of_ra(syms, v)?;
+    match call_before(mem, v, Some(f.start)) {
+        Ok(CallCheck::Call { .. }) => Some(f.describe(v)),
+        _ => None,
+    }
+}
+
 /// Canonical, not tiny: worth a symbol lookup.
 fn plausible_code_address(v: u64) -> bool {
     v >= 0x1000 && (v < 0x0000_8000_0000_0000 || v >= 0xffff_8000_0000_0000)

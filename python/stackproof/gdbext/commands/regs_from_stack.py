@@ -1,0 +1,181 @@
+"""regs-from-stack: register sets saved on the stack, and what each stack word is."""
+
+import json
+import re
+import sys
+
+import gdb
+
+from stackproof import _core, render
+from stackproof.gdbext import target
+from stackproof.gdbext.command import StackproofCommand, ascii_text
+from stackproof.gdbext.target import UserError
+
+SCHEMA = "stackproof/regs-from-stack/1"
+KERNEL_STACK = 0x4000  # THREAD_SIZE and IRQ stack size on x86-64
+USER_SCAN_BELOW = 0x10000
+USER_SCAN_MAX = 8 << 20
+
+
+class RegsFromStack(StackproofCommand):
+    name = "regs-from-stack"
+
+    @classmethod
+    def description(cls):
+        return """Find and decode register sets saved on the stack.
+
+  regs-from-stack ADDR [--layout pt_regs|sigframe|ucontext]   decode the set at ADDR
+  regs-from-stack --scan [--from ADDR --to ADDR]              find them on the stack
+  regs-from-stack --annotate [--from ADDR --to ADDR]          label every stack word
+
+Kernel x86-64 `struct pt_regs` (interrupts, exceptions, syscalls) and
+user-space rt_sigframe / ucontext. Each candidate is validated (segments,
+flags, ip in text, sp, orig_ax decoded) and exactly one alignment wins.
+A set below the live stack pointer is `stale`; a repeated iret frame is a
+`copy`. The default range is the 16 KiB kernel stack holding $sp, or for
+user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
+
+    def add_arguments(self, p):
+        p.add_argument("address", nargs="?", metavar="ADDR", help="decode the register set at this address")
+        p.add_argument("--layout", choices=("pt_regs", "sigframe", "ucontext"), default="pt_regs",
+                       help="layout of the set at ADDR (default pt_regs)")
+        p.add_argument("--scan", action="store_true", help="search the stack for register sets")
+        p.add_argument("--annotate", action="store_true", help="print the stack words with what each one is")
+        p.add_argument("--from", dest="lo", metavar="EXPR", help="start of the range (gdb expression)")
+        p.add_argument("--to", dest="hi", metavar="EXPR", help="end of the range (exclusive)")
+        p.add_argument("--json", action="store_true", help="one JSON document (schema %s)" % SCHEMA)
+
+    def run(self, args):
+        if args.address is None and not (args.scan or args.annotate):
+            raise UserError("regs-from-stack: give ADDR, --scan or --annotate (see `help regs-from-stack`)")
+        if (args.lo is None) != (args.hi is None):
+            raise UserError("regs-from-stack: --from and --to go together")
+        inf = target.require_target()
+        read = target.memory_reader(inf)
+        symtab = target.symtab()
+        sp = target.parse_address("$sp", "$sp")
+        doc = {"schema": SCHEMA, "live_sp": render.hexa(sp), "found": [], "unreadable": [], "words": None}
+
+        if args.address is not None:
+            addr = target.parse_address(args.address)
+            try:
+                found = [_core.decode_regs(read, symtab, addr, args.layout, sp)]
+            except ValueError as e:
+                raise UserError("regs-from-stack: %s" % e)
+            lo = hi = None
+        else:
+            lo, hi = self._range(args, sp)
+            if hi <= lo:
+                raise UserError("regs-from-stack: empty range %#x..%#x" % (lo, hi))
+            found, unreadable, truncated, _reads = _core.scan_regs(read, symtab, lo, hi, sp)
+            doc["range"] = [render.hexa(lo), render.hexa(hi)]
+            doc["unreadable"] = [[render.hexa(a), render.hexa(b)] for a, b in unreadable]
+            doc["truncated_at"] = render.hexa(truncated)
+        doc["found"] = [_found_json(f) for f in found]
+
+        words = None
+        if args.annotate:
+            words = self._annotated_words(read, symtab, found, lo, hi, sp)
+            doc["words"] = [{"address": render.hexa(a), "value": render.hexa(v), "labels": labels}
+                            for a, v, labels in words]
+
+        if args.json:
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            return
+        out = []
+        if lo is not None:
+            out.append("Scanned %016x..%016x (live sp %016x): %d register set%s" % (
+                lo, hi, sp, len(found), "" if len(found) == 1 else "s"))
+            for a, b in doc["unreadable"]:
+                out.append("  unreadable: %s..%s" % (a, b))
+        for f in found:
+            out.extend(_found_text(f))
+        if words is not None:
+            out.append("")
+            for a, v, labels in words:
+                val = "%016x" % v if v is not None else "<unreadable>   "
+                out.append("%016x: %s  %s" % (a, val, " ".join("[%s]" % l for l in labels)))
+        print(ascii_text("\n".join(out)))
+
+    @staticmethod
+    def _range(args, sp):
+        if args.lo is not None:
+            return target.parse_address(args.lo, "--from"), target.parse_address(args.hi, "--to")
+        if sp >= 0xFFFF800000000000:
+            lo = sp & ~(KERNEL_STACK - 1)
+            return lo, lo + KERNEL_STACK
+        end = _mapping_end(sp) or sp + (1 << 20)
+        return max(sp - USER_SCAN_BELOW, 0x1000) & ~0xFFF, min(end, sp + USER_SCAN_MAX)
+
+    @staticmethod
+    def _annotated_words(read, symtab, found, lo, hi, sp):
+        """Every word from sp (or --from) up, labelled: saved-register slots, return addresses
+        of gdb's frames (`ra #N`), other return addresses (stale)."""
+        if lo is None:
+            lo, hi = sp, sp + 0x200
+        labels = {}
+        for f in found:
+            for addr, label in f["labels"]:
+                labels.setdefault(addr, []).append(label)
+        chain = {}
+        try:
+            frames, _stop = target.gdb_frames(1024)
+            for level, pc, fsp, _slot, kind, _name, _trust in frames:
+                if level > 0 and fsp is not None and kind == "normal":
+                    chain[fsp - 8] = (level, pc)
+        except gdb.error:
+            pass
+        out = []
+        for addr, value, ra in _core.stack_words(read, symtab, max(lo, sp) if lo <= sp < hi else lo, hi):
+            ls = list(labels.get(addr, []))
+            if addr in chain and chain[addr][1] == value:
+                ls.append("ra #%d %s" % (chain[addr][0], ra or "??"))
+            elif ra is not None:
+                ls.append("ra %s, not in the backtrace" % ra if addr >= sp else "stale ra %s (below sp)" % ra)
+            out.append((addr, value, ls))
+        return out
+
+
+def _mapping_end(addr):
+    """End of the memory mapping holding `addr` (`info proc mappings`), or None."""
+    try:
+        text = gdb.execute("info proc mappings", to_string=True)
+    except gdb.error:
+        return None
+    for line in text.splitlines():
+        m = re.match(r"\s*0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
+        if m and int(m.group(1), 16) <= addr < int(m.group(2), 16):
+            return int(m.group(2), 16)
+    return None
+
+
+def _found_json(f):
+    return {
+        "address": render.hexa(f["address"]),
+        "layout": f["layout"],
+        "status": f["status"],
+        "status_reason": f["status_reason"],
+        "copy_of": render.hexa(f["copy_of"]),
+        "summary": f["summary"],
+        "registers": {name: render.hexa(v) for name, v in f["regs"]},
+        "checks": [{"name": n, "ok": ok, "required": req, "detail": d} for n, ok, req, d in f["checks"]],
+    }
+
+
+def _found_text(f):
+    out = ["%s at %016x  %s  %s" % (f["layout"], f["address"], f["status"].upper() if f["status"] != "live"
+                                     else "live", f["summary"])]
+    if f["status"] != "live":
+        out.append("  (%s)" % f["status_reason"])
+    regs = ["%8s %016x" % (n, v) for n, v in f["regs"]]
+    for i in range(0, len(regs), 3):
+        out.append("  " + "  ".join(regs[i:i + 3]))
+    bad = [c for c in f["checks"] if not c[1]]
+    good = [c for c in f["checks"] if c[1]]
+    out.append("  checks passed: %s" % ", ".join("%s (%s)" % (n, d) if d else n for n, _ok, _r, d in good))
+    if bad:
+        out.append("  checks FAILED: %s" % ", ".join("%s (%s)" % (n, d) if d else n for n, _ok, _r, d in bad))
+    return out
+
+
+RegsFromStack()
