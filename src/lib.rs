@@ -4,6 +4,7 @@
 //! symbols through [`symbols::Symbols`]. `python` is the thin pyo3 binding.
 
 pub mod elf;
+pub mod layout;
 pub mod memory;
 pub mod symbols;
 

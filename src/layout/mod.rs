@@ -1,0 +1,363 @@
+//! Frame layout from machine code alone: an objtool-style simulation of stack
+//! operations along every path from the entry, giving the CFA rule and the
+//! callee-saved register slots before each instruction.
+
+pub mod sim;
+pub mod state;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic};
+use once_cell::sync::Lazy;
+
+pub use state::{Cfa, Saved, State, Val, CALLEE_SAVED, CALLEE_SAVED_NAMES};
+use state::RSP;
+
+/// Bounds on the work done for one function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Distinct instructions decoded.
+    pub max_insns: usize,
+    /// Worklist steps (an instruction is revisited when its state weakens).
+    pub max_steps: usize,
+    /// Give code reached by no direct path (jump-table targets) the state at
+    /// the function's non-tail indirect jumps.
+    pub fill_indirect: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_insns: 500_000, max_steps: 5_000_000, fill_indirect: true }
+    }
+}
+
+/// Everything `analyze_with` may be told besides the code.
+pub struct Options<'a> {
+    pub limits: Limits,
+    /// Is a direct call to this address a call to a noreturn function?
+    pub noreturn: Option<&'a dyn Fn(u64) -> bool>,
+    /// Entry points and their states; empty means `start` with [`State::entry`].
+    pub entries: Vec<(u64, State)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { limits: Limits::default(), noreturn: None, entries: Vec::new() }
+    }
+}
+
+/// The frame layout before one instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub cfa: Cfa,
+    /// rbx rbp r12 r13 r14 r15 (see [`CALLEE_SAVED`]).
+    pub saved: [Saved; 6],
+    vals: [Val; 16],
+}
+
+impl Rule {
+    fn of(s: &State) -> Rule {
+        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs }
+    }
+
+    /// What the engine knows of a register (DWARF number) relative to the CFA;
+    /// lets a checker accept an oracle that names another, equal base.
+    pub fn value(&self, dw: u8) -> Val {
+        self.vals.get(dw as usize).copied().unwrap_or(Val::Unknown)
+    }
+
+    /// The CFA offset of a callee-saved register's save slot (index into CALLEE_SAVED).
+    pub fn saved_at(&self, i: usize) -> Option<i64> {
+        match self.saved.get(i)? {
+            Saved::At(k) => Some(i64::from(*k)),
+            _ => None,
+        }
+    }
+
+    /// `cfa=rsp+8 rbx=cfa-16 ...` (registers not saved are omitted; lost ones show `?`).
+    pub fn describe(&self) -> String {
+        let mut out = format!("cfa={}", self.cfa);
+        for (i, s) in self.saved.iter().enumerate() {
+            match s {
+                Saved::Same => {}
+                Saved::At(k) => out.push_str(&format!(" {}=cfa{}", CALLEE_SAVED_NAMES[i], k)),
+                Saved::AtAnc(k) => out.push_str(&format!(" {}=anchor{:+}", CALLEE_SAVED_NAMES[i], k)),
+                Saved::Lost => out.push_str(&format!(" {}=?", CALLEE_SAVED_NAMES[i])),
+            }
+        }
+        out
+    }
+}
+
+/// One reached instruction with its rule.
+#[derive(Debug, Clone)]
+pub struct Insn {
+    pub addr: u64,
+    pub ins: Instruction,
+    pub rule: Rule,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionLayout {
+    pub start: u64,
+    pub end: u64,
+    insns: Vec<Insn>,
+    /// A limit stopped the analysis; instructions not reached have no rule.
+    pub truncated: bool,
+    /// Direct jumps out of the function in a non-entry state (into `.cold` parts).
+    pub exits: Vec<(u64, State)>,
+}
+
+impl FunctionLayout {
+    pub fn rule_at(&self, pc: u64) -> Option<&Rule> {
+        let i = self.insns.binary_search_by_key(&pc, |i| i.addr).ok()?;
+        Some(&self.insns[i].rule)
+    }
+
+    /// Reached instructions in address order.
+    pub fn instructions(&self) -> &[Insn] {
+        &self.insns
+    }
+}
+
+struct Node {
+    ins: Instruction,
+    state: Option<State>,
+}
+
+struct Sim<'c, 'o> {
+    code: &'c [u8],
+    start: u64,
+    opts: &'o Options<'o>,
+    at: Vec<u32>,
+    nodes: Vec<Node>,
+    steps: usize,
+    truncated: bool,
+    indirect: Vec<State>,
+    exits: Vec<(u64, State)>,
+    factory: InstructionInfoFactory,
+}
+
+impl Sim<'_, '_> {
+    fn inside(&self, a: u64) -> Option<usize> {
+        let off = usize::try_from(a.checked_sub(self.start)?).ok()?;
+        (off < self.code.len()).then_some(off)
+    }
+
+    fn node(&mut self, off: usize) -> Option<usize> {
+        let i = self.at[off];
+        if i != u32::MAX {
+            return Some(i as usize);
+        }
+        if self.nodes.len() >= self.opts.limits.max_insns {
+            self.truncated = true;
+            return None;
+        }
+        let ip = self.start.checked_add(off as u64)?;
+        let mut d = Decoder::with_ip(64, &self.code[off..], ip, DecoderOptions::NONE);
+        let ins = d.decode();
+        self.nodes.push(Node { ins, state: None });
+        let i = self.nodes.len() - 1;
+        self.at[off] = i as u32;
+        Some(i)
+    }
+
+    fn exit(&mut self, target: u64, s: State) {
+        if !s.is_entry_like() && self.exits.len() < 64 {
+            self.exits.push((target, s));
+        }
+    }
+
+    fn run(&mut self, mut work: Vec<(u64, State)>) {
+        let noreturn = self.opts.noreturn;
+        while let Some((addr, st)) = work.pop() {
+            self.steps += 1;
+            if self.steps > self.opts.limits.max_steps {
+                self.truncated = true;
+                return;
+            }
+            let Some(off) = self.inside(addr) else { continue };
+            let Some(i) = self.node(off) else { continue };
+            let node = &mut self.nodes[i];
+            let st = match &node.state {
+                None => st,
+                Some(old) => {
+                    let m = old.meet(&st);
+                    if &m == old {
+                        continue;
+                    }
+                    m
+                }
+            };
+            node.state = Some(st.clone());
+            let ins = node.ins;
+            if ins.code() == Code::INVALID {
+                continue;
+            }
+            let cmp = st.cmp;
+            let mut out = st;
+            sim::step(&mut out, &ins, &mut self.factory);
+            let next = ins.next_ip();
+            match ins.flow_control() {
+                FlowControl::Next => work.push((next, out)),
+                FlowControl::UnconditionalBranch => {
+                    let t = ins.near_branch_target();
+                    if t == 0 && ins.op_count() > 0 && !matches!(ins.op0_kind(), iced_x86::OpKind::NearBranch64) {
+                        continue; // far jump
+                    }
+                    if self.inside(t).is_some() {
+                        work.push((t, out));
+                    } else {
+                        self.exit(t, out);
+                    }
+                }
+                FlowControl::ConditionalBranch => {
+                    let t = ins.near_branch_target();
+                    let (mut taken, mut fall) = (out.clone(), out);
+                    // `cmp %r11,%rsp; jne loop` (stack-clash probes): on the equal edge rsp == r11.
+                    if let Some((a, b)) = cmp {
+                        let eq = match ins.mnemonic() {
+                            Mnemonic::Je => Some(&mut taken),
+                            Mnemonic::Jne => Some(&mut fall),
+                            _ => None,
+                        };
+                        if let Some(e) = eq {
+                            let (va, vb) = (e.reg(a), e.reg(b));
+                            if a == RSP && vb != Val::Unknown {
+                                e.set(RSP, vb);
+                            } else if b == RSP && va != Val::Unknown {
+                                e.set(RSP, va);
+                            }
+                        }
+                    }
+                    if self.inside(t).is_some() {
+                        work.push((t, taken));
+                    } else {
+                        self.exit(t, taken);
+                    }
+                    work.push((next, fall));
+                }
+                FlowControl::IndirectBranch => {
+                    if !out.is_entry_like() {
+                        self.indirect.push(out);
+                    }
+                }
+                FlowControl::Call => {
+                    let t = ins.near_branch_target();
+                    if t == next {
+                        // call to the next instruction pushes its address (pc-relative tricks, RSB stuffing)
+                        let v = out.reg(RSP).add(-8);
+                        out.set(RSP, v);
+                    } else if noreturn.is_some_and(|f| f(t)) {
+                        continue;
+                    }
+                    work.push((next, out));
+                }
+                FlowControl::IndirectCall => work.push((next, out)),
+                FlowControl::Return => {}
+                FlowControl::Interrupt => {
+                    if ins.mnemonic() != Mnemonic::Int3 {
+                        work.push((next, out));
+                    }
+                }
+                FlowControl::Exception => {}
+                FlowControl::XbeginXabortXend => {
+                    if ins.mnemonic() == Mnemonic::Xbegin {
+                        work.push((ins.near_branch_target(), out.clone()));
+                    }
+                    work.push((next, out));
+                }
+            }
+        }
+    }
+
+    /// Starts of byte runs no reached instruction covers.
+    fn gaps(&self) -> Vec<u64> {
+        let mut covered = vec![false; self.code.len()];
+        for n in &self.nodes {
+            if n.state.is_none() {
+                continue;
+            }
+            let Some(off) = self.inside(n.ins.ip()) else { continue };
+            let end = off.saturating_add(n.ins.len()).min(covered.len());
+            for c in &mut covered[off..end] {
+                *c = true;
+            }
+        }
+        let mut out = Vec::new();
+        let mut prev = true;
+        for (i, c) in covered.iter().enumerate() {
+            if !*c && prev {
+                out.push(self.start.wrapping_add(i as u64));
+            }
+            prev = *c;
+        }
+        out
+    }
+}
+
+/// Analyze with explicit options; not cached.
+pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayout {
+    let mut sim = Sim {
+        code,
+        start,
+        opts,
+        at: vec![u32::MAX; code.len()],
+        nodes: Vec::new(),
+        steps: 0,
+        truncated: false,
+        indirect: Vec::new(),
+        exits: Vec::new(),
+        factory: InstructionInfoFactory::new(),
+    };
+    let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
+    sim.run(entries);
+    if opts.limits.fill_indirect {
+        for _ in 0..4 {
+            let Some(first) = sim.indirect.first().cloned() else { break };
+            let seed = sim.indirect.iter().skip(1).fold(first, |a, b| a.meet(b));
+            let gaps = sim.gaps();
+            if gaps.is_empty() || sim.truncated {
+                break;
+            }
+            sim.indirect.clear();
+            sim.run(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
+        }
+    }
+    let end = start.saturating_add(code.len() as u64);
+    let mut insns: Vec<Insn> = sim
+        .nodes
+        .into_iter()
+        .filter_map(|n| n.state.map(|s| Insn { addr: n.ins.ip(), rule: Rule::of(&s), ins: n.ins }))
+        .collect();
+    insns.sort_by_key(|i| i.addr);
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits: sim.exits }
+}
+
+type Key = (u64, u64, Limits);
+static CACHE: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+const CACHE_MAX: usize = 4096;
+
+/// Analyze the function whose code `code` starts at `start`; each (start, bytes) is decoded once.
+pub fn analyze(code: &[u8], start: u64, limits: &Limits) -> Arc<FunctionLayout> {
+    let mut h = DefaultHasher::new();
+    code.hash(&mut h);
+    let key = (start, h.finish(), *limits);
+    if let Some(l) = CACHE.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return l;
+    }
+    let l = Arc::new(analyze_with(code, start, &Options { limits: *limits, ..Options::default() }));
+    if let Ok(mut c) = CACHE.lock() {
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, l.clone());
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests;
