@@ -5,8 +5,11 @@
 
 pub mod elf;
 pub mod layout;
+pub mod oracle;
 pub mod memory;
 pub mod symbols;
 
 #[cfg(feature = "python")]
 mod python;
+
+pub use oracle::cli::layout_cli;

@@ -41,11 +41,14 @@ pub struct Options<'a> {
     pub noreturn: Option<&'a dyn Fn(u64) -> bool>,
     /// Entry points and their states; empty means `start` with [`State::entry`].
     pub entries: Vec<(u64, State)>,
+    /// Exception landing pads: (call-site range start, end, pad). A pad is
+    /// entered in the state after the calls of its range return.
+    pub landing_pads: Vec<(u64, u64, u64)>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { limits: Limits::default(), noreturn: None, entries: Vec::new() }
+        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new() }
     }
 }
 
@@ -288,12 +291,58 @@ impl Sim<'_, '_> {
             }
         }
         let mut out = Vec::new();
-        let mut prev = true;
-        for (i, c) in covered.iter().enumerate() {
-            if !*c && prev {
-                out.push(self.start.wrapping_add(i as u64));
+        let mut i = 0;
+        while i < covered.len() {
+            if covered[i] {
+                i += 1;
+                continue;
             }
-            prev = *c;
+            // Skip alignment padding: a jump-table target is never a nop.
+            let mut d = Decoder::with_ip(64, &self.code[i..], self.start.wrapping_add(i as u64), DecoderOptions::NONE);
+            let mut ins = Instruction::default();
+            while d.can_decode() {
+                d.decode_out(&mut ins);
+                if ins.mnemonic() != Mnemonic::Nop && ins.mnemonic() != Mnemonic::Int3 {
+                    break;
+                }
+            }
+            let off = (ins.ip().wrapping_sub(self.start)) as usize;
+            if off < covered.len() && !covered[off] && ins.mnemonic() != Mnemonic::Nop && ins.mnemonic() != Mnemonic::Int3 {
+                out.push(ins.ip());
+            }
+            i = i.max(off).saturating_add(1);
+            while i < covered.len() && !covered[i] {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Seeds for landing pads not reached yet: the meet of the states after the calls in their ranges.
+    fn pad_seeds(&mut self) -> Vec<(u64, State)> {
+        let mut out = Vec::new();
+        for &(lo, hi, pad) in &self.opts.landing_pads {
+            let Some(off) = self.inside(pad) else { continue };
+            if self.at[off] != u32::MAX && self.nodes[self.at[off] as usize].state.is_some() {
+                continue;
+            }
+            let mut seed: Option<State> = None;
+            for n in &self.nodes {
+                let ip = n.ins.ip();
+                if ip < lo || ip >= hi || !matches!(n.ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+                    continue;
+                }
+                let Some(st) = &n.state else { continue };
+                let mut after = st.clone();
+                sim::step(&mut after, &n.ins, &mut self.factory);
+                seed = Some(match seed {
+                    None => after,
+                    Some(s) => s.meet(&after),
+                });
+            }
+            if let Some(s) = seed {
+                out.push((pad, s));
+            }
         }
         out
     }
@@ -315,6 +364,13 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
     sim.run(entries);
+    for _ in 0..4 {
+        let pads = sim.pad_seeds();
+        if pads.is_empty() || sim.truncated {
+            break;
+        }
+        sim.run(pads);
+    }
     if opts.limits.fill_indirect {
         for _ in 0..4 {
             let Some(first) = sim.indirect.first().cloned() else { break };

@@ -1,0 +1,255 @@
+//! Instruction-by-instruction comparison of the layout engine with an oracle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use iced_x86::{Formatter, GasFormatter, Instruction, Mnemonic};
+
+use super::image::{Func, Image};
+use super::{OCfa, Table};
+use crate::layout::{analyze_with, Cfa, FunctionLayout, Limits, Options, Rule, Saved, State, Val};
+
+/// Examples kept per report (`STACKPROOF_EXAMPLES` overrides, for chasing classes).
+fn max_examples() -> usize {
+    std::env::var("STACKPROOF_EXAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(25)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub functions: usize,
+    pub truncated_functions: usize,
+    /// Instructions the engine reached.
+    pub instructions: usize,
+    /// Reached instructions with an oracle rule the comparison evaluates.
+    pub covered: usize,
+    /// Covered instructions where the engine gives a CFA.
+    pub answered: usize,
+    pub agree: usize,
+    pub disagree: usize,
+    /// Covered, engine says unknown, by reason.
+    pub unknown: BTreeMap<&'static str, usize>,
+    /// Oracle rules not compared (expressions, ORC pt_regs/undefined, engine vs DRAP deref).
+    pub not_comparable: BTreeMap<String, usize>,
+    /// Reached instructions outside any oracle row.
+    pub no_oracle: usize,
+    pub rbp_compared: usize,
+    pub rbp_disagree: usize,
+    pub classes: HashMap<String, usize>,
+    pub examples: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, o: Report) {
+        self.functions += o.functions;
+        self.truncated_functions += o.truncated_functions;
+        self.instructions += o.instructions;
+        self.covered += o.covered;
+        self.answered += o.answered;
+        self.agree += o.agree;
+        self.disagree += o.disagree;
+        self.no_oracle += o.no_oracle;
+        self.rbp_compared += o.rbp_compared;
+        self.rbp_disagree += o.rbp_disagree;
+        for (k, v) in o.unknown {
+            *self.unknown.entry(k).or_default() += v;
+        }
+        for (k, v) in o.not_comparable {
+            *self.not_comparable.entry(k).or_default() += v;
+        }
+        for (k, v) in o.classes {
+            *self.classes.entry(k).or_default() += v;
+        }
+        for e in o.examples {
+            if self.examples.len() < max_examples() {
+                self.examples.push(e);
+            }
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let pct = |a: usize, b: usize| if b == 0 { 100.0 } else { 100.0 * a as f64 / b as f64 };
+        let mut s = String::new();
+        let _ = writeln!(s, "functions:        {} ({} truncated)", self.functions, self.truncated_functions);
+        let _ = writeln!(s, "instructions:     {} reached, {} without oracle row", self.instructions, self.no_oracle);
+        let _ = writeln!(s, "covered:          {}", self.covered);
+        let _ = writeln!(s, "answered:         {} ({:.3}% of covered)", self.answered, pct(self.answered, self.covered));
+        let _ = writeln!(s, "agree:            {} ({:.4}% of answered)", self.agree, pct(self.agree, self.answered));
+        let _ = writeln!(s, "disagree:         {}", self.disagree);
+        let _ = writeln!(s, "rbp slot:         {} compared, {} disagree", self.rbp_compared, self.rbp_disagree);
+        for (k, v) in &self.unknown {
+            let _ = writeln!(s, "unknown:          {v:>8}  {k}");
+        }
+        for (k, v) in &self.not_comparable {
+            let _ = writeln!(s, "not compared:     {v:>8}  {k}");
+        }
+        let mut classes: Vec<_> = self.classes.iter().collect();
+        classes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        for (k, v) in classes.iter().take(20) {
+            let _ = writeln!(s, "class:            {v:>8}  {k}");
+        }
+        for e in &self.examples {
+            let _ = writeln!(s, "example:          {e}");
+        }
+        s
+    }
+}
+
+pub fn formatter() -> GasFormatter {
+    let mut f = GasFormatter::new();
+    let o = f.options_mut();
+    o.set_uppercase_hex(false);
+    o.set_hex_prefix("0x");
+    o.set_hex_suffix("");
+    o.set_show_branch_size(false);
+    o.set_rip_relative_addresses(true);
+    o.set_branch_leading_zeros(false);
+    f
+}
+
+pub fn disasm(f: &mut GasFormatter, ins: &Instruction) -> String {
+    let mut s = String::new();
+    f.format(ins, &mut s);
+    s
+}
+
+fn kind(c: &Cfa) -> String {
+    match c {
+        Cfa::Rsp(_) => "rsp".into(),
+        Cfa::Rbp(_) => "rbp".into(),
+        Cfa::Reg { reg, .. } => crate::layout::state::reg_name(*reg).into(),
+        Cfa::Deref { .. } => "deref".into(),
+        Cfa::Unknown(w) => format!("unknown({w})"),
+    }
+}
+
+fn okind(c: &OCfa) -> String {
+    match c {
+        OCfa::Reg { reg, .. } => crate::layout::state::reg_name(*reg).into(),
+        OCfa::Deref { .. } => "deref".into(),
+        OCfa::Other(w) => (*w).into(),
+    }
+}
+
+/// Some(agree) when the oracle rule can be checked against the engine's knowledge.
+fn verdict(rule: &Rule, o: &OCfa) -> Result<bool, String> {
+    match *o {
+        OCfa::Reg { reg, off } => {
+            let want = i32::try_from(off.checked_neg().unwrap_or(i64::MAX)).ok().map(Val::Cfa);
+            Ok(want.is_some_and(|w| rule.value(reg) == w))
+        }
+        OCfa::Deref { reg, off } => {
+            if rule.cfa == (Cfa::Deref { reg, off }) {
+                Ok(true)
+            } else if matches!(rule.cfa, Cfa::Deref { .. }) {
+                Ok(false)
+            } else {
+                Err("oracle deref, engine register-based".into())
+            }
+        }
+        OCfa::Other(w) => Err(format!("oracle {w}")),
+    }
+}
+
+/// Compare one analyzed function.
+pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut GasFormatter) -> Report {
+    let mut r = Report { functions: 1, truncated_functions: usize::from(l.truncated), ..Report::default() };
+    let mut prev: Option<Mnemonic> = None;
+    for insn in l.instructions() {
+        r.instructions += 1;
+        let p = prev.replace(insn.ins.mnemonic());
+        let Some(row) = table.lookup(insn.addr) else {
+            r.no_oracle += 1;
+            continue;
+        };
+        match verdict(&insn.rule, &row.cfa) {
+            Err(why) => {
+                *r.not_comparable.entry(why).or_default() += 1;
+                continue;
+            }
+            Ok(ok) => {
+                r.covered += 1;
+                if let Cfa::Unknown(w) = insn.rule.cfa {
+                    *r.unknown.entry(w).or_default() += 1;
+                    continue;
+                }
+                r.answered += 1;
+                if ok {
+                    r.agree += 1;
+                } else {
+                    r.disagree += 1;
+                    let key = format!("after {:?}: engine {} vs oracle {}", p, kind(&insn.rule.cfa), okind(&row.cfa));
+                    *r.classes.entry(key).or_default() += 1;
+                    if r.examples.len() < 3 {
+                        r.examples.push(format!(
+                            "{:#x} {}+{:#x}  {}  engine cfa={} oracle cfa={}",
+                            insn.addr,
+                            name,
+                            insn.addr - l.start,
+                            disasm(f, &insn.ins),
+                            insn.rule.cfa,
+                            row.cfa
+                        ));
+                    }
+                }
+            }
+        }
+        if let (Some(o), Saved::At(e)) = (row.rbp, insn.rule.saved[1]) {
+            r.rbp_compared += 1;
+            if o != i64::from(e) {
+                r.rbp_disagree += 1;
+                *r.classes.entry("rbp save slot".into()).or_default() += 1;
+            }
+        }
+    }
+    r
+}
+
+pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
+    let code = img.bytes(func.start, func.end)?;
+    let nr = |t: u64| img.noreturn.contains(&t);
+    let landing_pads = img.landing_pads(table, func.start);
+    let opts = Options { limits: Limits::default(), noreturn: Some(&nr), entries, landing_pads };
+    Some(analyze_with(code, func.start, &opts))
+}
+
+/// Analyze every function of the image (or those named `only`), compare with `table`.
+/// Jumps out of a function in a non-entry state (into `.cold` parts) seed a second pass.
+pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
+    let funcs: Vec<Func> =
+        img.functions(&table.ranges).into_iter().filter(|f| only.is_none_or(|n| f.name == n)).collect();
+    let mut f = formatter();
+    let mut reports = Vec::with_capacity(funcs.len());
+    let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
+    for func in &funcs {
+        match run_one(img, table, func, Vec::new()) {
+            Some(l) => {
+                for (t, s) in &l.exits {
+                    exits.entry(*t).or_default().push(s.clone());
+                }
+                reports.push(compare_layout(&l, table, &func.name, &mut f));
+            }
+            None => reports.push(Report::default()),
+        }
+    }
+    for (i, func) in funcs.iter().enumerate() {
+        let seeds: Vec<(u64, State)> = exits
+            .range(func.start..func.end)
+            .flat_map(|(t, v)| v.iter().map(move |s| (*t, s.clone())))
+            .collect();
+        if seeds.is_empty() {
+            continue;
+        }
+        let mut entries = seeds;
+        if !entries.iter().any(|e| e.0 == func.start) {
+            entries.push((func.start, State::entry()));
+        }
+        if let Some(l) = run_one(img, table, func, entries) {
+            reports[i] = compare_layout(&l, table, &func.name, &mut f);
+        }
+    }
+    let mut total = Report::default();
+    for r in reports {
+        total.add(r);
+    }
+    total
+}
