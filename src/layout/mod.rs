@@ -140,7 +140,7 @@ struct Sim<'c, 'o> {
     steps: usize,
     truncated: bool,
     indirect: Vec<State>,
-    exits: Vec<(u64, State)>,
+    exits: HashMap<u64, State>,
     factory: InstructionInfoFactory,
 }
 
@@ -169,8 +169,16 @@ impl Sim<'_, '_> {
     }
 
     fn exit(&mut self, target: u64, s: State) {
-        if !s.is_entry_like() && self.exits.len() < 64 {
-            self.exits.push((target, s));
+        if s.is_entry_like() {
+            return;
+        }
+        let full = self.exits.len() >= 4096;
+        match self.exits.get_mut(&target) {
+            Some(old) => *old = old.meet(&s),
+            None if !full => {
+                self.exits.insert(target, s);
+            }
+            None => {}
         }
     }
 
@@ -359,7 +367,7 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         steps: 0,
         truncated: false,
         indirect: Vec::new(),
-        exits: Vec::new(),
+        exits: HashMap::new(),
         factory: InstructionInfoFactory::new(),
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
@@ -372,14 +380,21 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         sim.run(pads);
     }
     if opts.limits.fill_indirect {
-        for _ in 0..4 {
-            let Some(first) = sim.indirect.first().cloned() else { break };
-            let seed = sim.indirect.iter().skip(1).fold(first, |a, b| a.meet(b));
+        // Each round seeds the first real instruction of every unreached run; the
+        // dispatch state accumulates over the indirect jumps found so far.
+        let mut seed: Option<State> = None;
+        for _ in 0..256 {
+            for s in sim.indirect.drain(..) {
+                seed = Some(match seed {
+                    None => s,
+                    Some(old) => old.meet(&s),
+                });
+            }
+            let Some(seed) = seed.clone() else { break };
             let gaps = sim.gaps();
             if gaps.is_empty() || sim.truncated {
                 break;
             }
-            sim.indirect.clear();
             sim.run(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
         }
     }
@@ -390,7 +405,9 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         .filter_map(|n| n.state.map(|s| Insn { addr: n.ins.ip(), rule: Rule::of(&s), ins: n.ins }))
         .collect();
     insns.sort_by_key(|i| i.addr);
-    FunctionLayout { start, end, insns, truncated: sim.truncated, exits: sim.exits }
+    let mut exits: Vec<(u64, State)> = sim.exits.into_iter().collect();
+    exits.sort_by_key(|e| e.0);
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits }
 }
 
 type Key = (u64, u64, Limits);

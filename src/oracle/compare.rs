@@ -198,6 +198,17 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
             if o != i64::from(e) {
                 r.rbp_disagree += 1;
                 *r.classes.entry("rbp save slot".into()).or_default() += 1;
+                if r.examples.len() < 3 {
+                    r.examples.push(format!(
+                        "{:#x} {}+{:#x}  {}  engine rbp=cfa{} oracle rbp=cfa{}",
+                        insn.addr,
+                        name,
+                        insn.addr - l.start,
+                        disasm(f, &insn.ins),
+                        e,
+                        o
+                    ));
+                }
             }
         }
     }
@@ -232,8 +243,12 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
         }
     }
     for (i, func) in funcs.iter().enumerate() {
+        // A named function's entry is a real entry; only split-off parts (`.cold`,
+        // unnamed FDE ranges) take their start state from the jumps into them.
+        let part = func.name.starts_with("fde_") || func.name.contains(".cold");
         let seeds: Vec<(u64, State)> = exits
             .range(func.start..func.end)
+            .filter(|(t, _)| part || **t != func.start)
             .flat_map(|(t, v)| v.iter().map(move |s| (*t, s.clone())))
             .collect();
         if seeds.is_empty() {
