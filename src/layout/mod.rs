@@ -44,11 +44,13 @@ pub struct Options<'a> {
     /// Exception landing pads: (call-site range start, end, pad). A pad is
     /// entered in the state after the calls of its range return.
     pub landing_pads: Vec<(u64, u64, u64)>,
+    /// `ud2` continues at the next instruction (Linux `WARN()` traps and returns).
+    pub ud2_continues: bool,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new() }
+        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new(), ud2_continues: false }
     }
 }
 
@@ -112,6 +114,9 @@ pub struct FunctionLayout {
     pub truncated: bool,
     /// Direct jumps out of the function in a non-entry state (into `.cold` parts).
     pub exits: Vec<(u64, State)>,
+    /// Targets of direct calls and tail jumps, and code addresses taken by `lea x(%rip)`:
+    /// addresses known to be function entries.
+    pub callees: Vec<u64>,
 }
 
 impl FunctionLayout {
@@ -141,6 +146,7 @@ struct Sim<'c, 'o> {
     truncated: bool,
     indirect: Vec<State>,
     exits: HashMap<u64, State>,
+    callees: Vec<u64>,
     factory: InstructionInfoFactory,
 }
 
@@ -170,6 +176,9 @@ impl Sim<'_, '_> {
 
     fn exit(&mut self, target: u64, s: State) {
         if s.is_entry_like() {
+            if self.callees.len() < 4096 {
+                self.callees.push(target);
+            }
             return;
         }
         let full = self.exits.len() >= 4096;
@@ -207,6 +216,9 @@ impl Sim<'_, '_> {
             let ins = node.ins;
             if ins.code() == Code::INVALID {
                 continue;
+            }
+            if ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand() && self.callees.len() < 4096 {
+                self.callees.push(ins.ip_rel_memory_address());
             }
             let cmp = st.cmp;
             let mut out = st;
@@ -258,6 +270,9 @@ impl Sim<'_, '_> {
                 }
                 FlowControl::Call => {
                     let t = ins.near_branch_target();
+                    if self.callees.len() < 4096 {
+                        self.callees.push(t);
+                    }
                     if t == next {
                         // call to the next instruction pushes its address (pc-relative tricks, RSB stuffing)
                         let v = out.reg(RSP).add(-8);
@@ -274,7 +289,11 @@ impl Sim<'_, '_> {
                         work.push((next, out));
                     }
                 }
-                FlowControl::Exception => {}
+                FlowControl::Exception => {
+                    if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 {
+                        work.push((next, out));
+                    }
+                }
                 FlowControl::XbeginXabortXend => {
                     if ins.mnemonic() == Mnemonic::Xbegin {
                         work.push((ins.near_branch_target(), out.clone()));
@@ -368,6 +387,7 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         truncated: false,
         indirect: Vec::new(),
         exits: HashMap::new(),
+        callees: Vec::new(),
         factory: InstructionInfoFactory::new(),
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
@@ -407,7 +427,10 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
     insns.sort_by_key(|i| i.addr);
     let mut exits: Vec<(u64, State)> = sim.exits.into_iter().collect();
     exits.sort_by_key(|e| e.0);
-    FunctionLayout { start, end, insns, truncated: sim.truncated, exits }
+    let mut callees = sim.callees;
+    callees.sort_unstable();
+    callees.dedup();
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees }
 }
 
 type Key = (u64, u64, Limits);

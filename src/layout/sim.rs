@@ -116,12 +116,16 @@ fn store(s: &mut State, reg: u8, slot: Val) {
 
 /// Write `v` to a register as a new value (not the caller's).
 fn assign(s: &mut State, reg: u8, v: Val, why: &'static str) {
-    s.clobber(reg);
-    if reg == RSP && v == Val::Unknown {
-        s.lose_rsp(why);
-    } else {
-        s.set(reg, v);
+    if reg == RSP {
+        if v == Val::Unknown {
+            s.lose_rsp(why);
+        } else {
+            s.set(RSP, v);
+        }
+        return;
     }
+    s.clobber(reg);
+    s.set(reg, v);
 }
 
 fn pop_into(s: &mut State, reg: u8, inc: i64) {

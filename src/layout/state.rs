@@ -144,8 +144,11 @@ impl State {
 
     /// rsp became unknown for `why`.
     pub(crate) fn lose_rsp(&mut self, why: &'static str) {
+        // The first reason sticks: an unknown rsp adjusted again is still unknown for that reason.
+        if self.regs[RSP as usize] != Val::Unknown || self.why.is_empty() {
+            self.why = why;
+        }
         self.regs[RSP as usize] = Val::Unknown;
-        self.why = why;
     }
 
     /// A register was overwritten with something the engine does not track.

@@ -1,6 +1,6 @@
 //! Instruction-by-instruction comparison of the layout engine with an oracle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use iced_x86::{Formatter, GasFormatter, Instruction, Mnemonic};
@@ -219,7 +219,13 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State
     let code = img.bytes(func.start, func.end)?;
     let nr = |t: u64| img.noreturn.contains(&t);
     let landing_pads = img.landing_pads(table, func.start);
-    let opts = Options { limits: Limits::default(), noreturn: Some(&nr), entries, landing_pads };
+    let opts = Options {
+        limits: Limits::default(),
+        noreturn: Some(&nr),
+        entries,
+        landing_pads,
+        ud2_continues: img.is_kernel,
+    };
     Some(analyze_with(code, func.start, &opts))
 }
 
@@ -231,9 +237,12 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
     let mut f = formatter();
     let mut reports = Vec::with_capacity(funcs.len());
     let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
+    let mut callees: HashSet<u64> = img.code_pointers();
+    callees.extend(img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start));
     for func in &funcs {
         match run_one(img, table, func, Vec::new()) {
             Some(l) => {
+                callees.extend(l.callees.iter().copied());
                 for (t, s) in &l.exits {
                     exits.entry(*t).or_default().push(s.clone());
                 }
@@ -246,11 +255,16 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
         // A named function's entry is a real entry; only split-off parts (`.cold`,
         // unnamed FDE ranges) take their start state from the jumps into them.
         let part = func.name.starts_with("fde_") || func.name.contains(".cold");
-        let seeds: Vec<(u64, State)> = exits
+        let mut seeds: Vec<(u64, State)> = exits
             .range(func.start..func.end)
             .filter(|(t, _)| part || **t != func.start)
             .flat_map(|(t, v)| v.iter().map(move |s| (*t, s.clone())))
             .collect();
+        // A part nobody calls or jumps to is entered in a state the code does not tell.
+        let unknown_entry = part && !callees.contains(&func.start) && !seeds.iter().any(|e| e.0 == func.start);
+        if unknown_entry {
+            seeds.push((func.start, State::unknown("no-known-entry")));
+        }
         if seeds.is_empty() {
             continue;
         }

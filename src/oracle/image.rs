@@ -47,7 +47,11 @@ pub struct Image {
     code: Vec<(u64, Range<usize>)>,
     pub symbols: Vec<Func>,
     pub noreturn: HashSet<u64>,
+    /// A Linux kernel image (ORC tables or return thunks): `ud2` is WARN and continues.
+    pub is_kernel: bool,
     sections: Vec<(String, u64, Range<usize>)>,
+    /// File ranges of allocated (loaded) sections.
+    alloc: Vec<Range<usize>>,
 }
 
 fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
@@ -59,12 +63,18 @@ fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
 impl Image {
     pub fn load(path: &Path) -> Result<Image, String> {
         let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (code, symbols, noreturn, sections) = {
+        let (code, symbols, noreturn, sections, alloc) = {
             let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
             let mut code = Vec::new();
             let mut sections = Vec::new();
+            let mut alloc = Vec::new();
             for s in f.sections() {
                 let Some(r) = file_range(&s) else { continue };
+                if let object::SectionFlags::Elf { sh_flags, .. } = s.flags() {
+                    if sh_flags.0 & object::elf::SHF_ALLOC.0 != 0 {
+                        alloc.push(r.clone());
+                    }
+                }
                 let name = s.name().unwrap_or("").to_string();
                 if s.kind() == SectionKind::Text {
                     code.push((s.address(), r.clone()));
@@ -91,9 +101,11 @@ impl Image {
             plt_noreturn(&f, &data, &sections, &nr, &mut noreturn);
             symbols.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.len().cmp(&b.name.len())));
             symbols.dedup_by_key(|s| s.start);
-            (code, symbols, noreturn, sections)
+            (code, symbols, noreturn, sections, alloc)
         };
-        Ok(Image { data, code, symbols, noreturn, sections })
+        let is_kernel = sections.iter().any(|s| s.0 == ".orc_unwind")
+            || symbols.iter().any(|s| s.name == "__x86_return_thunk" || s.name == "startup_64");
+        Ok(Image { data, code, symbols, noreturn, is_kernel, sections, alloc })
     }
 
     fn section(&self, name: &str) -> Option<(u64, &[u8])> {
@@ -126,6 +138,32 @@ impl Image {
             return eh_frame::debug_frame(d);
         }
         Err("no .eh_frame or .debug_frame".into())
+    }
+
+    /// Aligned 8-byte words of the non-code sections that point into code: pointer
+    /// tables and (PIE) relocation addends, i.e. address-taken functions.
+    pub fn code_pointers(&self) -> HashSet<u64> {
+        let mut out = HashSet::new();
+        let (lo, hi) = match (self.code.first(), self.code.last()) {
+            (Some(a), Some(b)) => (a.0, b.0.saturating_add((b.1.end - b.1.start) as u64)),
+            _ => return out,
+        };
+        for (name, _, r) in &self.sections {
+            let skip = self.code.iter().any(|c| c.1 == *r) || name.starts_with(".orc") || name.starts_with(".eh_frame");
+            if skip || !self.alloc.contains(r) {
+                continue;
+            }
+            let Some(d) = self.data.get(r.clone()) else { continue };
+            for w in d.chunks_exact(8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(w);
+                let v = u64::from_le_bytes(b);
+                if v >= lo && v < hi {
+                    out.insert(v);
+                }
+            }
+        }
+        out
     }
 
     /// Landing pads of the function starting at `start`, from its LSDA.
