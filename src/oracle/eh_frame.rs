@@ -70,6 +70,12 @@ fn collect<'a, S: UnwindSection<R<'a>>>(sec: &S, bases: &BaseAddresses, raw: &'a
                     deref_expr(bytes)
                 }
             };
+            // An undefined return address marks the outermost frame (`_start`, thread entry):
+            // its CFA is nominal.
+            let cfa = match row.register(gimli::X86_64::RA) {
+                Some(RegisterRule::Undefined) => OCfa::Other("ra-undefined"),
+                _ => cfa,
+            };
             let rbp = match row.register(gimli::X86_64::RBP) {
                 Some(RegisterRule::Offset(o)) => Some(o),
                 _ => None,

@@ -69,3 +69,6 @@ impl Table {
         (pc < r.1).then_some(r.2)
     }
 }
+
+#[cfg(test)]
+mod tests;
