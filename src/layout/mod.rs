@@ -117,6 +117,11 @@ pub struct FunctionLayout {
     /// Targets of direct calls and tail jumps, and code addresses taken by `lea x(%rip)`:
     /// addresses known to be function entries.
     pub callees: Vec<u64>,
+    /// Targets of jumps out of the function in an entry-like state (tail calls, if the entry state holds).
+    pub tails: Vec<u64>,
+    /// The entry state led somewhere impossible (rsp above the return address,
+    /// `ret` with rsp not at it): the code is not entered as a function.
+    pub contradicted: bool,
 }
 
 impl FunctionLayout {
@@ -147,6 +152,8 @@ struct Sim<'c, 'o> {
     indirect: Vec<State>,
     exits: HashMap<u64, State>,
     callees: Vec<u64>,
+    tails: Vec<u64>,
+    contradicted: bool,
     factory: InstructionInfoFactory,
 }
 
@@ -176,8 +183,8 @@ impl Sim<'_, '_> {
 
     fn exit(&mut self, target: u64, s: State) {
         if s.is_entry_like() {
-            if self.callees.len() < 4096 {
-                self.callees.push(target);
+            if self.tails.len() < 4096 {
+                self.tails.push(target);
             }
             return;
         }
@@ -219,6 +226,9 @@ impl Sim<'_, '_> {
             }
             if ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand() && self.callees.len() < 4096 {
                 self.callees.push(ins.ip_rel_memory_address());
+            }
+            if matches!(st.reg(RSP), Val::Cfa(k) if k > -8) {
+                self.contradicted = true;
             }
             let cmp = st.cmp;
             let mut out = st;
@@ -283,7 +293,11 @@ impl Sim<'_, '_> {
                     work.push((next, out));
                 }
                 FlowControl::IndirectCall => work.push((next, out)),
-                FlowControl::Return => {}
+                FlowControl::Return => {
+                    if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
+                        self.contradicted = true;
+                    }
+                }
                 FlowControl::Interrupt => {
                     if ins.mnemonic() != Mnemonic::Int3 {
                         work.push((next, out));
@@ -348,10 +362,13 @@ impl Sim<'_, '_> {
     /// Seeds for landing pads not reached yet: the meet of the states after the calls in their ranges.
     fn pad_seeds(&mut self) -> Vec<(u64, State)> {
         let mut out = Vec::new();
+        let mut outside = Vec::new();
         for &(lo, hi, pad) in &self.opts.landing_pads {
-            let Some(off) = self.inside(pad) else { continue };
-            if self.at[off] != u32::MAX && self.nodes[self.at[off] as usize].state.is_some() {
-                continue;
+            let off = self.inside(pad);
+            if let Some(off) = off {
+                if self.at[off] != u32::MAX && self.nodes[self.at[off] as usize].state.is_some() {
+                    continue;
+                }
             }
             let mut seed: Option<State> = None;
             for n in &self.nodes {
@@ -367,9 +384,15 @@ impl Sim<'_, '_> {
                     Some(s) => s.meet(&after),
                 });
             }
-            if let Some(s) = seed {
-                out.push((pad, s));
+            match (seed, off) {
+                (Some(s), Some(_)) => out.push((pad, s)),
+                // A pad in a split-off `.cold` part: an exit into it.
+                (Some(s), None) => outside.push((pad, s)),
+                _ => {}
             }
+        }
+        for (pad, s) in outside {
+            self.exit(pad, s);
         }
         out
     }
@@ -388,6 +411,8 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         indirect: Vec::new(),
         exits: HashMap::new(),
         callees: Vec::new(),
+        tails: Vec::new(),
+        contradicted: false,
         factory: InstructionInfoFactory::new(),
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
@@ -430,7 +455,8 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
     let mut callees = sim.callees;
     callees.sort_unstable();
     callees.dedup();
-    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees }
+    let contradicted = sim.contradicted;
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, contradicted }
 }
 
 type Key = (u64, u64, Limits);

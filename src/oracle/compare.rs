@@ -219,6 +219,11 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State
     let code = img.bytes(func.start, func.end)?;
     let nr = |t: u64| img.noreturn.contains(&t);
     let landing_pads = img.landing_pads(table, func.start);
+    if std::env::var_os("STACKPROOF_DEBUG_PADS").is_some() {
+        for p in &landing_pads {
+            eprintln!("pad {} {:#x}..{:#x} -> {:#x}", func.name, p.0, p.1, p.2);
+        }
+    }
     let opts = Options {
         limits: Limits::default(),
         noreturn: Some(&nr),
@@ -229,6 +234,31 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State
     Some(analyze_with(code, func.start, &opts))
 }
 
+/// Does the code begin like a function (endbr64, a push of a callee-saved register,
+/// or a stack allocation)? A split-off part begins in the middle of a frame.
+fn starts_with_prologue(img: &Image, func: &Func) -> bool {
+    let Some(code) = img.bytes(func.start, func.end.min(func.start.saturating_add(16))) else { return false };
+    let mut d = iced_x86::Decoder::with_ip(64, code, func.start, iced_x86::DecoderOptions::NONE);
+    let ins = d.decode();
+    match ins.mnemonic() {
+        Mnemonic::Endbr64 => true,
+        Mnemonic::Push => {
+            ins.op0_kind() == iced_x86::OpKind::Register
+                && matches!(
+                    ins.op0_register(),
+                    iced_x86::Register::RBP
+                        | iced_x86::Register::RBX
+                        | iced_x86::Register::R12
+                        | iced_x86::Register::R13
+                        | iced_x86::Register::R14
+                        | iced_x86::Register::R15
+                )
+        }
+        Mnemonic::Sub => ins.op0_kind() == iced_x86::OpKind::Register && ins.op0_register() == iced_x86::Register::RSP,
+        _ => false,
+    }
+}
+
 /// Analyze every function of the image (or those named `only`), compare with `table`.
 /// Jumps out of a function in a non-entry state (into `.cold` parts) seed a second pass.
 pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
@@ -237,12 +267,24 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
     let mut f = formatter();
     let mut reports = Vec::with_capacity(funcs.len());
     let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
-    let mut callees: HashSet<u64> = img.code_pointers();
-    callees.extend(img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start));
-    for func in &funcs {
+    // Addresses known to be entered as functions: named symbols, direct call
+    // targets, tail-jump targets of named functions, code pointers in data.
+    let pointers = img.code_pointers();
+    let mut entries_known: HashSet<u64> =
+        img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start).collect();
+    entries_known.extend(img.call_targets(&funcs));
+    let starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
+    let mut contradicted = vec![false; funcs.len()];
+    for (i, func) in funcs.iter().enumerate() {
         match run_one(img, table, func, Vec::new()) {
             Some(l) => {
-                callees.extend(l.callees.iter().copied());
+                entries_known.extend(l.callees.iter().copied());
+                // A "tail call" into the middle of other code means the entry state was wrong;
+                // otherwise tail-jump targets are function entries.
+                contradicted[i] = l.contradicted || l.tails.iter().any(|t| !starts.contains(t) && !img.in_plt(*t));
+                if !contradicted[i] {
+                    entries_known.extend(l.tails.iter().copied());
+                }
                 for (t, s) in &l.exits {
                     exits.entry(*t).or_default().push(s.clone());
                 }
@@ -261,15 +303,23 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
             .flat_map(|(t, v)| v.iter().map(move |s| (*t, s.clone())))
             .collect();
         // A part nobody calls or jumps to is entered in a state the code does not tell.
-        let unknown_entry = part && !callees.contains(&func.start) && !seeds.iter().any(|e| e.0 == func.start);
-        if unknown_entry {
+        let known = entries_known.contains(&func.start)
+            || (!contradicted[i] && (pointers.contains(&func.start) || starts_with_prologue(img, func)));
+        let unknown_entry = part && !known && !seeds.iter().any(|e| e.0 == func.start);
+        if unknown_entry && seeds.is_empty() {
+            if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                eprintln!("unknown entry {} {:#x} {} contradicted={}", func.name, func.start, func.end - func.start, contradicted[i]);
+            }
+            // Nothing tells how this part is entered: say so rather than guess.
+            // (With seeds the start is left to be reached from them, or not at all,
+            // so an unknown start cannot poison the seeded paths.)
             seeds.push((func.start, State::unknown("no-known-entry")));
         }
         if seeds.is_empty() {
             continue;
         }
         let mut entries = seeds;
-        if !entries.iter().any(|e| e.0 == func.start) {
+        if !unknown_entry && !entries.iter().any(|e| e.0 == func.start) {
             entries.push((func.start, State::entry()));
         }
         if let Some(l) = run_one(img, table, func, entries) {

@@ -166,6 +166,31 @@ impl Image {
         out
     }
 
+    /// Direct call targets found by a linear sweep of the functions' code (code
+    /// reached by no analyzed path still names its callees).
+    pub fn call_targets(&self, funcs: &[Func]) -> HashSet<u64> {
+        let mut out = HashSet::new();
+        let mut ins = iced_x86::Instruction::default();
+        for f in funcs {
+            let Some(code) = self.bytes(f.start, f.end) else { continue };
+            let mut d = iced_x86::Decoder::with_ip(64, code, f.start, iced_x86::DecoderOptions::NONE);
+            while d.can_decode() {
+                d.decode_out(&mut ins);
+                if ins.flow_control() == iced_x86::FlowControl::Call {
+                    out.insert(ins.near_branch_target());
+                }
+            }
+        }
+        out
+    }
+
+    /// Is `a` in a PLT section (stubs are entries though no symbol names them)?
+    pub fn in_plt(&self, a: u64) -> bool {
+        self.sections.iter().any(|(n, addr, r)| {
+            n.starts_with(".plt") && a >= *addr && a - addr < (r.end - r.start) as u64
+        })
+    }
+
     /// Landing pads of the function starting at `start`, from its LSDA.
     pub fn landing_pads(&self, t: &Table, start: u64) -> Vec<(u64, u64, u64)> {
         let Ok(i) = t.lsda.binary_search_by_key(&start, |l| l.0) else { return Vec::new() };
