@@ -273,7 +273,8 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
     let mut entries_known: HashSet<u64> =
         img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start).collect();
     entries_known.extend(img.call_targets(&funcs));
-    let starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
+    let mut starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
+    starts.extend(img.labels.iter().copied());
     let mut contradicted = vec![false; funcs.len()];
     for (i, func) in funcs.iter().enumerate() {
         match run_one(img, table, func, Vec::new()) {
@@ -284,9 +285,17 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
                 contradicted[i] = l.contradicted || l.tails.iter().any(|t| !starts.contains(t) && !img.in_plt(*t));
                 if !contradicted[i] {
                     entries_known.extend(l.tails.iter().copied());
+                } else if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                    let bad: Vec<String> = l.tails.iter().filter(|t| !starts.contains(t) && !img.in_plt(**t)).map(|t| format!("{t:#x}")).collect();
+                    eprintln!("contradicted {} {:#x} self={} tails={:?}", func.name, func.start, l.contradicted, bad);
                 }
-                for (t, s) in &l.exits {
-                    exits.entry(*t).or_default().push(s.clone());
+                // Jumps out of code analyzed from a wrong entry state seed nothing.
+                if !contradicted[i] {
+                    for (t, s) in &l.exits {
+                        if !matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k > -8) {
+                            exits.entry(*t).or_default().push(s.clone());
+                        }
+                    }
                 }
                 reports.push(compare_layout(&l, table, &func.name, &mut f));
             }
@@ -297,14 +306,15 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
         // A named function's entry is a real entry; only split-off parts (`.cold`,
         // unnamed FDE ranges) take their start state from the jumps into them.
         let part = func.name.starts_with("fde_") || func.name.contains(".cold");
+        let known = entries_known.contains(&func.start)
+            || (!contradicted[i] && (pointers.contains(&func.start) || starts_with_prologue(img, func)));
+        let entry_is_real = !part || known;
         let mut seeds: Vec<(u64, State)> = exits
             .range(func.start..func.end)
-            .filter(|(t, _)| part || **t != func.start)
+            .filter(|(t, _)| !entry_is_real || **t != func.start)
             .flat_map(|(t, v)| v.iter().map(move |s| (*t, s.clone())))
             .collect();
         // A part nobody calls or jumps to is entered in a state the code does not tell.
-        let known = entries_known.contains(&func.start)
-            || (!contradicted[i] && (pointers.contains(&func.start) || starts_with_prologue(img, func)));
         let unknown_entry = part && !known && !seeds.iter().any(|e| e.0 == func.start);
         if unknown_entry && seeds.is_empty() {
             if std::env::var_os("STACKPROOF_DEBUG").is_some() {
@@ -327,6 +337,13 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
         }
     }
     let mut total = Report::default();
+    if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+        for (func, r) in funcs.iter().zip(&reports) {
+            if r.disagree + r.rbp_disagree > 0 {
+                eprintln!("disagree {} {:#x} {} {}", func.name, func.start, r.disagree, r.rbp_disagree);
+            }
+        }
+    }
     for r in reports {
         total.add(r);
     }

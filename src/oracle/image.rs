@@ -47,6 +47,10 @@ pub struct Image {
     code: Vec<(u64, Range<usize>)>,
     pub symbols: Vec<Func>,
     pub noreturn: HashSet<u64>,
+    /// Addresses of all text symbols, sized or not (asm labels like `__x86_return_thunk`).
+    pub labels: HashSet<u64>,
+    /// Position-independent (ET_DYN): code pointers live in relocation addends.
+    pub pic: bool,
     /// A Linux kernel image (ORC tables or return thunks): `ud2` is WARN and continues.
     pub is_kernel: bool,
     sections: Vec<(String, u64, Range<usize>)>,
@@ -63,8 +67,9 @@ fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
 impl Image {
     pub fn load(path: &Path) -> Result<Image, String> {
         let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (code, symbols, noreturn, sections, alloc) = {
+        let (code, symbols, noreturn, labels, sections, alloc, pic) = {
             let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+            let pic = f.kind() == object::ObjectKind::Dynamic;
             let mut code = Vec::new();
             let mut sections = Vec::new();
             let mut alloc = Vec::new();
@@ -84,9 +89,16 @@ impl Image {
             code.sort_by_key(|c| c.0);
             let mut symbols = Vec::new();
             let mut noreturn = HashSet::new();
+            let mut labels = HashSet::new();
             let nr: HashSet<&str> = NORETURN.iter().copied().collect();
             for sym in f.symbols().chain(f.dynamic_symbols()) {
-                if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+                if sym.is_undefined() {
+                    continue;
+                }
+                if matches!(sym.kind(), SymbolKind::Text | SymbolKind::Unknown | SymbolKind::Label) {
+                    labels.insert(sym.address());
+                }
+                if sym.kind() != SymbolKind::Text {
                     continue;
                 }
                 let Ok(name) = sym.name() else { continue };
@@ -101,11 +113,11 @@ impl Image {
             plt_noreturn(&f, &data, &sections, &nr, &mut noreturn);
             symbols.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.len().cmp(&b.name.len())));
             symbols.dedup_by_key(|s| s.start);
-            (code, symbols, noreturn, sections, alloc)
+            (code, symbols, noreturn, labels, sections, alloc, pic)
         };
         let is_kernel = sections.iter().any(|s| s.0 == ".orc_unwind")
             || symbols.iter().any(|s| s.name == "__x86_return_thunk" || s.name == "startup_64");
-        Ok(Image { data, code, symbols, noreturn, is_kernel, sections, alloc })
+        Ok(Image { data, code, symbols, noreturn, labels, pic, is_kernel, sections, alloc })
     }
 
     fn section(&self, name: &str) -> Option<(u64, &[u8])> {
@@ -148,6 +160,27 @@ impl Image {
             (Some(a), Some(b)) => (a.0, b.0.saturating_add((b.1.end - b.1.start) as u64)),
             _ => return out,
         };
+        if self.pic {
+            // R_X86_64_RELATIVE addends (a word scan would also match small integers).
+            for (name, _, r) in &self.sections {
+                if !name.starts_with(".rela") {
+                    continue;
+                }
+                let Some(d) = self.data.get(r.clone()) else { continue };
+                for e in d.chunks_exact(24) {
+                    let word = |i: usize| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&e[i..i + 8]);
+                        u64::from_le_bytes(b)
+                    };
+                    let v = word(16);
+                    if word(8) & 0xffff_ffff == 8 && v >= lo && v < hi {
+                        out.insert(v);
+                    }
+                }
+            }
+            return out;
+        }
         for (name, _, r) in &self.sections {
             let skip = self.code.iter().any(|c| c.1 == *r) || name.starts_with(".orc") || name.starts_with(".eh_frame");
             if skip || !self.alloc.contains(r) {
@@ -184,10 +217,10 @@ impl Image {
         out
     }
 
-    /// Is `a` in a PLT section (stubs are entries though no symbol names them)?
+    /// Is `a` in a PLT section or `.altinstr_aux` (stubs entered by jumps though no symbol names them)?
     pub fn in_plt(&self, a: u64) -> bool {
         self.sections.iter().any(|(n, addr, r)| {
-            n.starts_with(".plt") && a >= *addr && a - addr < (r.end - r.start) as u64
+            (n.starts_with(".plt") || n == ".altinstr_aux") && a >= *addr && a - addr < (r.end - r.start) as u64
         })
     }
 
