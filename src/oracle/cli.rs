@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::compare::{check, disasm, formatter, run_one};
+use super::compare::{check, disasm, formatter, Program};
 use super::image::Image;
 use crate::layout::{Cfa, Saved, CALLEE_SAVED_NAMES};
 
@@ -67,9 +67,11 @@ pub fn layout_cli(args: &[String]) -> (String, i32) {
         return (out, 0);
     }
     let table = img.cfi().unwrap_or_default();
-    let funcs: Vec<_> =
-        img.functions(&table.ranges).into_iter().filter(|f| function.is_none_or(|n| f.name == n)).collect();
-    if funcs.is_empty() {
+    // The whole image is analyzed first so `.cold` parts get their entry states.
+    let program = Program::new(&img, &table, &mut |_, _, _| {});
+    let picked: Vec<usize> =
+        (0..program.funcs.len()).filter(|i| function.is_none_or(|n| program.funcs[*i].name == n)).collect();
+    if picked.is_empty() {
         return (format!("layout: no function {:?} in {file}\n", function.unwrap_or("")), 1);
     }
     let mut fmt = formatter();
@@ -78,8 +80,9 @@ pub fn layout_cli(args: &[String]) -> (String, i32) {
     if json {
         out.push_str("[\n");
     }
-    for func in &funcs {
-        let Some(l) = run_one(&img, &table, func, Vec::new()) else { continue };
+    for &k in &picked {
+        let func = &program.funcs[k];
+        let Some(l) = program.layout(k) else { continue };
         if !json {
             let _ = writeln!(out, "{}:{}", func.name, if l.truncated { " (truncated)" } else { "" });
         }

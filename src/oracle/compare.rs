@@ -215,8 +215,16 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
     r
 }
 
-pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
+pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
     let code = img.bytes(func.start, func.end)?;
+    // Lazy binding: a PLT stub's GOT slot first points back at the stub's `push $index`.
+    if entries.is_empty() && func.name.starts_with(".plt") {
+        let mut d = iced_x86::Decoder::with_ip(64, code, func.start, iced_x86::DecoderOptions::NONE);
+        let first = d.decode();
+        if first.flow_control() == iced_x86::FlowControl::IndirectBranch {
+            entries = vec![(func.start, State::entry()), (first.next_ip(), State::entry())];
+        }
+    }
     let nr = |t: u64| img.noreturn.contains(&t);
     let landing_pads = img.landing_pads(table, func.start);
     if std::env::var_os("STACKPROOF_DEBUG_PADS").is_some() {
@@ -259,93 +267,124 @@ fn starts_with_prologue(img: &Image, func: &Func) -> bool {
     }
 }
 
-/// Analyze every function of the image (or those named `only`), compare with `table`.
-/// Jumps out of a function in a non-entry state (into `.cold` parts) seed a second pass.
-pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
-    let funcs: Vec<Func> =
-        img.functions(&table.ranges).into_iter().filter(|f| only.is_none_or(|n| f.name == n)).collect();
-    let mut f = formatter();
-    let mut reports = Vec::with_capacity(funcs.len());
-    let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
-    // Addresses known to be entered as functions: named symbols, direct call
-    // targets, tail-jump targets of named functions, code pointers in data.
-    let pointers = img.code_pointers();
-    let mut entries_known: HashSet<u64> =
-        img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start).collect();
-    entries_known.extend(img.call_targets(&funcs));
-    let mut starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
-    starts.extend(img.labels.iter().copied());
-    let mut contradicted = vec![false; funcs.len()];
-    for (i, func) in funcs.iter().enumerate() {
-        match run_one(img, table, func, Vec::new()) {
-            Some(l) => {
-                entries_known.extend(l.callees.iter().copied());
-                // A "tail call" into the middle of other code means the entry state was wrong;
-                // otherwise tail-jump targets are function entries.
-                contradicted[i] = l.contradicted || l.tails.iter().any(|t| !starts.contains(t) && !img.in_plt(*t));
-                if !contradicted[i] {
-                    entries_known.extend(l.tails.iter().copied());
-                } else if std::env::var_os("STACKPROOF_DEBUG").is_some() {
-                    let bad: Vec<String> = l.tails.iter().filter(|t| !starts.contains(t) && !img.in_plt(**t)).map(|t| format!("{t:#x}")).collect();
-                    eprintln!("contradicted {} {:#x} self={} tails={:?}", func.name, func.start, l.contradicted, bad);
-                }
+/// The whole image analyzed once: how each function is entered, learnt from
+/// what all the others do (calls, tail calls, jumps into `.cold` parts).
+pub struct Program<'a> {
+    img: &'a Image,
+    table: &'a Table,
+    pub funcs: Vec<Func>,
+    exits: BTreeMap<u64, Vec<State>>,
+    entries_known: HashSet<u64>,
+    pointers: HashSet<u64>,
+    contradicted: Vec<bool>,
+}
+
+fn is_part(name: &str) -> bool {
+    name.starts_with("fde_") || name.contains(".cold") || name.starts_with(".plt")
+}
+
+impl<'a> Program<'a> {
+    /// First pass: every function from its entry; `seen` gets each layout.
+    pub fn new(img: &'a Image, table: &'a Table, seen: &mut dyn FnMut(usize, &Func, &FunctionLayout)) -> Program<'a> {
+        let funcs = img.functions(&table.ranges);
+        let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
+        // Addresses known to be entered as functions: named symbols, direct call
+        // targets, tail-jump targets, code pointers in data.
+        let pointers = img.code_pointers();
+        let mut entries_known: HashSet<u64> =
+            img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start).collect();
+        entries_known.extend(img.call_targets(&funcs));
+        let mut starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
+        starts.extend(img.labels.iter().copied());
+        let mut contradicted = vec![false; funcs.len()];
+        for (i, func) in funcs.iter().enumerate() {
+            let Some(l) = run_one(img, table, func, Vec::new()) else { continue };
+            entries_known.extend(l.callees.iter().copied());
+            // A "tail call" into the middle of other code means the entry state was wrong;
+            // otherwise tail-jump targets are function entries.
+            contradicted[i] = l.contradicted || l.tails.iter().any(|t| !starts.contains(t) && !img.in_plt(*t));
+            if !contradicted[i] {
+                entries_known.extend(l.tails.iter().copied());
                 // Jumps out of code analyzed from a wrong entry state seed nothing.
-                if !contradicted[i] {
-                    for (t, s) in &l.exits {
-                        if !matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k > -8) {
-                            exits.entry(*t).or_default().push(s.clone());
-                        }
+                for (t, s) in &l.exits {
+                    if !matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k > -8) {
+                        exits.entry(*t).or_default().push(s.clone());
                     }
                 }
-                reports.push(compare_layout(&l, table, &func.name, &mut f));
             }
-            None => reports.push(Report::default()),
+            seen(i, func, &l);
         }
+        Program { img, table, funcs, exits, entries_known, pointers, contradicted }
     }
-    for (i, func) in funcs.iter().enumerate() {
+
+    /// Entry states for a second analysis of function `i`; None when the first one stands.
+    pub fn entries(&self, i: usize) -> Option<Vec<(u64, State)>> {
+        let func = self.funcs.get(i)?;
         // A named function's entry is a real entry; only split-off parts (`.cold`,
-        // unnamed FDE ranges) take their start state from the jumps into them.
-        let part = func.name.starts_with("fde_") || func.name.contains(".cold");
-        let known = entries_known.contains(&func.start)
-            || (!contradicted[i] && (pointers.contains(&func.start) || starts_with_prologue(img, func)));
+        // unnamed FDE ranges, PLT0) take their start state from the jumps into them.
+        let part = is_part(&func.name);
+        let known = self.entries_known.contains(&func.start)
+            || (!self.contradicted[i]
+                && (self.pointers.contains(&func.start) || starts_with_prologue(self.img, func)));
         let entry_is_real = !part || known;
-        let mut seeds: Vec<(u64, State)> = exits
+        let mut seeds: Vec<(u64, State)> = self
+            .exits
             .range(func.start..func.end)
             .filter(|(t, _)| !entry_is_real || **t != func.start)
             .flat_map(|(t, v)| v.iter().map(move |s| (*t, s.clone())))
             .collect();
-        // A part nobody calls or jumps to is entered in a state the code does not tell.
         let unknown_entry = part && !known && !seeds.iter().any(|e| e.0 == func.start);
         if unknown_entry && seeds.is_empty() {
-            if std::env::var_os("STACKPROOF_DEBUG").is_some() {
-                eprintln!("unknown entry {} {:#x} {} contradicted={}", func.name, func.start, func.end - func.start, contradicted[i]);
-            }
             // Nothing tells how this part is entered: say so rather than guess.
             // (With seeds the start is left to be reached from them, or not at all,
             // so an unknown start cannot poison the seeded paths.)
             seeds.push((func.start, State::unknown("no-known-entry")));
         }
         if seeds.is_empty() {
+            return None;
+        }
+        if !unknown_entry && !seeds.iter().any(|e| e.0 == func.start) {
+            seeds.push((func.start, State::entry()));
+        }
+        Some(seeds)
+    }
+
+    /// The final layout of function `i`.
+    pub fn layout(&self, i: usize) -> Option<FunctionLayout> {
+        let func = self.funcs.get(i)?;
+        run_one(self.img, self.table, func, self.entries(i).unwrap_or_default())
+    }
+}
+
+/// Analyze every function of the image, compare those named `only` (or all) with `table`.
+pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
+    let mut f = formatter();
+    let mut reports: HashMap<usize, Report> = HashMap::new();
+    let program = Program::new(img, table, &mut |i, func, l| {
+        if only.is_none_or(|n| n == func.name) {
+            reports.insert(i, compare_layout(l, table, &func.name, &mut f));
+        }
+    });
+    for (i, func) in program.funcs.iter().enumerate() {
+        if only.is_some_and(|n| n != func.name) {
             continue;
         }
-        let mut entries = seeds;
-        if !unknown_entry && !entries.iter().any(|e| e.0 == func.start) {
-            entries.push((func.start, State::entry()));
-        }
-        if let Some(l) = run_one(img, table, func, entries) {
-            reports[i] = compare_layout(&l, table, &func.name, &mut f);
-        }
-    }
-    let mut total = Report::default();
-    if std::env::var_os("STACKPROOF_DEBUG").is_some() {
-        for (func, r) in funcs.iter().zip(&reports) {
-            if r.disagree + r.rbp_disagree > 0 {
-                eprintln!("disagree {} {:#x} {} {}", func.name, func.start, r.disagree, r.rbp_disagree);
+        if let Some(entries) = program.entries(i) {
+            if let Some(l) = run_one(img, table, func, entries) {
+                reports.insert(i, compare_layout(&l, table, &func.name, &mut f));
             }
         }
     }
-    for r in reports {
-        total.add(r);
+    let mut keys: Vec<usize> = reports.keys().copied().collect();
+    keys.sort_unstable();
+    let mut total = Report::default();
+    for k in keys {
+        if let Some(r) = reports.remove(&k) {
+            if std::env::var_os("STACKPROOF_DEBUG").is_some() && r.disagree + r.rbp_disagree > 0 {
+                eprintln!("disagree {} {} {}", program.funcs[k].name, r.disagree, r.rbp_disagree);
+            }
+            total.add(r);
+        }
     }
     total
 }

@@ -249,6 +249,19 @@ impl Image {
                 out.push(Func { name: format!("fde_{s:x}"), start: s, end: e });
             }
         }
+        // PLT stubs are 16-byte functions of their own, whatever range covers them.
+        for (name, addr, r) in &self.sections {
+            if !(name == ".plt" || name == ".plt.sec" || name == ".plt.got") {
+                continue;
+            }
+            let end = addr.saturating_add((r.end - r.start) as u64);
+            out.retain(|f| f.start < *addr || f.start >= end);
+            let mut a = *addr;
+            while a < end {
+                out.push(Func { name: format!("{name}_{a:x}"), start: a, end: a.saturating_add(16).min(end) });
+                a = a.saturating_add(16);
+            }
+        }
         out.sort_by_key(|f| f.start);
         out.dedup_by_key(|f| f.start);
         out
