@@ -5,6 +5,8 @@
 
 pub mod crashbt;
 pub mod elf;
+pub mod layout;
+pub mod oracle;
 pub mod memory;
 pub mod regs;
 pub mod symbols;
@@ -17,3 +19,5 @@ pub(crate) mod testdata;
 
 #[cfg(feature = "python")]
 mod python;
+
+pub use oracle::cli::layout_cli;

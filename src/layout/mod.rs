@@ -1,0 +1,485 @@
+//! Frame layout from machine code alone: an objtool-style simulation of stack
+//! operations along every path from the entry, giving the CFA rule and the
+//! callee-saved register slots before each instruction.
+
+pub mod sim;
+pub mod state;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic};
+use once_cell::sync::Lazy;
+
+pub use state::{Cfa, Saved, State, Val, CALLEE_SAVED, CALLEE_SAVED_NAMES};
+use state::RSP;
+
+/// Bounds on the work done for one function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Distinct instructions decoded.
+    pub max_insns: usize,
+    /// Worklist steps (an instruction is revisited when its state weakens).
+    pub max_steps: usize,
+    /// Give code reached by no direct path (jump-table targets) the state at
+    /// the function's non-tail indirect jumps.
+    pub fill_indirect: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_insns: 500_000, max_steps: 5_000_000, fill_indirect: true }
+    }
+}
+
+/// Everything `analyze_with` may be told besides the code.
+pub struct Options<'a> {
+    pub limits: Limits,
+    /// Is a direct call to this address a call to a noreturn function?
+    pub noreturn: Option<&'a dyn Fn(u64) -> bool>,
+    /// Entry points and their states; empty means `start` with [`State::entry`].
+    pub entries: Vec<(u64, State)>,
+    /// Exception landing pads: (call-site range start, end, pad). A pad is
+    /// entered in the state after the calls of its range return.
+    pub landing_pads: Vec<(u64, u64, u64)>,
+    /// `ud2` continues at the next instruction (Linux `WARN()` traps and returns).
+    pub ud2_continues: bool,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new(), ud2_continues: false }
+    }
+}
+
+/// The frame layout before one instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub cfa: Cfa,
+    /// rbx rbp r12 r13 r14 r15 (see [`CALLEE_SAVED`]).
+    pub saved: [Saved; 6],
+    vals: [Val; 16],
+}
+
+impl Rule {
+    fn of(s: &State) -> Rule {
+        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs }
+    }
+
+    /// What the engine knows of a register (DWARF number) relative to the CFA;
+    /// lets a checker accept an oracle that names another, equal base.
+    pub fn value(&self, dw: u8) -> Val {
+        self.vals.get(dw as usize).copied().unwrap_or(Val::Unknown)
+    }
+
+    /// The CFA offset of a callee-saved register's save slot (index into CALLEE_SAVED).
+    pub fn saved_at(&self, i: usize) -> Option<i64> {
+        match self.saved.get(i)? {
+            Saved::At(k) => Some(i64::from(*k)),
+            _ => None,
+        }
+    }
+
+    /// `cfa=rsp+8 rbx=cfa-16 ...` (registers not saved are omitted; lost ones show `?`).
+    pub fn describe(&self) -> String {
+        let mut out = format!("cfa={}", self.cfa);
+        for (i, s) in self.saved.iter().enumerate() {
+            match s {
+                Saved::Same => {}
+                Saved::At(k) => out.push_str(&format!(" {}=cfa{}", CALLEE_SAVED_NAMES[i], k)),
+                Saved::AtAnc(k) => out.push_str(&format!(" {}=anchor{:+}", CALLEE_SAVED_NAMES[i], k)),
+                Saved::Lost => out.push_str(&format!(" {}=?", CALLEE_SAVED_NAMES[i])),
+            }
+        }
+        out
+    }
+}
+
+/// One reached instruction with its rule.
+#[derive(Debug, Clone)]
+pub struct Insn {
+    pub addr: u64,
+    pub ins: Instruction,
+    pub rule: Rule,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionLayout {
+    pub start: u64,
+    pub end: u64,
+    insns: Vec<Insn>,
+    /// A limit stopped the analysis; instructions not reached have no rule.
+    pub truncated: bool,
+    /// Direct jumps out of the function in a non-entry state (into `.cold` parts).
+    pub exits: Vec<(u64, State)>,
+    /// Targets of direct calls and tail jumps, and code addresses taken by `lea x(%rip)`:
+    /// addresses known to be function entries.
+    pub callees: Vec<u64>,
+    /// Targets of jumps out of the function in an entry-like state (tail calls, if the entry state holds).
+    pub tails: Vec<u64>,
+    /// The entry state led somewhere impossible (rsp above the return address,
+    /// `ret` with rsp not at it): the code is not entered as a function.
+    pub contradicted: bool,
+}
+
+impl FunctionLayout {
+    pub fn rule_at(&self, pc: u64) -> Option<&Rule> {
+        let i = self.insns.binary_search_by_key(&pc, |i| i.addr).ok()?;
+        Some(&self.insns[i].rule)
+    }
+
+    /// Reached instructions in address order.
+    pub fn instructions(&self) -> &[Insn] {
+        &self.insns
+    }
+}
+
+struct Node {
+    ins: Instruction,
+    state: Option<State>,
+}
+
+struct Sim<'c, 'o> {
+    code: &'c [u8],
+    start: u64,
+    opts: &'o Options<'o>,
+    at: Vec<u32>,
+    nodes: Vec<Node>,
+    steps: usize,
+    truncated: bool,
+    indirect: Vec<State>,
+    exits: HashMap<u64, State>,
+    callees: Vec<u64>,
+    tails: Vec<u64>,
+    contradicted: bool,
+    factory: InstructionInfoFactory,
+}
+
+impl Sim<'_, '_> {
+    fn inside(&self, a: u64) -> Option<usize> {
+        let off = usize::try_from(a.checked_sub(self.start)?).ok()?;
+        (off < self.code.len()).then_some(off)
+    }
+
+    fn node(&mut self, off: usize) -> Option<usize> {
+        let i = self.at[off];
+        if i != u32::MAX {
+            return Some(i as usize);
+        }
+        if self.nodes.len() >= self.opts.limits.max_insns {
+            self.truncated = true;
+            return None;
+        }
+        let ip = self.start.checked_add(off as u64)?;
+        let mut d = Decoder::with_ip(64, &self.code[off..], ip, DecoderOptions::NONE);
+        let ins = d.decode();
+        self.nodes.push(Node { ins, state: None });
+        let i = self.nodes.len() - 1;
+        self.at[off] = i as u32;
+        Some(i)
+    }
+
+    fn exit(&mut self, target: u64, s: State) {
+        if s.is_entry_like() {
+            if self.tails.len() < 4096 {
+                self.tails.push(target);
+            }
+            return;
+        }
+        let full = self.exits.len() >= 4096;
+        match self.exits.get_mut(&target) {
+            Some(old) => *old = old.meet(&s),
+            None if !full => {
+                self.exits.insert(target, s);
+            }
+            None => {}
+        }
+    }
+
+    fn run(&mut self, mut work: Vec<(u64, State)>) {
+        let noreturn = self.opts.noreturn;
+        while let Some((addr, st)) = work.pop() {
+            self.steps += 1;
+            if self.steps > self.opts.limits.max_steps {
+                self.truncated = true;
+                return;
+            }
+            let Some(off) = self.inside(addr) else { continue };
+            let Some(i) = self.node(off) else { continue };
+            let node = &mut self.nodes[i];
+            let st = match &node.state {
+                None => st,
+                Some(old) => {
+                    let m = old.meet(&st);
+                    if &m == old {
+                        continue;
+                    }
+                    m
+                }
+            };
+            node.state = Some(st.clone());
+            let ins = node.ins;
+            if ins.code() == Code::INVALID {
+                continue;
+            }
+            if ins.mnemonic() == Mnemonic::Lea && ins.is_ip_rel_memory_operand() && self.callees.len() < 4096 {
+                self.callees.push(ins.ip_rel_memory_address());
+            }
+            if matches!(st.reg(RSP), Val::Cfa(k) if k > -8) {
+                self.contradicted = true;
+            }
+            let cmp = st.cmp;
+            let mut out = st;
+            sim::step(&mut out, &ins, &mut self.factory);
+            let next = ins.next_ip();
+            match ins.flow_control() {
+                FlowControl::Next => work.push((next, out)),
+                FlowControl::UnconditionalBranch => {
+                    let t = ins.near_branch_target();
+                    if t == 0 && ins.op_count() > 0 && !matches!(ins.op0_kind(), iced_x86::OpKind::NearBranch64) {
+                        continue; // far jump
+                    }
+                    if self.inside(t).is_some() {
+                        work.push((t, out));
+                    } else {
+                        self.exit(t, out);
+                    }
+                }
+                FlowControl::ConditionalBranch => {
+                    let t = ins.near_branch_target();
+                    let (mut taken, mut fall) = (out.clone(), out);
+                    // `cmp %r11,%rsp; jne loop` (stack-clash probes): on the equal edge rsp == r11.
+                    if let Some((a, b)) = cmp {
+                        let eq = match ins.mnemonic() {
+                            Mnemonic::Je => Some(&mut taken),
+                            Mnemonic::Jne => Some(&mut fall),
+                            _ => None,
+                        };
+                        if let Some(e) = eq {
+                            let (va, vb) = (e.reg(a), e.reg(b));
+                            if a == RSP && vb != Val::Unknown {
+                                e.set(RSP, vb);
+                            } else if b == RSP && va != Val::Unknown {
+                                e.set(RSP, va);
+                            }
+                        }
+                    }
+                    if self.inside(t).is_some() {
+                        work.push((t, taken));
+                    } else {
+                        self.exit(t, taken);
+                    }
+                    work.push((next, fall));
+                }
+                FlowControl::IndirectBranch => {
+                    if !out.is_entry_like() {
+                        self.indirect.push(out);
+                    }
+                }
+                FlowControl::Call => {
+                    let t = ins.near_branch_target();
+                    if self.callees.len() < 4096 {
+                        self.callees.push(t);
+                    }
+                    if t == next {
+                        // call to the next instruction pushes its address (pc-relative tricks, RSB stuffing)
+                        let v = out.reg(RSP).add(-8);
+                        out.set(RSP, v);
+                    } else if noreturn.is_some_and(|f| f(t)) {
+                        continue;
+                    }
+                    work.push((next, out));
+                }
+                FlowControl::IndirectCall => work.push((next, out)),
+                FlowControl::Return => {
+                    if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
+                        self.contradicted = true;
+                    }
+                }
+                FlowControl::Interrupt => {
+                    if ins.mnemonic() != Mnemonic::Int3 {
+                        work.push((next, out));
+                    }
+                }
+                FlowControl::Exception => {
+                    if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 {
+                        work.push((next, out));
+                    }
+                }
+                FlowControl::XbeginXabortXend => {
+                    if ins.mnemonic() == Mnemonic::Xbegin {
+                        work.push((ins.near_branch_target(), out.clone()));
+                    }
+                    work.push((next, out));
+                }
+            }
+        }
+    }
+
+    /// Starts of byte runs no reached instruction covers.
+    fn gaps(&self) -> Vec<u64> {
+        let mut covered = vec![false; self.code.len()];
+        for n in &self.nodes {
+            if n.state.is_none() {
+                continue;
+            }
+            let Some(off) = self.inside(n.ins.ip()) else { continue };
+            let end = off.saturating_add(n.ins.len()).min(covered.len());
+            for c in &mut covered[off..end] {
+                *c = true;
+            }
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < covered.len() {
+            if covered[i] {
+                i += 1;
+                continue;
+            }
+            // Skip alignment padding: a jump-table target is never a nop.
+            let mut d = Decoder::with_ip(64, &self.code[i..], self.start.wrapping_add(i as u64), DecoderOptions::NONE);
+            let mut ins = Instruction::default();
+            while d.can_decode() {
+                d.decode_out(&mut ins);
+                if ins.mnemonic() != Mnemonic::Nop && ins.mnemonic() != Mnemonic::Int3 {
+                    break;
+                }
+            }
+            let off = (ins.ip().wrapping_sub(self.start)) as usize;
+            if off < covered.len() && !covered[off] && ins.mnemonic() != Mnemonic::Nop && ins.mnemonic() != Mnemonic::Int3 {
+                out.push(ins.ip());
+            }
+            i = i.max(off).saturating_add(1);
+            while i < covered.len() && !covered[i] {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Seeds for landing pads not reached yet: the meet of the states after the calls in their ranges.
+    fn pad_seeds(&mut self) -> Vec<(u64, State)> {
+        let mut out = Vec::new();
+        let mut outside = Vec::new();
+        for &(lo, hi, pad) in &self.opts.landing_pads {
+            let off = self.inside(pad);
+            if let Some(off) = off {
+                if self.at[off] != u32::MAX && self.nodes[self.at[off] as usize].state.is_some() {
+                    continue;
+                }
+            }
+            let mut seed: Option<State> = None;
+            for n in &self.nodes {
+                let ip = n.ins.ip();
+                if ip < lo || ip >= hi || !matches!(n.ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+                    continue;
+                }
+                let Some(st) = &n.state else { continue };
+                let mut after = st.clone();
+                sim::step(&mut after, &n.ins, &mut self.factory);
+                seed = Some(match seed {
+                    None => after,
+                    Some(s) => s.meet(&after),
+                });
+            }
+            match (seed, off) {
+                (Some(s), Some(_)) => out.push((pad, s)),
+                // A pad in a split-off `.cold` part: an exit into it.
+                (Some(s), None) => outside.push((pad, s)),
+                _ => {}
+            }
+        }
+        for (pad, s) in outside {
+            self.exit(pad, s);
+        }
+        out
+    }
+}
+
+/// Analyze with explicit options; not cached.
+pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayout {
+    let mut sim = Sim {
+        code,
+        start,
+        opts,
+        at: vec![u32::MAX; code.len()],
+        nodes: Vec::new(),
+        steps: 0,
+        truncated: false,
+        indirect: Vec::new(),
+        exits: HashMap::new(),
+        callees: Vec::new(),
+        tails: Vec::new(),
+        contradicted: false,
+        factory: InstructionInfoFactory::new(),
+    };
+    let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
+    sim.run(entries);
+    for _ in 0..4 {
+        let pads = sim.pad_seeds();
+        if pads.is_empty() || sim.truncated {
+            break;
+        }
+        sim.run(pads);
+    }
+    if opts.limits.fill_indirect {
+        // Each round seeds the first real instruction of every unreached run; the
+        // dispatch state accumulates over the indirect jumps found so far.
+        let mut seed: Option<State> = None;
+        for _ in 0..256 {
+            for s in sim.indirect.drain(..) {
+                seed = Some(match seed {
+                    None => s,
+                    Some(old) => old.meet(&s),
+                });
+            }
+            let Some(seed) = seed.clone() else { break };
+            let gaps = sim.gaps();
+            if gaps.is_empty() || sim.truncated {
+                break;
+            }
+            sim.run(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
+        }
+    }
+    let end = start.saturating_add(code.len() as u64);
+    let mut insns: Vec<Insn> = sim
+        .nodes
+        .into_iter()
+        .filter_map(|n| n.state.map(|s| Insn { addr: n.ins.ip(), rule: Rule::of(&s), ins: n.ins }))
+        .collect();
+    insns.sort_by_key(|i| i.addr);
+    let mut exits: Vec<(u64, State)> = sim.exits.into_iter().collect();
+    exits.sort_by_key(|e| e.0);
+    let mut callees = sim.callees;
+    callees.sort_unstable();
+    callees.dedup();
+    let contradicted = sim.contradicted;
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, contradicted }
+}
+
+type Key = (u64, u64, Limits);
+static CACHE: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+const CACHE_MAX: usize = 4096;
+
+/// Analyze the function whose code `code` starts at `start`; each (start, bytes) is decoded once.
+pub fn analyze(code: &[u8], start: u64, limits: &Limits) -> Arc<FunctionLayout> {
+    let mut h = DefaultHasher::new();
+    code.hash(&mut h);
+    let key = (start, h.finish(), *limits);
+    if let Some(l) = CACHE.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return l;
+    }
+    let l = Arc::new(analyze_with(code, start, &Options { limits: *limits, ..Options::default() }));
+    if let Ok(mut c) = CACHE.lock() {
+        if c.len() >= CACHE_MAX {
+            c.clear();
+        }
+        c.insert(key, l.clone());
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests;
