@@ -3,12 +3,14 @@
 //! The core knows nothing of gdb: memory comes in through [`memory::Memory`],
 //! symbols through [`symbols::Symbols`]. `python` is the thin pyo3 binding.
 
+pub mod check;
 pub mod crashbt;
 pub mod elf;
 pub mod layout;
 pub mod oracle;
 pub mod memory;
 pub mod regs;
+pub mod resolve;
 pub mod symbols;
 pub mod unwind;
 pub mod verify;

@@ -148,33 +148,42 @@ impl<M: Memory> BlockCache<M> {
         self.pages.borrow().get(&page).cloned().flatten()
     }
 
-    /// The bytes from `addr` up to the first unreadable one, at most `max`.
-    pub fn readable_prefix(&self, addr: u64, max: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(max.min(1 << 20));
-        let mut a = addr;
-        while out.len() < max {
-            let page = a & !(PAGE - 1);
-            let Some(p) = self.page(page) else {
-                // Byte-granular tail of a partly readable page.
-                let mut b = [0u8; 1];
-                while out.len() < max && self.inner.read(a, &mut b).is_ok() {
-                    out.push(b[0]);
-                    match a.checked_add(1) {
-                        Some(n) if n & (PAGE - 1) != 0 => a = n,
-                        _ => return out,
-                    }
-                }
-                break;
-            };
-            let off = (a - page) as usize;
-            let take = (p.len() - off).min(max - out.len());
-            out.extend_from_slice(&p[off..off + take]);
-            match a.checked_add(take as u64) {
-                Some(n) => a = n,
-                None => break,
+    /// How many bytes from `addr` (within one page) the inner source can read:
+    /// bisection, since a readable stretch is a prefix.
+    fn readable_len(&self, addr: u64, max: usize) -> usize {
+        let ok = |n: usize| {
+            self.requests.set(self.requests.get() + 1);
+            self.inner.read(addr, &mut vec![0u8; n]).is_ok()
+        };
+        if max == 0 || ok(max) {
+            return max;
+        }
+        let (mut lo, mut hi) = (0usize, max); // lo readable, hi not
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if ok(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
             }
         }
-        out
+        lo
+    }
+
+    /// The bytes from `addr` up to the first unreadable one, at most `max`.
+    pub fn readable_prefix(&self, addr: u64, max: usize) -> Vec<u8> {
+        let mut out = vec![0u8; max];
+        match self.read(addr, &mut out) {
+            Ok(()) => out,
+            Err(e) => {
+                let n = usize::try_from(e.addr.saturating_sub(addr)).unwrap_or(0).min(max);
+                out.truncate(n);
+                if self.read(addr, &mut out).is_err() {
+                    out.clear();
+                }
+                out
+            }
+        }
     }
 
     pub fn bytes(&self, addr: u64, len: usize) -> Result<Vec<u8>, ReadError> {
@@ -194,8 +203,12 @@ impl<M: Memory> Memory for BlockCache<M> {
             let take = (PAGE as usize - off).min(buf.len() - done);
             match self.page(page) {
                 Some(p) => buf[done..done + take].copy_from_slice(&p[off..off + take]),
-                // A partly readable page (a segment ending mid-page): ask for the exact bytes.
+                // A partly readable page (a segment ending mid-page): the readable prefix.
                 None => {
+                    let n = self.readable_len(a, take);
+                    if n < take {
+                        return Err(ReadError { addr: a + n as u64 });
+                    }
                     self.requests.set(self.requests.get() + 1);
                     self.inner.read(a, &mut buf[done..done + take])?
                 }
@@ -233,6 +246,13 @@ mod tests {
         // A read straddling into the missing page fails at the page, not at the start.
         assert_eq!(c.read_u64(0x12ffc), Err(ReadError { addr: 0x13000 }));
         assert_eq!(c.readable_prefix(0x12ff0, 100).len(), 16);
+        // A page readable only in part: the error names the first unreadable byte.
+        let mut m2 = Regions::new();
+        m2.add(0x20000, vec![0x90; 0x3b0]);
+        let c2 = BlockCache::new(&m2, 0x10000);
+        let mut b = vec![0u8; 0x400];
+        assert_eq!(c2.read(0x20000, &mut b), Err(ReadError { addr: 0x203b0 }));
+        assert_eq!(c2.readable_prefix(0x20000, 0x400).len(), 0x3b0);
         let n = c.requests();
         c.read_u64(0x10010).unwrap();
         assert_eq!(c.requests(), n, "cached pages cost no new request");

@@ -178,6 +178,7 @@ fn report_dict<'py>(py: Python<'py>, r: &FrameReport) -> PyResult<Bound<'py, PyD
     d.set_item("reasons", r.reasons.iter().map(|x| x.code()).collect::<Vec<_>>())?;
     d.set_item("reason_text", r.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
     d.set_item("trust", r.trust.as_str())?;
+    d.set_item("expected_slot", r.expected_slot)?;
     match &r.call {
         None => d.set_item("call", py.None())?,
         Some(c) => {
@@ -203,24 +204,74 @@ fn probe_symbol(path: &str) -> PyResult<Option<(String, u64)>> {
 
 type FrameTuple = (u32, u64, Option<u64>, Option<u64>, String, Option<String>, String);
 
-fn frame_tuple(f: &FrameIn) -> FrameTuple {
-    (f.level, f.pc, f.sp, f.slot, kind_str(f.kind).to_string(), f.name.clone(), f.trust.as_str().to_string())
+fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
+    let (level, pc, sp, slot, kind, name, trust) = t;
+    Ok(FrameIn { level, pc, sp, slot, bp: None, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? })
 }
 
-/// Unwind from registers with stackproof's own unwinder: `(frame tuples, stop reason)`.
+fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let fr = &f.frame;
+    d.set_item("level", fr.level)?;
+    d.set_item("pc", fr.pc)?;
+    d.set_item("sp", fr.sp)?;
+    d.set_item("slot", fr.slot)?;
+    d.set_item("kind", kind_str(fr.kind))?;
+    d.set_item("trust", fr.trust.as_str())?;
+    let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
+    let sym = if is_ra { verify::function_of_ra(symtab, fr.pc) } else { Symbols::lookup(symtab, fr.pc) };
+    d.set_item("function", sym.as_ref().map(|s| s.name.clone()))?;
+    d.set_item("module", sym.as_ref().and_then(|s| s.module.clone()))?;
+    d.set_item("describe", sym.map_or_else(|| "??".to_string(), |s| s.describe(fr.pc)))?;
+    let regs = PyList::empty(py);
+    for (i, r) in f.regs.iter().enumerate() {
+        let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+        match r {
+            Some(v) => regs.append((name, Some(v.value), crate::unwind::describe_origin(i, v)))?,
+            None => regs.append((name, None::<u64>, format!("{name} unknown")))?,
+        }
+    }
+    d.set_item("regs", regs)?;
+    d.set_item("layout_note", f.layout_note.clone())?;
+    Ok(d)
+}
+
+/// Check a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`, or None to
+/// check stackproof's own chain; `start`: `(pc, sp, {"rbx": v, ...})` registers of frame 0.
+/// Returns `(frame dicts, own chain dicts or None, stop reason, memory reads)`.
 #[pyfunction]
-#[pyo3(signature = (read, symtab, pc, sp, bp, max_frames))]
-fn unwind(
+#[pyo3(signature = (read, symtab, frames, start, max_frames))]
+fn check_chain<'py>(
+    py: Python<'py>,
     read: Py<PyAny>,
     symtab: &Symtab,
-    pc: u64,
-    sp: u64,
-    bp: Option<u64>,
+    frames: Option<Vec<FrameTuple>>,
+    start: Option<(u64, u64, std::collections::HashMap<String, u64>)>,
     max_frames: usize,
-) -> PyResult<(Vec<FrameTuple>, Option<String>)> {
+) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64)> {
+    let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
+    let start = start.map(|(pc, sp, regs)| crate::unwind::Start {
+        pc,
+        sp,
+        callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
+    });
     let mem = BlockCache::new(PyMemory { read }, BLOCK);
-    let u = guarded("unwind", || Ok(crate::unwind::unwind(&mem, symtab, pc, sp, bp, max_frames)))?;
-    Ok((u.frames.iter().map(frame_tuple).collect(), u.stop))
+    let checked = guarded("verify-bt", || Ok(crate::check::check(&mem, symtab, frames, start.as_ref(), max_frames)))?;
+    let list = PyList::empty(py);
+    for r in &checked.reports {
+        list.append(report_dict(py, r)?)?;
+    }
+    let (chain, stop) = match &checked.chain {
+        Some(c) => {
+            let l = PyList::empty(py);
+            for f in &c.frames {
+                l.append(chain_dict(py, symtab, f)?)?;
+            }
+            (Some(l), c.stop.clone())
+        }
+        None => (None, None),
+    };
+    Ok((list, chain, stop, mem.requests()))
 }
 
 /// Verify every task of a crash `bt` text. Returns a list of
@@ -241,9 +292,8 @@ fn verify_crash_bt<'py>(
     let mem = BlockCache::new(PyMemory { read }, BLOCK);
     let mut out = Vec::new();
     for t in &tasks {
-        let (mut chain, unplaced) = crate::crashbt::task_chain(t);
-        chain.truncate(max_frames);
-        let reports = guarded("verify-bt", || Ok(verify::verify_chain(&mem, symtab, &chain, &verify::NoResolver)))?;
+        let (_, unplaced) = crate::crashbt::task_chain(t);
+        let reports = guarded("verify-bt", || Ok(crate::check::check_crash_task(&mem, symtab, t, max_frames)))?;
         let list = PyList::empty(py);
         for r in &reports {
             list.append(report_dict(py, r)?)?;
@@ -350,40 +400,19 @@ fn stack_words(read: Py<PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<V
     })
 }
 
-/// A reader's statistics, for the benchmark.
-#[pyclass(module = "stackproof._core")]
-pub struct Stats {
-    #[pyo3(get)]
-    reads: u64,
-}
-
-/// Verify a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`.
-/// Returns `(list of frame dicts, Stats)`.
+/// `python3 -m stackproof layout ...`: the frame-layout engine's command line.
+/// Returns `(output, exit status)`.
 #[pyfunction]
-fn verify_frames<'py>(
-    py: Python<'py>,
-    read: Py<PyAny>,
-    symtab: &Symtab,
-    frames: Vec<FrameTuple>,
-) -> PyResult<(Bound<'py, PyList>, Stats)> {
-    let mut input = Vec::with_capacity(frames.len());
-    for (level, pc, sp, slot, kind, name, trust) in frames {
-        input.push(FrameIn { level, pc, sp, slot, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? });
-    }
-    let mem = BlockCache::new(PyMemory { read }, BLOCK);
-    let reports = guarded("verify-bt", || Ok(verify::verify_chain(&mem, symtab, &input, &verify::NoResolver)))?;
-    let list = PyList::empty(py);
-    for r in &reports {
-        list.append(report_dict(py, r)?)?;
-    }
-    Ok((list, Stats { reads: mem.requests() }))
+fn layout_cli(py: Python<'_>, args: Vec<String>) -> PyResult<(String, i32)> {
+    // Whole binaries take a while: let other Python threads run.
+    py.detach(|| guarded("layout", || Ok(crate::oracle::cli::layout_cli(&args))))
 }
 
 #[pymodule]
 mod _core {
     #[pymodule_export]
     use super::{
-        decode_regs, probe_symbol, scan_regs, section_address, stack_words, unwind, verify_crash_bt, verify_frames, Stats,
+        decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, check_chain, verify_crash_bt,
         Symtab,
     };
 

@@ -1,60 +1,116 @@
-//! An unwinder of our own, from registers alone: no debugger, no CFI.
+//! stackproof's own unwinder, from registers alone: no debugger, no CFI.
 //!
-//! Each step finds where the current frame's return address is. When the
-//! layout of the function is not known, the stack is scanned for the first
-//! word that is a return address whose call leads to the current function
-//! (trust `scan`).
+//! Each step asks the frame-layout engine where the CFA is at the frame's pc
+//! and which callee-saved registers the function has saved where (trust
+//! `layout`). Where the layout is unknown it crosses a `struct pt_regs` just
+//! above the stack pointer (or above the previous stack an IRQ stack's top
+//! names), and failing that scans the stack for the first return address whose
+//! call leads to the current function (trust `scan`).
 
+use crate::layout::at_pc::rule_at;
+use crate::layout::{Cfa, Saved, CALLEE_SAVED_NAMES};
 use crate::memory::Memory;
+use crate::regs::scan::{scan_memory, ScanOptions};
+use crate::regs::{Layout, Status};
 use crate::symbols::Symbols;
 use crate::verify::{function_of_ra, FrameIn, FrameKind, Trust};
-use crate::x86::{call_before, follow_target, CallCheck, CallTarget, Limits, TargetMatch};
+use crate::x86::{call_before, follow_target, CallCheck, CallSite, CallTarget, Limits, TargetMatch};
 
 /// How far above a frame's sp a scan looks for its return address.
 pub const SCAN_WINDOW: u64 = 16 * 1024;
+/// How far above sp a pt_regs is looked for when the layout gives up.
+const PT_REGS_WINDOW: u64 = 0x400;
+const KERNEL_STACK: u64 = 0x4000;
+
+/// Where a recovered register value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Given with the starting registers.
+    Registers,
+    /// Saved at `addr` by the prologue of the frame at `by_level` (the callee), at `insn`.
+    Saved { addr: u64, by_level: u32, insn: Option<(u64, String)> },
+    /// A `struct pt_regs` at `addr`.
+    PtRegs { addr: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegValue {
+    pub value: u64,
+    pub origin: Origin,
+}
+
+/// The callee-saved registers (rbx rbp r12 r13 r14 r15) of a frame; None: unknown.
+pub type CalleeSaved = [Option<RegValue>; 6];
+
+/// A frame of the unwound chain with what is known of its registers.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub frame: FrameIn,
+    pub regs: CalleeSaved,
+    /// The CFA its layout gave, when it did.
+    pub cfa: Option<u64>,
+    /// Why the next frame could not be found by the layout (when it was not).
+    pub layout_note: Option<String>,
+}
 
 /// Unwound frames and, when the chain ended early, why.
 pub struct Unwound {
-    pub frames: Vec<FrameIn>,
+    pub frames: Vec<Frame>,
     pub stop: Option<String>,
 }
 
-/// Unwind from `pc`/`sp` (and `bp` when known) for at most `max` frames.
-pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, pc: u64, sp: u64, _bp: Option<u64>, max: usize) -> Unwound {
-    let mut frames = vec![FrameIn {
+/// The starting registers.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    pub pc: u64,
+    pub sp: u64,
+    /// rbx rbp r12 r13 r14 r15 when known.
+    pub callee_saved: [Option<u64>; 6],
+}
+
+/// Unwind from `start` for at most `max` frames.
+pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usize) -> Unwound {
+    let regs = start.callee_saved.map(|v| v.map(|value| RegValue { value, origin: Origin::Registers }));
+    let first = FrameIn {
         level: 0,
-        pc,
-        sp: Some(sp),
+        pc: start.pc,
+        sp: Some(start.sp),
         slot: None,
+        bp: start.callee_saved[1],
         kind: FrameKind::Normal,
         name: None,
         trust: Trust::Registers,
-    }];
+    };
+    let mut frames = vec![Frame { frame: first, regs, cfa: None, layout_note: None }];
     let mut stop = None;
-    let (mut pc, mut sp, mut is_ra) = (pc, sp, false);
     while frames.len() < max {
-        match scan_for_return(mem, syms, pc, sp, is_ra) {
-            Ok(Some((slot, ra))) => {
-                let next_sp = slot + 8;
-                frames.push(FrameIn {
-                    level: frames.len() as u32,
-                    pc: ra,
-                    sp: Some(next_sp),
-                    slot: Some(slot),
-                    kind: FrameKind::Normal,
-                    name: None,
-                    trust: Trust::Scan,
-                });
-                pc = ra;
-                sp = next_sp;
-                is_ra = true;
+        let Some(cur) = frames.last_mut() else { break };
+        let is_ra = cur.frame.kind != FrameKind::Interrupted && cur.frame.level > 0;
+        let level = cur.frame.level + 1;
+        let next = match step_layout(mem, syms, cur, is_ra, level) {
+            Ok(f) => Some(f),
+            Err(why) => {
+                cur.layout_note = Some(why.to_string());
+                let cur = cur.clone();
+                step_pt_regs(mem, syms, &cur, level).or_else(|| step_scan(mem, syms, &cur, is_ra, level))
             }
-            Ok(None) => break,
-            Err(e) => {
-                stop = Some(e);
+        };
+        let Some(next) = next else {
+            stop = frames.last().and_then(|f| f.layout_note.clone()).map(|n| format!("no caller found ({n})"));
+            break;
+        };
+        let (Some(cur_sp), Some(next_sp)) = (frames.last().and_then(|f| f.frame.sp), next.frame.sp) else { break };
+        if next_sp <= cur_sp && next.frame.kind != FrameKind::Interrupted {
+            stop = Some(format!("stack went backwards at frame #{level} (sp {next_sp:#x})"));
+            break;
+        }
+        if let Some(Origin::PtRegs { addr }) = next.regs[0].as_ref().map(|r| r.origin.clone()) {
+            if next.frame.pc < 0x0000_8000_0000_0000 && cur_sp >= 0xffff_8000_0000_0000 {
+                stop = Some(format!("user-mode pt_regs at {addr:#x}: ip {:#x} sp {next_sp:#x}", next.frame.pc));
                 break;
             }
         }
+        frames.push(next);
     }
     if frames.len() >= max {
         stop = Some(format!("stopped after {max} frames"));
@@ -62,60 +118,180 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, pc: u64, sp: u64, _bp: O
     Unwound { frames, stop }
 }
 
-/// The first slot at or above `sp` holding a return address whose call leads to
-/// the function of `pc`. `Ok(None)`: nothing found in the window (the chain ends).
-fn scan_for_return<M: Memory, S: Symbols>(
-    mem: &M,
-    syms: &S,
-    pc: u64,
-    sp: u64,
-    pc_is_ra: bool,
-) -> Result<Option<(u64, u64)>, String> {
-    let current = if pc_is_ra { function_of_ra(syms, pc) } else { syms.lookup(pc) };
-    let mut slot = sp;
-    let end = sp.saturating_add(SCAN_WINDOW);
-    while slot < end {
-        let v = match mem.read_u64(slot) {
-            Ok(v) => v,
-            Err(e) => return if slot == sp { Err(e.to_string()) } else { Ok(None) },
-        };
-        if plausible_code_address(v) {
-            if let Some(f) = function_of_ra(syms, v) {
-                if let Ok(CallCheck::Call { site, .. }) = call_before(mem, v, Some(f.start)) {
-                    let leads_here = match (&site.target, &current) {
-                        (CallTarget::Direct(t), Some(cur)) => {
-                            !matches!(follow_target(mem, syms, *t, cur, &Limits::default()), TargetMatch::Mismatch { .. })
-                        }
-                        // An indirect call could have gone anywhere.
-                        _ => true,
-                    };
-                    if leads_here {
-                        return Ok(Some((slot, v)));
-                    }
-                }
-            }
-        }
-        slot = match slot.checked_add(8) {
-            Some(s) => s,
-            None => break,
-        };
+/// The call that ends at a return address (the code position a caller's layout is read at).
+fn call_site<M: Memory, S: Symbols>(mem: &M, syms: &S, ra: u64) -> Option<CallSite> {
+    let f = function_of_ra(syms, ra)?;
+    match call_before(mem, ra, Some(f.start)) {
+        Ok(CallCheck::Call { site, .. }) => Some(site),
+        _ => None,
     }
-    Ok(None)
 }
 
-/// `func+off` when `v` is a return address: in a function, right after a call.
+/// Is `v` a return address: in a function, right after a call? Returns `func+off`.
 pub fn return_address_in<M: Memory, S: Symbols>(mem: &M, syms: &S, v: u64) -> Option<String> {
     if !plausible_code_address(v) {
         return None;
     }
-    let f = function_of_ra(syms, v)?;
-    match call_before(mem, v, Some(f.start)) {
-        Ok(CallCheck::Call { .. }) => Some(f.describe(v)),
+    call_site(mem, syms, v)?;
+    function_of_ra(syms, v).map(|f| f.describe(v))
+}
+
+fn step_layout<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    cur: &Frame,
+    is_ra: bool,
+    level: u32,
+) -> Result<Frame, &'static str> {
+    // A return address is read at its call: after a call to a noreturn function
+    // at the end of a function, the ra itself is already in the next one.
+    let code_pc = if is_ra { call_site(mem, syms, cur.frame.pc).ok_or("no call before the return address")?.addr } else { cur.frame.pc };
+    let (_sym, layout, rule) = rule_at(mem, syms, code_pc)?;
+    let sp = cur.frame.sp.ok_or("sp unknown")?;
+    let cfa = match rule.cfa {
+        Cfa::Rsp(n) => sp.checked_add_signed(n),
+        Cfa::Rbp(n) => cur.regs[1].as_ref().and_then(|r| r.value.checked_add_signed(n)),
         _ => None,
     }
+    .ok_or("CFA not computable here")?;
+    let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
+    let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
+    if call_site(mem, syms, ra).is_none() {
+        return Err("the layout's return address slot holds no return address");
+    }
+    let mut regs: CalleeSaved = Default::default();
+    for (i, r) in regs.iter_mut().enumerate() {
+        *r = match rule.saved.get(i) {
+            Some(Saved::Same) => cur.regs[i].clone(),
+            Some(Saved::At(k)) => {
+                let addr = cfa.checked_add_signed(i64::from(*k)).ok_or("slot out of range")?;
+                mem.read_u64(addr).ok().map(|value| RegValue {
+                    value,
+                    origin: Origin::Saved { addr, by_level: cur.frame.level, insn: saver(&layout, i, *k) },
+                })
+            }
+            _ => None,
+        };
+    }
+    let mut next = Frame {
+        frame: FrameIn {
+            level,
+            pc: ra,
+            sp: Some(cfa),
+            slot: Some(slot),
+            bp: regs[1].as_ref().map(|r| r.value),
+            kind: FrameKind::Normal,
+            name: None,
+            trust: Trust::Layout,
+        },
+        regs,
+        cfa: None,
+        layout_note: None,
+    };
+    next.frame.trust = Trust::Layout;
+    Ok(next)
+}
+
+/// The instruction that saved callee-saved register `i` at CFA+k.
+fn saver(layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u64, String)> {
+    crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
+}
+
+/// A live `struct pt_regs` just above sp, or above the stack an IRQ stack's top points back to.
+fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
+    let sp = cur.frame.sp?;
+    let mut places = vec![sp];
+    if sp >= 0xffff_8000_0000_0000 {
+        // The top word of a kernel IRQ stack holds the interrupted stack pointer.
+        let top = (sp | (KERNEL_STACK - 1)).checked_sub(7)?;
+        if let Ok(prev) = mem.read_u64(top) {
+            if prev >= 0xffff_8000_0000_0000 && prev & 7 == 0 && (prev ^ sp) >= KERNEL_STACK {
+                places.push(prev);
+            }
+        }
+    }
+    for lo in places {
+        let opts = ScanOptions { live_sp: Some(lo), sigframes: false, ..ScanOptions::default() };
+        let scan = scan_memory(mem, lo, lo.saturating_add(PT_REGS_WINDOW), syms, &opts);
+        let found = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live)?;
+        let (ip, rsp) = (found.reg("ip")?, found.reg("sp")?);
+        let addr = found.address;
+        let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::PtRegs { addr } });
+        let regs = [pick("bx"), pick("bp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
+        return Some(Frame {
+            frame: FrameIn {
+                level,
+                pc: ip,
+                sp: Some(rsp),
+                slot: None,
+                bp: found.reg("bp"),
+                kind: FrameKind::Interrupted,
+                name: None,
+                trust: Trust::Registers,
+            },
+            regs,
+            cfa: None,
+            layout_note: None,
+        });
+    }
+    None
+}
+
+/// The first slot at or above sp holding a return address whose call leads to
+/// the current function.
+fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, level: u32) -> Option<Frame> {
+    let (pc, sp) = (cur.frame.pc, cur.frame.sp?);
+    let current = if is_ra { function_of_ra(syms, pc) } else { syms.lookup(pc) };
+    let end = sp.saturating_add(SCAN_WINDOW);
+    let mut slot = sp;
+    while slot < end {
+        let v = mem.read_u64(slot).ok()?;
+        if plausible_code_address(v) {
+            if let Some(site) = call_site(mem, syms, v) {
+                let leads_here = match (&site.target, &current) {
+                    (CallTarget::Direct(t), Some(cur)) => {
+                        !matches!(follow_target(mem, syms, *t, cur, &Limits::default()), TargetMatch::Mismatch { .. })
+                    }
+                    // An indirect call could have gone anywhere.
+                    _ => true,
+                };
+                if leads_here {
+                    let frame = FrameIn {
+                        level,
+                        pc: v,
+                        sp: slot.checked_add(8),
+                        slot: Some(slot),
+                        bp: None,
+                        kind: FrameKind::Normal,
+                        name: None,
+                        trust: Trust::Scan,
+                    };
+                    // What the skipped code saved is not known.
+                    return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None });
+                }
+            }
+        }
+        slot = slot.checked_add(8)?;
+    }
+    None
 }
 
 /// Canonical, not tiny: worth a symbol lookup.
 fn plausible_code_address(v: u64) -> bool {
     v >= 0x1000 && (v < 0x0000_8000_0000_0000 || v >= 0xffff_8000_0000_0000)
+}
+
+/// `rbx = 0x... saved at 0x... by 'push %rbx' at 0x... (frame #N)`.
+pub fn describe_origin(i: usize, r: &RegValue) -> String {
+    let name = CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+    match &r.origin {
+        Origin::Registers => format!("{name} = {:#x} from the starting registers", r.value),
+        Origin::Saved { addr, by_level, insn: Some((at, text)) } => {
+            format!("{name} = {:#x} saved at {addr:#x} by '{text}' at {at:#x} (frame #{by_level})", r.value)
+        }
+        Origin::Saved { addr, by_level, insn: None } => {
+            format!("{name} = {:#x} saved at {addr:#x} (frame #{by_level})", r.value)
+        }
+        Origin::PtRegs { addr } => format!("{name} = {:#x} from the pt_regs at {addr:#x}", r.value),
+    }
 }

@@ -51,6 +51,8 @@ pub struct FrameIn {
     pub sp: Option<u64>,
     /// Where its return address is claimed to be; when None it is `sp - 8` for frames above 0.
     pub slot: Option<u64>,
+    /// The frame's rbp when known (an exception frame's, or recovered): for rbp-based layouts.
+    pub bp: Option<u64>,
     pub kind: FrameKind,
     /// The name the source gave (gdb's or crash's), shown when no symbol is known.
     pub name: Option<String>,
@@ -156,6 +158,8 @@ pub struct FrameReport {
     pub reasons: Vec<Reason>,
     pub call: Option<CallEvidence>,
     pub trust: Trust,
+    /// Where the inner frame's layout puts this frame's return address slot.
+    pub expected_slot: Option<u64>,
 }
 
 impl FrameReport {
@@ -173,6 +177,7 @@ impl FrameReport {
             reasons: Vec::new(),
             call: None,
             trust: f.trust,
+            expected_slot: None,
         }
     }
 
@@ -197,17 +202,17 @@ impl FrameReport {
     }
 }
 
-/// Resolves an indirect call's target once registers of the frame are known (a later stage).
+/// Resolves an indirect call's target from the registers recovered for a frame.
 pub trait IndirectResolver {
-    /// The address an indirect call at `site` in the frame at `level` jumped to, with how it was found.
-    fn resolve(&self, level: u32, site: &CallSite) -> Option<(u64, Vec<String>)>;
+    /// The address an indirect call at `site` in `frame` jumped to, with how it was found.
+    fn resolve(&self, frame: &FrameIn, site: &CallSite) -> Option<(u64, Vec<String>)>;
 }
 
 /// Resolves nothing: indirect calls stay `probable`.
 pub struct NoResolver;
 
 impl IndirectResolver for NoResolver {
-    fn resolve(&self, _: u32, _: &CallSite) -> Option<(u64, Vec<String>)> {
+    fn resolve(&self, _: &FrameIn, _: &CallSite) -> Option<(u64, Vec<String>)> {
         None
     }
 }
@@ -226,7 +231,7 @@ pub fn verify_chain<M: Memory, S: Symbols>(
     resolver: &dyn IndirectResolver,
 ) -> Vec<FrameReport> {
     let mut out: Vec<FrameReport> = Vec::with_capacity(frames.len());
-    // Index in `out` of the nearest inner frame that is a callee (not inline).
+    // Index of the nearest inner frame that is a callee (not inline, not a stale slot).
     let mut callee: Option<usize> = None;
     for (i, f) in frames.iter().enumerate() {
         let inner = i.checked_sub(1).and_then(|j| frames.get(j));
@@ -247,6 +252,9 @@ pub fn verify_chain<M: Memory, S: Symbols>(
 
         if is_ra {
             check_slot(mem, f, &mut r);
+            if let Some(c) = callee {
+                check_frame_size(mem, syms, f, &mut r, frames.get(c), out.get(c));
+            }
         }
         match f.kind {
             // Checked as part of the physical frame it is inlined into (the next outer one).
@@ -265,15 +273,59 @@ pub fn verify_chain<M: Memory, S: Symbols>(
                     r.reasons.push(Reason::NoSymbol);
                 }
             }
+            _ if r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_))) => {}
             _ => check_call(mem, syms, f, &mut r, callee.and_then(|c| out.get(c)), resolver),
         }
-        let is_callee = f.kind != FrameKind::Inline;
+        let stale = r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_)));
+        let is_callee = f.kind != FrameKind::Inline && !stale;
         out.push(r);
         if is_callee {
             callee = Some(out.len() - 1);
         }
     }
     out
+}
+
+/// The inner frame's layout says where its caller's return address is (CFA - 8);
+/// a claimed slot below that, but above the inner frame's sp, is a stale return
+/// address inside the inner frame, not a frame.
+fn check_frame_size<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    f: &FrameIn,
+    r: &mut FrameReport,
+    inner: Option<&FrameIn>,
+    inner_report: Option<&FrameReport>,
+) {
+    let (Some(inner), Some(ir)) = (inner, inner_report) else { return };
+    if ir.verdict == Verdict::Bogus {
+        return; // a disproved frame's layout says nothing
+    }
+    let Some(slot) = r.slot else { return };
+    let Some((expected, name)) = expected_slot(mem, syms, inner, ir) else { return };
+    r.expected_slot = Some(expected);
+    let inner_sp = inner.sp.unwrap_or(0);
+    if slot < expected && slot >= inner_sp {
+        r.flag(Verdict::Bogus, Reason::InsideFrameOf(name));
+    }
+    let _ = f;
+}
+
+/// CFA - 8 of a frame from its function's layout at its pc (at the call, for a return address).
+pub fn expected_slot<M: Memory, S: Symbols>(mem: &M, syms: &S, fr: &FrameIn, rep: &FrameReport) -> Option<(u64, String)> {
+    let code_pc = match &rep.call {
+        Some(c) => c.site.addr,
+        None if rep.reasons.contains(&Reason::SignalFrame) => return None,
+        None if fr.level > 0 && fr.kind == FrameKind::Normal => return None,
+        None => fr.pc,
+    };
+    let (sym, _, rule) = crate::layout::at_pc::rule_at(mem, syms, code_pc).ok()?;
+    let cfa = match rule.cfa {
+        crate::layout::Cfa::Rsp(n) => fr.sp?.checked_add_signed(n)?,
+        crate::layout::Cfa::Rbp(n) => fr.bp?.checked_add_signed(n)?,
+        _ => return None,
+    };
+    Some((cfa.checked_sub(8)?, sym.name))
 }
 
 /// The slot must hold the return address; unreadable is `unknown`, never a match.
@@ -333,7 +385,7 @@ fn check_call<M: Memory, S: Symbols>(
                 _ => None,
             }
         }
-        _ => resolver.resolve(f.level, &site).map(|(t, how)| {
+        _ => resolver.resolve(f, &site).map(|(t, how)| {
             ev.resolution = how;
             t
         }),

@@ -33,12 +33,14 @@ def _why(fr):
             text = "slot-mismatch (slot holds %016x)" % fr["slot_value"]
         if code == "wrong-target" and fr.get("call") and fr["call"].get("target_function"):
             text = "wrong-target (call goes to %s)" % fr["call"]["target_function"]
+        if code == "callee-bogus" and fr.get("call") and fr["call"].get("target_function"):
+            text = "callee-bogus (it calls %s)" % fr["call"]["target_function"]
         parts.append(text)
     return ", ".join(parts)
 
 
 def frame_line(fr, colour=False):
-    """`#N [slot] function+off at ra   verdict  reasons`, crash style; `?` marks bogus."""
+    """`#N [slot] function+off at ra   trust verdict reasons`, crash style; `?` marks bogus."""
     bogus = fr["verdict"] == "bogus"
     mark = "?" if bogus else " "
     slot = "[%016x] " % fr["slot"] if fr.get("slot") is not None else ""
@@ -49,9 +51,30 @@ def frame_line(fr, colour=False):
         head = "%s#%-3d %s%s%s" % (mark, fr["level"], slot, _name(fr), at)
     verdict = fr["verdict"].upper() if bogus else fr["verdict"]
     col = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}[fr["verdict"]]
-    why = _why(fr)
-    tail = "%-8s %s" % (_paint(verdict, col, colour), why) if why else _paint(verdict, col, colour)
-    return "%-72s %s" % (head, tail)
+    painted = _paint(verdict, col, colour) + " " * (8 - len(verdict))
+    return ("%-72s %-9s %s %s" % (head, fr["trust"], painted, _why(fr))).rstrip()
+
+
+def chain_lines(t):
+    """stackproof's own chain beside the one verified, and where they differ."""
+    chain, cmp_ = t.get("chain"), t.get("compare")
+    if not chain or not cmp_:
+        return []
+    if cmp_["agree"]:
+        return ["stackproof's own unwinding agrees (%d frames)." % len(chain)]
+    out = ["stackproof's own unwinding (from the registers; trust per frame):"]
+    for c in chain:
+        slot = "[%016x] " % c["slot"] if c.get("slot") is not None else ""
+        mod = " [%s]" % c["module"] if c.get("module") else ""
+        out.append("  #%-3d %s%s%s at %016x  %s" % (c["level"], slot, c["describe"], mod, c["pc"], c["trust"]))
+    if t.get("chain_stop"):
+        out.append("  (stopped: %s)" % t["chain_stop"])
+    if cmp_["invented"]:
+        out.append("Not in stackproof's chain (invented): %s" % ", ".join("#%d" % l for l in cmp_["invented"]))
+    if cmp_["lost"]:
+        out.append("Missing from the backtrace (lost): %s" % ", ".join(
+            "%s (sp %016x)" % (c["describe"], c["sp"]) for c in cmp_["lost"]))
+    return out
 
 
 def evidence_lines(fr):
@@ -76,7 +99,8 @@ def evidence_lines(fr):
             out.append("  resolved: %s" % how)
         for hop in c.get("via") or []:
             out.append("  via %s" % hop)
-    out.append("trust: %s" % fr["trust"])
+    if fr.get("expected_slot") is not None:
+        out.append("inner frame's layout puts this slot at %016x" % fr["expected_slot"])
     return out
 
 
@@ -91,6 +115,7 @@ def thread_text(thread, verbose=False, colour=False):
             lines.extend("        " + e for e in evidence_lines(fr))
     if thread.get("stop"):
         lines.append("  (unwinding stopped: %s)" % thread["stop"])
+    lines.extend(chain_lines(thread))
     bogus = [fr["level"] for fr in thread["frames"] if fr["verdict"] == "bogus"]
     if bogus:
         kept = [fr for fr in thread["frames"] if fr["verdict"] != "bogus"]
@@ -125,7 +150,22 @@ def _frame_json(fr):
         "verdict": fr["verdict"],
         "reasons": list(fr["reasons"]),
         "trust": fr["trust"],
+        "expected_slot": hexa(fr.get("expected_slot")),
         "call": call,
+    }
+
+
+def _chain_json(c):
+    return {
+        "level": c["level"],
+        "pc": hexa(c["pc"]),
+        "sp": hexa(c["sp"]),
+        "slot": hexa(c.get("slot")),
+        "function": c.get("function"),
+        "module": c.get("module"),
+        "kind": c["kind"],
+        "trust": c["trust"],
+        "registers": {n: {"value": hexa(v), "origin": o} for n, v, o in c["regs"]},
     }
 
 
@@ -138,5 +178,9 @@ def verify_json(threads):
             "stop": t.get("stop"),
             "frames": [_frame_json(fr) for fr in t["frames"]],
             "bogus": [fr["level"] for fr in t["frames"] if fr["verdict"] == "bogus"],
+            "chain": [_chain_json(c) for c in t["chain"]] if t.get("chain") else None,
+            "chain_stop": t.get("chain_stop"),
+            "invented": (t.get("compare") or {}).get("invented", []),
+            "lost": [_chain_json(c) for c in (t.get("compare") or {}).get("lost", [])],
         })
     return json.dumps(doc, indent=1)

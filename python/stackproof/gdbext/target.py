@@ -204,6 +204,22 @@ def gdb_frames(max_frames):
     return frames, stop
 
 
+CALLEE_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+
+
+def frame0_registers():
+    """`(pc, sp, {callee-saved name: value})` of the selected thread's newest frame."""
+    f = gdb.newest_frame()
+    regs = {}
+    for name in CALLEE_SAVED:
+        try:
+            regs[name] = int(f.read_register(name)) & 0xFFFFFFFFFFFFFFFF
+        except (gdb.error, ValueError):
+            pass
+    sp = int(f.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+    return (f.pc(), sp, regs)
+
+
 def styled():
     try:
         return bool(gdb.parameter("style enabled"))

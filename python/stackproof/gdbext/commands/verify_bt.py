@@ -4,7 +4,7 @@ import sys
 
 import gdb
 
-from stackproof import _core, render
+from stackproof import _core, chains, render
 from stackproof.gdbext import target
 from stackproof.gdbext.command import StackproofCommand, ascii_text
 from stackproof.gdbext.target import UserError
@@ -62,9 +62,9 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
         elif args.sp is not None:
             sp = target.parse_address(args.sp, "--sp")
             pc = target.parse_address(args.pc, "--pc")
-            bp = target.parse_address(args.bp, "--bp") if args.bp is not None else None
-            frames, stop = _core.unwind(read, symtab, pc, sp, bp, args.max_frames)
-            threads.append(self._verify(read, symtab, frames, source="registers", thread=current, stop=stop))
+            regs = {"rbp": target.parse_address(args.bp, "--bp")} if args.bp is not None else {}
+            threads.append(self._verify(read, symtab, None, (pc, sp, regs), args.max_frames,
+                                        source="registers", thread=current))
         else:
             selected = gdb.selected_thread()
             chosen = sorted(inf.threads(), key=lambda t: t.num) if args.all_threads else [selected]
@@ -73,8 +73,8 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
                     th.switch()
                     frames, stop = target.gdb_frames(args.max_frames)
                     title = "Thread %d (%s):" % (th.num, th.name or "LWP %d" % th.ptid[1]) if args.all_threads else None
-                    threads.append(self._verify(read, symtab, frames, source="gdb", title=title,
-                                                thread=th.num, stop=stop))
+                    threads.append(self._verify(read, symtab, frames, target.frame0_registers(), args.max_frames,
+                                                source="gdb", title=title, thread=th.num, stop=stop))
             finally:
                 if selected is not None and selected.is_valid():
                     selected.switch()
@@ -90,9 +90,17 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
             raise UserError("verify-bt: %d bogus frame%s" % (bogus, "" if bogus == 1 else "s"))
 
     @staticmethod
-    def _verify(read, symtab, frames, source, title=None, thread=None, stop=None):
-        reports, _stats = _core.verify_frames(read, symtab, frames)
-        return {"source": source, "title": title, "thread": thread, "stop": stop, "frames": reports}
+    def _verify(read, symtab, frames, start, max_frames, source, title=None, thread=None, stop=None):
+        reports, chain, chain_stop, reads = _core.check_chain(read, symtab, frames, start, max_frames)
+        t = {"source": source, "title": title, "thread": thread, "stop": stop, "frames": reports,
+             "reads": reads}
+        if frames is None:
+            t["stop"] = chain_stop
+        elif chain is not None:
+            t["chain"] = chain
+            t["chain_stop"] = chain_stop
+            t["compare"] = chains.compare(reports, chain)
+        return t
 
 
 def _read_text(path):

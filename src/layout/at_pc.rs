@@ -1,0 +1,105 @@
+//! The layout of the function holding a pc in a live image: its symbol, its
+//! code read from memory (as the debugger sees it, alternatives applied), and
+//! `.cold` parts analysed in the state their parent jumps into them with.
+
+use std::sync::Arc;
+
+use super::{analyze_with, FunctionLayout, Limits, Options, Rule};
+use crate::memory::Memory;
+use crate::symbols::{Symbol, Symbols};
+use crate::x86::decode::read_code;
+
+/// Bytes analysed at most for one function (its symbol size, or this much when unsized).
+const MAX_FUNCTION: u64 = 256 * 1024;
+const UNSIZED: u64 = 16 * 1024;
+
+/// Names of functions that never return: code after a call to one is not reached from it.
+fn noreturn_name(name: &str) -> bool {
+    matches!(
+        crate::symbols::base_name(name),
+        "abort" | "exit" | "_exit" | "_Exit" | "__stack_chk_fail" | "__assert_fail" | "__fortify_fail"
+            | "__libc_fatal" | "pthread_exit" | "longjmp" | "siglongjmp" | "__longjmp_chk" | "panic"
+            | "do_exit" | "make_task_dead" | "__ubsan_handle_builtin_unreachable" | "rewind_stack_and_make_dead"
+            | "__cxa_throw" | "_Unwind_Resume" | "err" | "errx" | "verr" | "verrx" | "__chk_fail"
+    )
+}
+
+fn analyze_symbol<S: Symbols>(syms: &S, sym: &Symbol, code: &[u8], entries: Vec<(u64, super::State)>) -> FunctionLayout {
+    let noreturn = |target: u64| syms.lookup(target).is_some_and(|s| s.start == target && noreturn_name(&s.name));
+    let opts = Options {
+        limits: Limits::default(),
+        noreturn: Some(&noreturn),
+        entries,
+        ud2_continues: sym.start >= 0xffff_8000_0000_0000,
+        ..Options::default()
+    };
+    analyze_with(code, sym.start, &opts)
+}
+
+/// The layout of the function holding `pc` and the rule before the instruction at `pc`.
+pub fn rule_at<M: Memory, S: Symbols>(mem: &M, syms: &S, pc: u64) -> Result<(Symbol, Arc<FunctionLayout>, Rule), &'static str> {
+    let sym = syms.lookup(pc).ok_or("no symbol")?;
+    let layout = layout_of(mem, syms, &sym)?;
+    let rule = layout.rule_at(pc).cloned().ok_or("pc not reached by the analysis")?;
+    Ok((sym, layout, rule))
+}
+
+/// The (cached) layout of a function; a `.cold` part starts from its parent's jumps into it.
+pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
+    let len = if sym.size == 0 { UNSIZED } else { sym.size.min(MAX_FUNCTION) };
+    let code = read_code(mem, sym.start, len as usize).map_err(|_| "code unreadable")?;
+    let key = cache::key(sym, &code);
+    if let Some(l) = cache::get(&key) {
+        return Ok(l);
+    }
+    let entries = if sym.name.contains(".cold") {
+        let parent_start = syms.address_of(sym.base_name()).ok_or("parent of .cold part unknown")?;
+        let parent = syms.lookup(parent_start).ok_or("parent of .cold part unknown")?;
+        let pl = layout_of(mem, syms, &parent)?;
+        let end = sym.start.saturating_add(len);
+        let e: Vec<_> = pl.exits.iter().filter(|(a, _)| *a >= sym.start && *a < end).cloned().collect();
+        if e.is_empty() {
+            return Err("no jump into the .cold part");
+        }
+        e
+    } else {
+        Vec::new()
+    };
+    let l = Arc::new(analyze_symbol(syms, sym, &code, entries));
+    cache::put(key, l.clone());
+    Ok(l)
+}
+
+mod cache {
+    //! Each function's code is analysed once per session, keyed by where it is and what it is.
+    use super::*;
+    use once_cell::sync::Lazy;
+    use std::collections::hash_map::DefaultHasher;
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    use std::sync::Mutex;
+
+    pub type Key = (u64, u64);
+    static LAYOUTS: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+    const MAX: usize = 1 << 14;
+
+    pub fn key(sym: &Symbol, code: &[u8]) -> Key {
+        let mut h = DefaultHasher::new();
+        code.hash(&mut h);
+        sym.name.hash(&mut h);
+        (sym.start, h.finish())
+    }
+
+    pub fn get(key: &Key) -> Option<Arc<FunctionLayout>> {
+        LAYOUTS.lock().ok()?.get(key).cloned()
+    }
+
+    pub fn put(key: Key, l: Arc<FunctionLayout>) {
+        if let Ok(mut m) = LAYOUTS.lock() {
+            if m.len() >= MAX {
+                m.clear();
+            }
+            m.insert(key, l);
+        }
+    }
+}
