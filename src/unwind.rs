@@ -10,7 +10,7 @@
 use crate::layout::at_pc::rule_at;
 use crate::layout::{Cfa, Saved, CALLEE_SAVED_NAMES};
 use crate::memory::Memory;
-use crate::regs::scan::{scan_memory, ScanOptions};
+use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
 use crate::symbols::Symbols;
 use crate::verify::{function_of_ra, FrameIn, FrameKind, Trust};
@@ -29,8 +29,8 @@ pub enum Origin {
     Registers,
     /// Saved at `addr` by the prologue of the frame at `by_level` (the callee), at `insn`.
     Saved { addr: u64, by_level: u32, insn: Option<(u64, String)> },
-    /// A `struct pt_regs` at `addr`.
-    PtRegs { addr: u64 },
+    /// A register set saved on the stack at `addr` (`pt_regs`, `rt_sigframe`).
+    RegisterSet { addr: u64, layout: &'static str },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,12 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
         let Some(cur) = frames.last_mut() else { break };
         let is_ra = cur.frame.kind != FrameKind::Interrupted && cur.frame.level > 0;
         let level = cur.frame.level + 1;
-        let next = match step_layout(mem, syms, cur, is_ra, level) {
+        let stepped = if cur.frame.kind == FrameKind::SigTramp {
+            step_sigframe(mem, syms, cur, level).ok_or("signal frame unreadable")
+        } else {
+            step_layout(mem, syms, cur, is_ra, level)
+        };
+        let next = match stepped {
             Ok(f) => Some(f),
             Err(why) => {
                 cur.layout_note = Some(why.to_string());
@@ -104,7 +109,7 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
             stop = Some(format!("stack went backwards at frame #{level} (sp {next_sp:#x})"));
             break;
         }
-        if let Some(Origin::PtRegs { addr }) = next.regs[0].as_ref().map(|r| r.origin.clone()) {
+        if let Some(Origin::RegisterSet { addr, layout: "pt_regs" }) = next.regs[0].as_ref().map(|r| r.origin.clone()) {
             if next.frame.pc < 0x0000_8000_0000_0000 && cur_sp >= 0xffff_8000_0000_0000 {
                 stop = Some(format!("user-mode pt_regs at {addr:#x}: ip {:#x} sp {next_sp:#x}", next.frame.pc));
                 break;
@@ -156,7 +161,8 @@ fn step_layout<M: Memory, S: Symbols>(
     .ok_or("CFA not computable here")?;
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
-    if call_site(mem, syms, ra).is_none() {
+    let sigreturn = is_restore_rt(syms, ra);
+    if !sigreturn && call_site(mem, syms, ra).is_none() {
         return Err("the layout's return address slot holds no return address");
     }
     let mut regs: CalleeSaved = Default::default();
@@ -180,7 +186,7 @@ fn step_layout<M: Memory, S: Symbols>(
             sp: Some(cfa),
             slot: Some(slot),
             bp: regs[1].as_ref().map(|r| r.value),
-            kind: FrameKind::Normal,
+            kind: if sigreturn { FrameKind::SigTramp } else { FrameKind::Normal },
             name: None,
             trust: Trust::Layout,
         },
@@ -195,6 +201,34 @@ fn step_layout<M: Memory, S: Symbols>(
 /// The instruction that saved callee-saved register `i` at CFA+k.
 fn saver(layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u64, String)> {
     crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
+}
+
+/// A signal handler "returns" to `__restore_rt`, whose address the kernel wrote.
+pub fn is_restore_rt<S: Symbols>(syms: &S, addr: u64) -> bool {
+    syms.lookup(addr).is_some_and(|s| s.start == addr && s.name == "__restore_rt")
+}
+
+/// The frame a signal interrupted: the rt_sigframe starts at the trampoline frame's sp - 8.
+fn step_sigframe<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
+    let addr = cur.frame.sp?.checked_sub(8)?;
+    let found = decode_at(mem, addr, Layout::SigFrame, syms, &ScanOptions::default()).ok()?;
+    let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "rt_sigframe" } });
+    let regs = [pick("rbx"), pick("rbp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
+    Some(Frame {
+        frame: FrameIn {
+            level,
+            pc: found.reg("rip")?,
+            sp: found.reg("rsp"),
+            slot: None,
+            bp: found.reg("rbp"),
+            kind: FrameKind::Interrupted,
+            name: None,
+            trust: Trust::Registers,
+        },
+        regs,
+        cfa: None,
+        layout_note: None,
+    })
 }
 
 /// A live `struct pt_regs` just above sp, or above the stack an IRQ stack's top points back to.
@@ -216,7 +250,7 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
         let found = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live)?;
         let (ip, rsp) = (found.reg("ip")?, found.reg("sp")?);
         let addr = found.address;
-        let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::PtRegs { addr } });
+        let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "pt_regs" } });
         let regs = [pick("bx"), pick("bp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
         return Some(Frame {
             frame: FrameIn {
@@ -292,6 +326,6 @@ pub fn describe_origin(i: usize, r: &RegValue) -> String {
         Origin::Saved { addr, by_level, insn: None } => {
             format!("{name} = {:#x} saved at {addr:#x} (frame #{by_level})", r.value)
         }
-        Origin::PtRegs { addr } => format!("{name} = {:#x} from the pt_regs at {addr:#x}", r.value),
+        Origin::RegisterSet { addr, layout } => format!("{name} = {:#x} from the {layout} at {addr:#x}", r.value),
     }
 }

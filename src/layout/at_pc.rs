@@ -57,7 +57,11 @@ pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Resu
         let parent = syms.lookup(parent_start).ok_or("parent of .cold part unknown")?;
         let pl = layout_of(mem, syms, &parent)?;
         let end = sym.start.saturating_add(len);
-        let e: Vec<_> = pl.exits.iter().filter(|(a, _)| *a >= sym.start && *a < end).cloned().collect();
+        let inside = |a: &u64| *a >= sym.start && *a < end;
+        let mut e: Vec<_> = pl.exits.iter().filter(|(a, _)| inside(a)).cloned().collect();
+        // A jump in the entry state (nothing pushed yet) counts as a tail; into a .cold
+        // part it still carries the parent's frame, which is the entry state.
+        e.extend(pl.tails.iter().filter(|a| inside(a)).map(|a| (*a, super::State::entry())));
         if e.is_empty() {
             return Err("no jump into the .cold part");
         }

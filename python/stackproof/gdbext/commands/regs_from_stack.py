@@ -27,6 +27,7 @@ class RegsFromStack(StackproofCommand):
   regs-from-stack ADDR [--layout pt_regs|sigframe|ucontext]   decode the set at ADDR
   regs-from-stack --scan [--from ADDR --to ADDR]              find them on the stack
   regs-from-stack --annotate [--from ADDR --to ADDR]          label every stack word
+  regs-from-stack --frame N | --all                          callee-saved registers of frames
 
 Kernel x86-64 `struct pt_regs` (interrupts, exceptions, syscalls) and
 user-space rt_sigframe / ucontext. Each candidate is validated (segments,
@@ -43,11 +44,15 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
         p.add_argument("--annotate", action="store_true", help="print the stack words with what each one is")
         p.add_argument("--from", dest="lo", metavar="EXPR", help="start of the range (gdb expression)")
         p.add_argument("--to", dest="hi", metavar="EXPR", help="end of the range (exclusive)")
+        p.add_argument("--frame", type=int, metavar="N", help="callee-saved registers of gdb's frame N")
+        p.add_argument("--all", action="store_true", help="callee-saved registers of every frame")
         p.add_argument("--json", action="store_true", help="one JSON document (schema %s)" % SCHEMA)
 
     def run(self, args):
+        if args.frame is not None or args.all:
+            return self._frames(args)
         if args.address is None and not (args.scan or args.annotate):
-            raise UserError("regs-from-stack: give ADDR, --scan or --annotate (see `help regs-from-stack`)")
+            raise UserError("regs-from-stack: give ADDR, --scan, --annotate, --frame N or --all (see `help regs-from-stack`)")
         if (args.lo is None) != (args.hi is None):
             raise UserError("regs-from-stack: --from and --to go together")
         inf = target.require_target()
@@ -95,6 +100,62 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
             for a, v, labels in words:
                 val = "%016x" % v if v is not None else "<unreadable>   "
                 out.append("%016x: %s  %s" % (a, val, " ".join("[%s]" % l for l in labels)))
+        print(ascii_text("\n".join(out)))
+
+    @staticmethod
+    def _frames(args):
+        """Each frame's callee-saved registers from stackproof's own unwinding, matched to gdb's frames."""
+        if args.frame is not None and args.frame < 0:
+            raise UserError("regs-from-stack: --frame must be 0 or more")
+        inf = target.require_target()
+        read = target.memory_reader(inf)
+        symtab = target.symtab()
+        frames, _stop = target.gdb_frames(1024 if args.frame is None else args.frame + 1)
+        if args.frame is not None and args.frame >= len(frames):
+            raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
+        _reports, chain, chain_stop, _reads = _core.check_chain(read, symtab, frames, target.frame0_registers(),
+                                                                len(frames) + 16)
+        mine = {(c["pc"], c["sp"]): c for c in chain or []}
+        by_sp = {c["sp"]: c for c in chain or []}
+        # Provenance names frames by stackproof's numbering; show gdb's.
+        gdb_level = {}
+        for level, pc, sp, _slot, kind, _name, _trust in frames:
+            c = mine.get((pc, sp))
+            if c is not None and kind != "inline":
+                gdb_level.setdefault(c["level"], level)
+        renumber = lambda text: re.sub(r"\(frame #(\d+)\)",
+                                       lambda m: "(frame #%s)" % gdb_level.get(int(m.group(1)), "?"), text)
+        wanted = [frames[args.frame]] if args.frame is not None else frames
+        doc = {"schema": SCHEMA, "frames": []}
+        for level, pc, sp, _slot, kind, _name, _trust in wanted:
+            c = mine.get((pc, sp))
+            if c is None and kind in ("tailcall", "inline"):
+                # A tail call restored the callee-saved registers before its jump, and an
+                # inlined function shares its frame: both have the registers of the
+                # physical frame at the same sp.
+                c = by_sp.get(sp)
+            entry = {"level": level, "pc": render.hexa(pc), "sp": render.hexa(sp), "kind": kind,
+                     "matched": c is not None, "registers": {}}
+            if c is None:
+                why = "stackproof's own unwinding did not reach this frame" + (
+                    " (%s)" % chain_stop if chain_stop else "")
+                entry["unknown_reason"] = why
+            else:
+                entry["function"] = c["describe"]
+                for name, value, origin in c["regs"]:
+                    entry["registers"][name] = {"value": render.hexa(value), "origin": renumber(origin)}
+            doc["frames"].append(entry)
+        if args.json:
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            return
+        out = []
+        for e in doc["frames"]:
+            out.append("#%d  pc %s  sp %s  %s" % (e["level"], e["pc"][2:].rjust(16, "0"), e["sp"][2:].rjust(16, "0"),
+                                                  e.get("function", "")))
+            if not e["matched"]:
+                out.append("    all unknown: %s" % e["unknown_reason"])
+            for name, r in e["registers"].items():
+                out.append("    %s" % r["origin"] if r["value"] else "    %-3s unknown" % name)
         print(ascii_text("\n".join(out)))
 
     @staticmethod
