@@ -46,11 +46,13 @@ pub struct Options<'a> {
     pub landing_pads: Vec<(u64, u64, u64)>,
     /// `ud2` continues at the next instruction (Linux `WARN()` traps and returns).
     pub ud2_continues: bool,
+    /// Return thunks (`__x86_return_thunk`): a jump to one is a `ret`.
+    pub return_thunks: Vec<u64>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new(), ud2_continues: false }
+        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new(), ud2_continues: false, return_thunks: Vec::new() }
     }
 }
 
@@ -198,6 +200,13 @@ impl Sim<'_, '_> {
         }
     }
 
+    /// A return: rsp must point at the return address.
+    fn ret(&mut self, out: &State) {
+        if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
+            self.contradicted = true;
+        }
+    }
+
     fn run(&mut self, mut work: Vec<(u64, State)>) {
         let noreturn = self.opts.noreturn;
         while let Some((addr, st)) = work.pop() {
@@ -241,7 +250,9 @@ impl Sim<'_, '_> {
                     if t == 0 && ins.op_count() > 0 && !matches!(ins.op0_kind(), iced_x86::OpKind::NearBranch64) {
                         continue; // far jump
                     }
-                    if self.inside(t).is_some() {
+                    if self.opts.return_thunks.contains(&t) {
+                        self.ret(&out);
+                    } else if self.inside(t).is_some() {
                         work.push((t, out));
                     } else {
                         self.exit(t, out);
@@ -293,11 +304,7 @@ impl Sim<'_, '_> {
                     work.push((next, out));
                 }
                 FlowControl::IndirectCall => work.push((next, out)),
-                FlowControl::Return => {
-                    if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
-                        self.contradicted = true;
-                    }
-                }
+                FlowControl::Return => self.ret(&out),
                 FlowControl::Interrupt => {
                     if ins.mnemonic() != Mnemonic::Int3 {
                         work.push((next, out));

@@ -238,6 +238,7 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, S
         entries,
         landing_pads,
         ud2_continues: img.is_kernel,
+        return_thunks: img.return_thunks.clone(),
     };
     Some(analyze_with(code, func.start, &opts))
 }

@@ -47,6 +47,8 @@ pub struct Image {
     code: Vec<(u64, Range<usize>)>,
     pub symbols: Vec<Func>,
     pub noreturn: HashSet<u64>,
+    /// Return thunks (`__x86_return_thunk` and its variants).
+    pub return_thunks: Vec<u64>,
     /// Addresses of all text symbols, sized or not (asm labels like `__x86_return_thunk`).
     pub labels: HashSet<u64>,
     /// Position-independent (ET_DYN): code pointers live in relocation addends.
@@ -67,7 +69,7 @@ fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
 impl Image {
     pub fn load(path: &Path) -> Result<Image, String> {
         let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (code, symbols, noreturn, labels, sections, alloc, pic) = {
+        let (code, symbols, noreturn, return_thunks, labels, sections, alloc, pic) = {
             let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
             let pic = f.kind() == object::ObjectKind::Dynamic;
             let mut code = Vec::new();
@@ -90,6 +92,7 @@ impl Image {
             let mut symbols = Vec::new();
             let mut noreturn = HashSet::new();
             let mut labels = HashSet::new();
+            let mut return_thunks = Vec::new();
             let nr: HashSet<&str> = NORETURN.iter().copied().collect();
             for sym in f.symbols().chain(f.dynamic_symbols()) {
                 if sym.is_undefined() {
@@ -97,6 +100,9 @@ impl Image {
                 }
                 if matches!(sym.kind(), SymbolKind::Text | SymbolKind::Unknown | SymbolKind::Label) {
                     labels.insert(sym.address());
+                    if sym.name().is_ok_and(|n| n.ends_with("_return_thunk") || n == "__ret") {
+                        return_thunks.push(sym.address());
+                    }
                 }
                 if sym.kind() != SymbolKind::Text {
                     continue;
@@ -113,11 +119,11 @@ impl Image {
             plt_noreturn(&f, &data, &sections, &nr, &mut noreturn);
             symbols.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.len().cmp(&b.name.len())));
             symbols.dedup_by_key(|s| s.start);
-            (code, symbols, noreturn, labels, sections, alloc, pic)
+            (code, symbols, noreturn, return_thunks, labels, sections, alloc, pic)
         };
         let is_kernel = sections.iter().any(|s| s.0 == ".orc_unwind")
             || symbols.iter().any(|s| s.name == "__x86_return_thunk" || s.name == "startup_64");
-        Ok(Image { data, code, symbols, noreturn, labels, pic, is_kernel, sections, alloc })
+        Ok(Image { data, code, symbols, noreturn, return_thunks, labels, pic, is_kernel, sections, alloc })
     }
 
     fn section(&self, name: &str) -> Option<(u64, &[u8])> {
