@@ -63,17 +63,26 @@ pub struct Rule {
     /// rbx rbp r12 r13 r14 r15 (see [`CALLEE_SAVED`]).
     pub saved: [Saved; 6],
     vals: [Val; 16],
+    cfa_slot: Option<i32>,
 }
 
 impl Rule {
     fn of(s: &State) -> Rule {
-        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs }
+        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs, cfa_slot: s.cfa_slot }
     }
 
     /// What the engine knows of a register (DWARF number) relative to the CFA;
     /// lets a checker accept an oracle that names another, equal base.
     pub fn value(&self, dw: u8) -> Val {
         self.vals.get(dw as usize).copied().unwrap_or(Val::Unknown)
+    }
+
+    /// Does `*(reg + off)` hold the CFA (a spilled DRAP register)?
+    pub fn cfa_stored_at(&self, reg: u8, off: i64) -> bool {
+        match (self.value(reg), self.cfa_slot) {
+            (Val::Anc(b), Some(slot)) => i64::from(b).checked_add(off) == Some(i64::from(slot)),
+            _ => false,
+        }
     }
 
     /// The CFA offset of a callee-saved register's save slot (index into CALLEE_SAVED).
@@ -156,6 +165,7 @@ struct Sim<'c, 'o> {
     callees: Vec<u64>,
     tails: Vec<u64>,
     contradicted: bool,
+    deferred: Vec<(u64, State)>,
     factory: InstructionInfoFactory,
 }
 
@@ -197,6 +207,24 @@ impl Sim<'_, '_> {
                 self.exits.insert(target, s);
             }
             None => {}
+        }
+    }
+
+    /// Run with `work`, then the weak edges whose targets nothing else reached.
+    fn run_all(&mut self, work: Vec<(u64, State)>) {
+        self.run(work);
+        for _ in 0..64 {
+            let weak: Vec<(u64, State)> = std::mem::take(&mut self.deferred)
+                .into_iter()
+                .filter(|(t, _)| match self.inside(*t) {
+                    Some(off) => self.at[off] == u32::MAX || self.nodes[self.at[off] as usize].state.is_none(),
+                    None => false,
+                })
+                .collect();
+            if weak.is_empty() || self.truncated {
+                break;
+            }
+            self.run(weak);
         }
     }
 
@@ -311,8 +339,10 @@ impl Sim<'_, '_> {
                     }
                 }
                 FlowControl::Exception => {
-                    if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 {
-                        work.push((next, out));
+                    // WARN continues, BUG does not: follow the weak edge only into code
+                    // nothing else reaches.
+                    if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 && self.deferred.len() < 4096 {
+                        self.deferred.push((next, out));
                     }
                 }
                 FlowControl::XbeginXabortXend => {
@@ -420,16 +450,17 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         callees: Vec::new(),
         tails: Vec::new(),
         contradicted: false,
+        deferred: Vec::new(),
         factory: InstructionInfoFactory::new(),
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
-    sim.run(entries);
+    sim.run_all(entries);
     for _ in 0..4 {
         let pads = sim.pad_seeds();
         if pads.is_empty() || sim.truncated {
             break;
         }
-        sim.run(pads);
+        sim.run_all(pads);
     }
     if opts.limits.fill_indirect {
         // Each round seeds the first real instruction of every unreached run; the
@@ -447,7 +478,7 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
             if gaps.is_empty() || sim.truncated {
                 break;
             }
-            sim.run(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
+            sim.run_all(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
         }
     }
     let end = start.saturating_add(code.len() as u64);

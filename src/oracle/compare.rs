@@ -138,12 +138,12 @@ fn verdict(rule: &Rule, o: &OCfa) -> Result<bool, String> {
             Ok(want.is_some_and(|w| rule.value(reg) == w))
         }
         OCfa::Deref { reg, off } => {
-            if rule.cfa == (Cfa::Deref { reg, off }) {
+            if rule.cfa == (Cfa::Deref { reg, off }) || rule.cfa_stored_at(reg, off) {
                 Ok(true)
             } else if matches!(rule.cfa, Cfa::Deref { .. }) {
                 Ok(false)
             } else {
-                Err("oracle deref, engine register-based".into())
+                Err("oracle deref, engine does not track that slot".into())
             }
         }
         OCfa::Other(w) => Err(format!("oracle {w}")),
@@ -169,6 +169,9 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
             Ok(ok) => {
                 r.covered += 1;
                 if let Cfa::Unknown(w) = insn.rule.cfa {
+                    if r.unknown.is_empty() && std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                        eprintln!("unknown {w} {:#x} {}+{:#x} {}", insn.addr, name, insn.addr - l.start, disasm(f, &insn.ins));
+                    }
                     *r.unknown.entry(w).or_default() += 1;
                     continue;
                 }
