@@ -279,7 +279,8 @@ pub struct Program<'a> {
     pub funcs: Vec<Func>,
     exits: BTreeMap<u64, Vec<State>>,
     entries_known: HashSet<u64>,
-    pointers: HashSet<u64>,
+    /// Code pointers in data, tail-jump targets of split-off parts.
+    weak_entries: HashSet<u64>,
     contradicted: Vec<bool>,
 }
 
@@ -294,13 +295,13 @@ impl<'a> Program<'a> {
         let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
         // Addresses known to be entered as functions: named symbols, direct call
         // targets, tail-jump targets, code pointers in data.
-        let pointers = img.code_pointers();
         let mut entries_known: HashSet<u64> =
             img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start).collect();
         entries_known.extend(img.call_targets(&funcs));
         let mut starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
         starts.extend(img.labels.iter().copied());
         let mut contradicted = vec![false; funcs.len()];
+        let mut weak_entries = img.code_pointers();
         for (i, func) in funcs.iter().enumerate() {
             let Some(l) = run_one(img, table, func, Vec::new()) else { continue };
             entries_known.extend(l.callees.iter().copied());
@@ -308,7 +309,12 @@ impl<'a> Program<'a> {
             // otherwise tail-jump targets are function entries.
             contradicted[i] = l.contradicted || l.tails.iter().any(|t| !starts.contains(t) && !img.in_plt(*t));
             if !contradicted[i] {
-                entries_known.extend(l.tails.iter().copied());
+                // Tail calls from code whose own entry is only assumed are weak evidence.
+                if is_part(&func.name) {
+                    weak_entries.extend(l.tails.iter().copied());
+                } else {
+                    entries_known.extend(l.tails.iter().copied());
+                }
                 // Jumps out of code analyzed from a wrong entry state seed nothing.
                 for (t, s) in &l.exits {
                     if !matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k > -8) {
@@ -318,7 +324,7 @@ impl<'a> Program<'a> {
             }
             seen(i, func, &l);
         }
-        Program { img, table, funcs, exits, entries_known, pointers, contradicted }
+        Program { img, table, funcs, exits, entries_known, weak_entries, contradicted }
     }
 
     /// Entry states for a second analysis of function `i`; None when the first one stands.
@@ -327,9 +333,13 @@ impl<'a> Program<'a> {
         // A named function's entry is a real entry; only split-off parts (`.cold`,
         // unnamed FDE ranges, PLT0) take their start state from the jumps into them.
         let part = is_part(&func.name);
+        // Calls and tail calls are strong evidence of an entry; a code pointer or a
+        // prologue-like start is weaker than a jump into the start in a frame.
+        let seeded_start = self.exits.contains_key(&func.start);
         let known = self.entries_known.contains(&func.start)
             || (!self.contradicted[i]
-                && (self.pointers.contains(&func.start) || starts_with_prologue(self.img, func)));
+                && !seeded_start
+                && (self.weak_entries.contains(&func.start) || starts_with_prologue(self.img, func)));
         let entry_is_real = !part || known;
         let mut seeds: Vec<(u64, State)> = self
             .exits
