@@ -130,6 +130,8 @@ pub struct FunctionLayout {
     pub callees: Vec<u64>,
     /// Targets of jumps out of the function in an entry-like state (tail calls, if the entry state holds).
     pub tails: Vec<u64>,
+    /// Some path returns or leaves the function (false: a noreturn function, like objtool's dead ends).
+    pub may_return: bool,
     /// The entry state led somewhere impossible (rsp above the return address,
     /// `ret` with rsp not at it): the code is not entered as a function.
     pub contradicted: bool,
@@ -166,6 +168,7 @@ struct Sim<'c, 'o> {
     tails: Vec<u64>,
     contradicted: bool,
     deferred: Vec<(u64, State)>,
+    may_return: bool,
     factory: InstructionInfoFactory,
 }
 
@@ -194,6 +197,7 @@ impl Sim<'_, '_> {
     }
 
     fn exit(&mut self, target: u64, s: State) {
+        self.may_return = true;
         if s.is_entry_like() {
             if self.tails.len() < 4096 {
                 self.tails.push(target);
@@ -210,26 +214,32 @@ impl Sim<'_, '_> {
         }
     }
 
-    /// Run with `work`, then the weak edges whose targets nothing else reached.
+    fn weak(&mut self, target: u64, s: State) {
+        self.deferred.push((target, s));
+    }
+
+    fn reached(&self, a: u64) -> bool {
+        self.inside(a).is_some_and(|off| self.at[off] != u32::MAX && self.nodes[self.at[off] as usize].state.is_some())
+    }
+
+    /// Run with `work`, then, round by round, the weak edges whose targets nothing
+    /// else reached (each round reaches new code, so this ends).
     fn run_all(&mut self, work: Vec<(u64, State)>) {
         self.run(work);
-        for _ in 0..64 {
-            let weak: Vec<(u64, State)> = std::mem::take(&mut self.deferred)
-                .into_iter()
-                .filter(|(t, _)| match self.inside(*t) {
-                    Some(off) => self.at[off] == u32::MAX || self.nodes[self.at[off] as usize].state.is_none(),
-                    None => false,
-                })
-                .collect();
-            if weak.is_empty() || self.truncated {
+        while !self.deferred.is_empty() && !self.truncated {
+            let pending = std::mem::take(&mut self.deferred);
+            let (take, _): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _)| !self.reached(*t));
+            if take.is_empty() {
                 break;
             }
-            self.run(weak);
+            // One edge per target: the first; a second weak edge to it is merged normally.
+            self.run(take);
         }
     }
 
     /// A return: rsp must point at the return address.
     fn ret(&mut self, out: &State) {
+        self.may_return = true;
         if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
             self.contradicted = true;
         }
@@ -313,6 +323,7 @@ impl Sim<'_, '_> {
                     work.push((next, fall));
                 }
                 FlowControl::IndirectBranch => {
+                    self.may_return = true;
                     if !out.is_entry_like() {
                         self.indirect.push(out);
                     }
@@ -326,10 +337,12 @@ impl Sim<'_, '_> {
                         // call to the next instruction pushes its address (pc-relative tricks, RSB stuffing)
                         let v = out.reg(RSP).add(-8);
                         out.set(RSP, v);
-                    } else if noreturn.is_some_and(|f| f(t)) {
-                        continue;
+                        work.push((next, out));
+                    } else if !noreturn.is_some_and(|f| f(t)) {
+                        // (A weak edge here would hide conflicts after unknown noreturn
+                        // calls behind whichever path comes first: measured worse.)
+                        work.push((next, out));
                     }
-                    work.push((next, out));
                 }
                 FlowControl::IndirectCall => work.push((next, out)),
                 FlowControl::Return => self.ret(&out),
@@ -341,8 +354,8 @@ impl Sim<'_, '_> {
                 FlowControl::Exception => {
                     // WARN continues, BUG does not: follow the weak edge only into code
                     // nothing else reaches.
-                    if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 && self.deferred.len() < 4096 {
-                        self.deferred.push((next, out));
+                    if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 {
+                        self.weak(next, out);
                     }
                 }
                 FlowControl::XbeginXabortXend => {
@@ -451,6 +464,7 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         tails: Vec::new(),
         contradicted: false,
         deferred: Vec::new(),
+        may_return: false,
         factory: InstructionInfoFactory::new(),
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
@@ -494,7 +508,8 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
     callees.sort_unstable();
     callees.dedup();
     let contradicted = sim.contradicted;
-    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, contradicted }
+    let may_return = sim.may_return || sim.truncated || contradicted || insns.is_empty();
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, may_return, contradicted }
 }
 
 type Key = (u64, u64, Limits);

@@ -218,7 +218,18 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
     r
 }
 
-pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
+pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
+    run_with(img, table, func, entries, &HashSet::new())
+}
+
+/// `run_one` with more noreturn functions (inferred from their code).
+fn run_with(
+    img: &Image,
+    table: &Table,
+    func: &Func,
+    mut entries: Vec<(u64, State)>,
+    noreturn: &HashSet<u64>,
+) -> Option<FunctionLayout> {
     let code = img.bytes(func.start, func.end)?;
     // Lazy binding: a PLT stub's GOT slot first points back at the stub's `push $index`.
     if entries.is_empty() && func.name.starts_with(".plt") {
@@ -228,7 +239,10 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, S
             entries = vec![(func.start, State::entry()), (first.next_ip(), State::entry())];
         }
     }
-    let nr = |t: u64| img.noreturn.contains(&t);
+    let nr = |t: u64| {
+        let local = img.plt_local.get(&t).copied();
+        img.noreturn.contains(&t) || noreturn.contains(&t) || local.is_some_and(|l| noreturn.contains(&l))
+    };
     let landing_pads = img.landing_pads(table, func.start);
     if std::env::var_os("STACKPROOF_DEBUG_PADS").is_some() {
         for p in &landing_pads {
@@ -282,6 +296,8 @@ pub struct Program<'a> {
     /// Code pointers in data, tail-jump targets of split-off parts.
     weak_entries: HashSet<u64>,
     contradicted: Vec<bool>,
+    /// Functions found not to return.
+    pub noreturn: HashSet<u64>,
 }
 
 fn is_part(name: &str) -> bool {
@@ -300,10 +316,30 @@ impl<'a> Program<'a> {
         entries_known.extend(img.call_targets(&funcs));
         let mut starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
         starts.extend(img.labels.iter().copied());
+        // Noreturn functions inferred from their code (no path returns), a few rounds
+        // deep (die -> vdie -> longjmp); calls to them end paths like calls to abort.
+        let mut noreturn: HashSet<u64> = HashSet::new();
+        for _ in 0..3 {
+            let mut more = Vec::new();
+            for func in &funcs {
+                if noreturn.contains(&func.start) || func.name.contains(".cold") {
+                    continue;
+                }
+                if let Some(l) = run_with(img, table, func, Vec::new(), &noreturn) {
+                    if !l.may_return {
+                        more.push(func.start);
+                    }
+                }
+            }
+            if more.is_empty() {
+                break;
+            }
+            noreturn.extend(more);
+        }
         let mut contradicted = vec![false; funcs.len()];
         let mut weak_entries = img.code_pointers();
         for (i, func) in funcs.iter().enumerate() {
-            let Some(l) = run_one(img, table, func, Vec::new()) else { continue };
+            let Some(l) = run_with(img, table, func, Vec::new(), &noreturn) else { continue };
             entries_known.extend(l.callees.iter().copied());
             // A "tail call" into the middle of other code means the entry state was wrong;
             // otherwise tail-jump targets are function entries.
@@ -324,7 +360,7 @@ impl<'a> Program<'a> {
             }
             seen(i, func, &l);
         }
-        Program { img, table, funcs, exits, entries_known, weak_entries, contradicted }
+        Program { img, table, funcs, exits, entries_known, weak_entries, contradicted, noreturn }
     }
 
     /// Entry states for a second analysis of function `i`; None when the first one stands.
@@ -366,7 +402,7 @@ impl<'a> Program<'a> {
     /// The final layout of function `i`.
     pub fn layout(&self, i: usize) -> Option<FunctionLayout> {
         let func = self.funcs.get(i)?;
-        run_one(self.img, self.table, func, self.entries(i).unwrap_or_default())
+        run_with(self.img, self.table, func, self.entries(i).unwrap_or_default(), &self.noreturn)
     }
 }
 
@@ -384,7 +420,7 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
             continue;
         }
         if let Some(entries) = program.entries(i) {
-            if let Some(l) = run_one(img, table, func, entries) {
+            if let Some(l) = run_with(img, table, func, entries, &program.noreturn) {
                 reports.insert(i, compare_layout(&l, table, &func.name, &mut f));
             }
         }

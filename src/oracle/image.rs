@@ -1,7 +1,7 @@
 //! An ELF file as the checker needs it: code bytes, function boundaries,
 //! noreturn call targets, and the unwind sections.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 
@@ -47,6 +47,8 @@ pub struct Image {
     code: Vec<(u64, Range<usize>)>,
     pub symbols: Vec<Func>,
     pub noreturn: HashSet<u64>,
+    /// PLT stub -> this object's own definition of the symbol.
+    pub plt_local: HashMap<u64, u64>,
     /// Return thunks (`__x86_return_thunk` and its variants).
     pub return_thunks: Vec<u64>,
     /// Addresses of all text symbols, sized or not (asm labels like `__x86_return_thunk`).
@@ -69,8 +71,12 @@ fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
 impl Image {
     pub fn load(path: &Path) -> Result<Image, String> {
         let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (code, symbols, noreturn, return_thunks, labels, sections, alloc, pic) = {
+        let (code, symbols, noreturn, plt_local, return_thunks, labels, sections, alloc, pic) = {
             let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+            if f.kind() == object::ObjectKind::Relocatable {
+                // Unrelocated: every section at 0, call targets are relocation placeholders.
+                return Err(format!("{}: relocatable object; analyze the linked image (or live memory)", path.display()));
+            }
             let pic = f.kind() == object::ObjectKind::Dynamic;
             let mut code = Vec::new();
             let mut sections = Vec::new();
@@ -116,14 +122,14 @@ impl Image {
                     symbols.push(Func { name: name.to_string(), start: sym.address(), end });
                 }
             }
-            plt_noreturn(&f, &data, &sections, &nr, &mut noreturn);
+            let plt_local = plt_stubs(&f, &data, &sections, &nr, &mut noreturn);
             symbols.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.len().cmp(&b.name.len())));
             symbols.dedup_by_key(|s| s.start);
-            (code, symbols, noreturn, return_thunks, labels, sections, alloc, pic)
+            (code, symbols, noreturn, plt_local, return_thunks, labels, sections, alloc, pic)
         };
         let is_kernel = sections.iter().any(|s| s.0 == ".orc_unwind")
             || symbols.iter().any(|s| s.name == "__x86_return_thunk" || s.name == "startup_64");
-        Ok(Image { data, code, symbols, noreturn, return_thunks, labels, pic, is_kernel, sections, alloc })
+        Ok(Image { data, code, symbols, noreturn, plt_local, return_thunks, labels, pic, is_kernel, sections, alloc })
     }
 
     fn section(&self, name: &str) -> Option<(u64, &[u8])> {
@@ -274,24 +280,26 @@ impl Image {
     }
 }
 
-/// PLT stubs of noreturn imports (`call abort@plt`): stub i is at `.plt + 16*(i+1)`,
-/// or `.plt.sec + 16*i` with IBT.
-fn plt_noreturn(
+/// PLT stubs: those of noreturn imports (`call abort@plt`) go to `out`; the map
+/// gives the local definition of stubs for symbols this object defines itself.
+/// Stub i is at `.plt + 16*(i+1)`, or `.plt.sec + 16*i` with IBT.
+fn plt_stubs(
     f: &object::File<'_>,
     data: &[u8],
     sections: &[(String, u64, Range<usize>)],
     nr: &HashSet<&str>,
     out: &mut HashSet<u64>,
-) {
+) -> HashMap<u64, u64> {
+    let mut local = HashMap::new();
     let find = |n: &str| sections.iter().find(|s| s.0 == n);
-    let Some((_, _, rela)) = find(".rela.plt") else { return };
-    let Some(rela) = data.get(rela.clone()) else { return };
+    let Some((_, _, rela)) = find(".rela.plt") else { return local };
+    let Some(rela) = data.get(rela.clone()) else { return local };
     let (base, first) = match (find(".plt.sec"), find(".plt")) {
         (Some(s), _) => (s.1, 0u64),
         (None, Some(p)) => (p.1, 1u64),
-        _ => return,
+        _ => return local,
     };
-    let Some(dynsym) = f.dynamic_symbol_table() else { return };
+    let Some(dynsym) = f.dynamic_symbol_table() else { return local };
     for (i, e) in rela.chunks_exact(24).enumerate() {
         let mut w = [0u8; 8];
         w.copy_from_slice(&e[8..16]);
@@ -301,8 +309,13 @@ fn plt_noreturn(
             continue;
         }
         let Ok(s) = dynsym.symbol_by_index(SymbolIndex(sym)) else { continue };
+        let stub = base.wrapping_add(16 * (i as u64 + first));
         if s.name().is_ok_and(|n| nr.contains(n)) {
-            out.insert(base.wrapping_add(16 * (i as u64 + first)));
+            out.insert(stub);
+        }
+        if !s.is_undefined() && s.address() != 0 {
+            local.insert(stub, s.address());
         }
     }
+    local
 }
