@@ -107,7 +107,8 @@ fn store(s: &mut State, reg: u8, slot: Val) {
             };
         }
     }
-    if v == Val::Cfa(0) {
+    // The first spill of the DRAP register is the one compilers describe; later copies are ignored.
+    if v == Val::Cfa(0) && s.cfa_slot.is_none() {
         if let Val::Anc(a) = slot {
             s.cfa_slot = Some(a);
         }

@@ -351,9 +351,12 @@ impl<'a> Program<'a> {
                 } else {
                     entries_known.extend(l.tails.iter().copied());
                 }
-                // Jumps out of code analyzed from a wrong entry state seed nothing.
+                // Jumps out of code analyzed from a wrong entry state seed nothing; a
+                // frame continuing in a `.cold` part has rsp (or rbp) known below the CFA.
                 for (t, s) in &l.exits {
-                    if !matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k > -8) {
+                    let rsp_ok = matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k <= -8);
+                    let rbp_ok = matches!(s.reg(crate::layout::state::RBP), Val::Cfa(_));
+                    if rsp_ok || (rbp_ok && s.reg(crate::layout::state::RSP) == Val::Unknown) {
                         exits.entry(*t).or_default().push(s.clone());
                     }
                 }
