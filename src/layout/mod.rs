@@ -63,12 +63,12 @@ pub struct Rule {
     /// rbx rbp r12 r13 r14 r15 (see [`CALLEE_SAVED`]).
     pub saved: [Saved; 6],
     vals: [Val; 16],
-    cfa_slot: Option<i32>,
+    cfa_slots: [Option<i32>; 2],
 }
 
 impl Rule {
     fn of(s: &State) -> Rule {
-        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs, cfa_slot: s.cfa_slot }
+        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs, cfa_slots: [s.cfa_slot, s.cfa_slot2] }
     }
 
     /// What the engine knows of a register (DWARF number) relative to the CFA;
@@ -79,8 +79,8 @@ impl Rule {
 
     /// Does `*(reg + off)` hold the CFA (a spilled DRAP register)?
     pub fn cfa_stored_at(&self, reg: u8, off: i64) -> bool {
-        match (self.value(reg), self.cfa_slot) {
-            (Val::Anc(b), Some(slot)) => i64::from(b).checked_add(off) == Some(i64::from(slot)),
+        match self.value(reg) {
+            Val::Anc(b) => self.cfa_slots.iter().flatten().any(|slot| i64::from(b).checked_add(off) == Some(i64::from(*slot))),
             _ => false,
         }
     }

@@ -79,8 +79,8 @@ fn load(s: &mut State, reg: u8, slot: Val) {
             return;
         }
     }
-    let v = match (slot, s.cfa_slot) {
-        (Val::Anc(a), Some(c)) if a == c => Val::Cfa(0),
+    let v = match slot {
+        Val::Anc(a) if s.cfa_slot == Some(a) || s.cfa_slot2 == Some(a) => Val::Cfa(0),
         _ => Val::Unknown,
     };
     s.clobber(reg);
@@ -108,9 +108,13 @@ fn store(s: &mut State, reg: u8, slot: Val) {
         }
     }
     // The first spill of the DRAP register is the one compilers describe; later copies are ignored.
-    if v == Val::Cfa(0) && s.cfa_slot.is_none() {
+    if v == Val::Cfa(0) {
         if let Val::Anc(a) = slot {
-            s.cfa_slot = Some(a);
+            if s.cfa_slot.is_none() {
+                s.cfa_slot = Some(a);
+            } else if s.cfa_slot != Some(a) && s.cfa_slot2.is_none() {
+                s.cfa_slot2 = Some(a);
+            }
         }
     }
 }
@@ -276,6 +280,7 @@ fn realign(s: &mut State, ip: u64, _old: Val) {
         }
     }
     s.cfa_slot = None;
+    s.cfa_slot2 = None;
     s.anchor = ip | 1;
     s.regs[RSP as usize] = Val::Anc(0);
     s.why = "realigned";

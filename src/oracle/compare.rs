@@ -143,6 +143,9 @@ fn verdict(rule: &Rule, o: &OCfa) -> Result<bool, String> {
             } else if matches!(rule.cfa, Cfa::Deref { .. }) {
                 Ok(false)
             } else {
+                if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                    eprintln!("deref-untracked {} {:?}", rule.describe(), o);
+                }
                 Err("oracle deref, engine does not track that slot".into())
             }
         }
@@ -354,9 +357,11 @@ impl<'a> Program<'a> {
                 // Jumps out of code analyzed from a wrong entry state seed nothing; a
                 // frame continuing in a `.cold` part has rsp (or rbp) known below the CFA.
                 for (t, s) in &l.exits {
-                    let rsp_ok = matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k <= -8);
-                    let rbp_ok = matches!(s.reg(crate::layout::state::RBP), Val::Cfa(_));
-                    if rsp_ok || (rbp_ok && s.reg(crate::layout::state::RSP) == Val::Unknown) {
+                    let rsp = s.reg(crate::layout::state::RSP);
+                    let rsp_ok = matches!(rsp, Val::Cfa(k) if k <= -8);
+                    let frame_ok = !matches!(rsp, Val::Cfa(_))
+                        && matches!(s.cfa(), crate::layout::Cfa::Rbp(_) | crate::layout::Cfa::Deref { .. });
+                    if rsp_ok || frame_ok {
                         exits.entry(*t).or_default().push(s.clone());
                     }
                 }
