@@ -2,6 +2,7 @@
 //! operations along every path from the entry, giving the CFA rule and the
 //! callee-saved register slots before each instruction.
 
+pub mod noreturn;
 pub mod sim;
 pub mod state;
 
