@@ -393,6 +393,9 @@ impl<'a> Program<'a> {
             .collect();
         let unknown_entry = part && !known && !seeds.iter().any(|e| e.0 == func.start);
         if unknown_entry && seeds.is_empty() {
+            if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                eprintln!("no-known-entry {} {:#x} len={} contradicted={}", func.name, func.start, func.end - func.start, self.contradicted[i]);
+            }
             // Nothing tells how this part is entered: say so rather than guess.
             // (With seeds the start is left to be reached from them, or not at all,
             // so an unknown start cannot poison the seeded paths.)

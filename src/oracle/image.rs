@@ -163,7 +163,16 @@ impl Image {
                         u64::from_le_bytes(b)
                     };
                     let v = word(16);
-                    if word(8) & 0xffff_ffff == 8 && v >= lo && v < hi {
+                    // R_X86_64_RELATIVE, and IRELATIVE (ifunc resolvers)
+                    let ty = word(8) & 0xffff_ffff;
+                    if (ty == 8 || ty == 37) && v >= lo && v < hi {
+                        out.insert(v);
+                    }
+                }
+            }
+            for a in self.relr_targets() {
+                if let Some(v) = self.word_at(a) {
+                    if v >= lo && v < hi {
                         out.insert(v);
                     }
                 }
@@ -211,6 +220,41 @@ impl Image {
         self.sections.iter().any(|(n, addr, r)| {
             (n.starts_with(".plt") || n == ".altinstr_aux") && a >= *addr && a - addr < (r.end - r.start) as u64
         })
+    }
+
+    /// The 8-byte word the file holds at link-time address `a`.
+    fn word_at(&self, a: u64) -> Option<u64> {
+        let (_, addr, r) = self.sections.iter().find(|(_, addr, r)| a >= *addr && a - addr < (r.end - r.start) as u64)?;
+        let off = r.start.checked_add(usize::try_from(a - addr).ok()?)?;
+        let b = self.data.get(off..off.checked_add(8)?)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        Some(u64::from_le_bytes(w))
+    }
+
+    /// Addresses relocated by `.relr.dyn` (packed relative relocations; the words
+    /// there hold link-time pointers).
+    fn relr_targets(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        let Some((_, d)) = self.section(".relr.dyn") else { return out };
+        let mut base = 0u64;
+        for e in d.chunks_exact(8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(e);
+            let v = u64::from_le_bytes(w);
+            if v & 1 == 0 {
+                out.push(v);
+                base = v.wrapping_add(8);
+            } else {
+                for bit in 1..64u64 {
+                    if (v >> bit) & 1 == 1 {
+                        out.push(base.wrapping_add((bit - 1) * 8));
+                    }
+                }
+                base = base.wrapping_add(63 * 8);
+            }
+        }
+        out
     }
 
     /// Landing pads of the function starting at `start`, from its LSDA.
