@@ -422,9 +422,16 @@ impl Sim<'_, '_> {
                 }
             }
             let mut seed: Option<State> = None;
-            for n in &self.nodes {
-                let ip = n.ins.ip();
-                if ip < lo || ip >= hi || !matches!(n.ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+            // The call sites of the range, through the offset table (work linear in its length).
+            let a = lo.max(self.start).saturating_sub(self.start) as usize;
+            let b = (hi.saturating_sub(self.start) as usize).min(self.code.len());
+            for off in a..b.max(a) {
+                let i = self.at[off];
+                if i == u32::MAX {
+                    continue;
+                }
+                let n = &self.nodes[i as usize];
+                if !matches!(n.ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
                     continue;
                 }
                 let Some(st) = &n.state else { continue };
