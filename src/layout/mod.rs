@@ -36,6 +36,7 @@ impl Default for Limits {
 }
 
 /// Everything `analyze_with` may be told besides the code.
+#[derive(Default)]
 pub struct Options<'a> {
     pub limits: Limits,
     /// Is a direct call to this address a call to a noreturn function?
@@ -49,12 +50,6 @@ pub struct Options<'a> {
     pub ud2_continues: bool,
     /// Return thunks (`__x86_return_thunk`): a jump to one is a `ret`.
     pub return_thunks: Vec<u64>,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new(), ud2_continues: false, return_thunks: Vec::new() }
-    }
 }
 
 /// The frame layout before one instruction.
@@ -336,7 +331,7 @@ impl Sim<'_, '_> {
                     }
                     if t == next {
                         // call to the next instruction pushes its address (pc-relative tricks, RSB stuffing)
-                        let v = out.reg(RSP).add(-8);
+                        let v = out.reg(RSP).offset(-8);
                         out.set(RSP, v);
                         work.push((next, out));
                     } else if !noreturn.is_some_and(|f| f(t)) {

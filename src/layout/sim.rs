@@ -60,7 +60,7 @@ fn mem_addr(s: &State, ins: &Instruction, op: u32) -> Val {
         return Val::Unknown;
     }
     match dw(base) {
-        Some(b) => s.reg(b).add(ins.memory_displacement64() as i64),
+        Some(b) => s.reg(b).offset(ins.memory_displacement64() as i64),
         None => Val::Unknown,
     }
 }
@@ -135,7 +135,7 @@ fn assign(s: &mut State, reg: u8, v: Val, why: &'static str) {
 
 fn pop_into(s: &mut State, reg: u8, inc: i64) {
     let slot = s.reg(RSP);
-    let after = slot.add(inc);
+    let after = slot.offset(inc);
     if reg == RSP {
         s.lose_rsp("pop-rsp");
         return;
@@ -150,7 +150,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
     let inc = i64::from(ins.stack_pointer_increment());
     match ins.mnemonic() {
         Mnemonic::Push => {
-            let slot = s.reg(RSP).add(inc);
+            let slot = s.reg(RSP).offset(inc);
             if let Some(r) = reg64(ins, 0) {
                 store(s, r, slot);
             }
@@ -167,7 +167,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
                             s.clobber(r);
                         }
                     }
-                    let v = s.reg(RSP).add(inc);
+                    let v = s.reg(RSP).offset(inc);
                     s.set(RSP, v);
                 }
             }
@@ -190,11 +190,11 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
                 s.clobber(RBP);
                 return;
             }
-            let slot = s.reg(RSP).add(-8);
+            let slot = s.reg(RSP).offset(-8);
             store(s, RBP, slot);
             s.set(RSP, slot);
             assign(s, RBP, slot, "");
-            let v = slot.add(-i64::from(ins.immediate16()));
+            let v = slot.offset(-i64::from(ins.immediate16()));
             s.set(RSP, v);
             return;
         }
@@ -208,7 +208,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
         Mnemonic::Add | Mnemonic::Sub => {
             if let Some(r) = reg64(ins, 0) {
                 let v = match imm(ins, 1) {
-                    Some(d) => s.reg(r).add(if ins.mnemonic() == Mnemonic::Sub { d.wrapping_neg() } else { d }),
+                    Some(d) => s.reg(r).offset(if ins.mnemonic() == Mnemonic::Sub { d.wrapping_neg() } else { d }),
                     None => Val::Unknown,
                 };
                 assign(s, r, v, "alloca");
@@ -244,17 +244,15 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
                 }
             }
         }
-        Mnemonic::And => {
-            if reg64(ins, 0) == Some(RSP) {
-                if let (Some(m), v @ (Val::Cfa(_) | Val::Anc(_))) = (imm(ins, 1), s.reg(RSP)) {
-                    if m < 0 {
-                        realign(s, ins.ip(), v);
-                        return;
-                    }
+        Mnemonic::And if reg64(ins, 0) == Some(RSP) => {
+            if let (Some(m), v @ (Val::Cfa(_) | Val::Anc(_))) = (imm(ins, 1), s.reg(RSP)) {
+                if m < 0 {
+                    realign(s, ins.ip(), v);
+                    return;
                 }
-                s.lose_rsp("rsp-and");
-                return;
             }
+            s.lose_rsp("rsp-and");
+            return;
         }
         Mnemonic::Cmp => {
             if let (Some(a), Some(b)) = (reg64(ins, 0), reg64(ins, 1)) {
@@ -308,7 +306,7 @@ fn generic(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory, inc
     }
     if rsp_written {
         if ins.is_stack_instruction() {
-            let v = s.reg(RSP).add(inc);
+            let v = s.reg(RSP).offset(inc);
             s.set(RSP, v);
         } else {
             s.lose_rsp("rsp-write");

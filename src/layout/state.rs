@@ -36,7 +36,7 @@ pub enum Val {
 }
 
 impl Val {
-    pub fn add(self, d: i64) -> Val {
+    pub fn offset(self, d: i64) -> Val {
         let f = |k: i32| i32::try_from(i64::from(k).checked_add(d)?).ok();
         match self {
             Val::Cfa(k) => f(k).map_or(Val::Unknown, Val::Cfa),
