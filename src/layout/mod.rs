@@ -134,6 +134,14 @@ pub struct FunctionLayout {
 }
 
 impl FunctionLayout {
+    /// Entry states for a split-off part `[start, end)` (`foo.cold`) from this
+    /// layout of its parent `foo`: the parent's jumps into it. Empty when the
+    /// parent never jumps there; then the part's states are not known (do not
+    /// analyze it from a function entry).
+    pub fn entries_into(&self, start: u64, end: u64) -> Vec<(u64, State)> {
+        self.exits.iter().filter(|(t, _)| *t >= start && *t < end).cloned().collect()
+    }
+
     pub fn rule_at(&self, pc: u64) -> Option<&Rule> {
         let i = self.insns.binary_search_by_key(&pc, |i| i.addr).ok()?;
         Some(&self.insns[i].rule)
@@ -519,7 +527,9 @@ type Key = (u64, u64, Limits);
 static CACHE: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 const CACHE_MAX: usize = 4096;
 
-/// Analyze the function whose code `code` starts at `start`; each (start, bytes) is decoded once.
+/// Analyze the function whose code `code` starts at `start`, entered by a call;
+/// each (start, bytes) is decoded once. For a `.cold` part use [`analyze_with`]
+/// and [`FunctionLayout::entries_into`] of its parent.
 pub fn analyze(code: &[u8], start: u64, limits: &Limits) -> Arc<FunctionLayout> {
     let mut h = DefaultHasher::new();
     code.hash(&mut h);

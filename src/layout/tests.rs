@@ -262,6 +262,8 @@ fn jumps_out_in_a_frame_are_exits_and_seed_parts() {
     let cold = a[3] + 0x100;
     assert_eq!(l.exits.len(), 1);
     assert_eq!(l.exits[0].0, cold);
+    assert_eq!(l.entries_into(cold, cold + 3).len(), 1);
+    assert!(l.entries_into(cold + 1, cold + 3).is_empty());
     // the cold part, analyzed from that state: CFA stays the parent's
     let (ccode, _) = asm(&[NOP, POP_RBX, RET]);
     let opts = Options { entries: vec![(BASE, l.exits[0].1.clone())], ..Options::default() };
