@@ -95,7 +95,7 @@ impl Rule {
         for (i, s) in self.saved.iter().enumerate() {
             match s {
                 Saved::Same => {}
-                Saved::At(k) => out.push_str(&format!(" {}=cfa{}", CALLEE_SAVED_NAMES[i], k)),
+                Saved::At(k) => out.push_str(&format!(" {}=cfa{:+}", CALLEE_SAVED_NAMES[i], k)),
                 Saved::AtAnc(k) => out.push_str(&format!(" {}=anchor{:+}", CALLEE_SAVED_NAMES[i], k)),
                 Saved::Lost => out.push_str(&format!(" {}=?", CALLEE_SAVED_NAMES[i])),
             }
