@@ -206,7 +206,7 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
                 *r.classes.entry("rbp save slot".into()).or_default() += 1;
                 if r.examples.len() < 3 {
                     r.examples.push(format!(
-                        "{:#x} {}+{:#x}  {}  engine rbp=cfa{} oracle rbp=cfa{}",
+                        "{:#x} {}+{:#x}  {}  engine rbp=cfa{:+} oracle rbp=cfa{:+}",
                         insn.addr,
                         name,
                         insn.addr - l.start,
