@@ -13,24 +13,15 @@ use crate::x86::decode::read_code;
 const MAX_FUNCTION: u64 = 256 * 1024;
 const UNSIZED: u64 = 16 * 1024;
 
-/// Names of functions that never return: code after a call to one is not reached from it.
-fn noreturn_name(name: &str) -> bool {
-    matches!(
-        crate::symbols::base_name(name),
-        "abort" | "exit" | "_exit" | "_Exit" | "__stack_chk_fail" | "__assert_fail" | "__fortify_fail"
-            | "__libc_fatal" | "pthread_exit" | "longjmp" | "siglongjmp" | "__longjmp_chk" | "panic"
-            | "do_exit" | "make_task_dead" | "__ubsan_handle_builtin_unreachable" | "rewind_stack_and_make_dead"
-            | "__cxa_throw" | "_Unwind_Resume" | "err" | "errx" | "verr" | "verrx" | "__chk_fail"
-    )
-}
-
 fn analyze_symbol<S: Symbols>(syms: &S, sym: &Symbol, code: &[u8], entries: Vec<(u64, super::State)>) -> FunctionLayout {
-    let noreturn = |target: u64| syms.lookup(target).is_some_and(|s| s.start == target && noreturn_name(&s.name));
+    let noreturn = super::noreturn::noreturn_by_symbols(syms);
+    let return_thunks = syms.address_of("__x86_return_thunk").into_iter().collect();
     let opts = Options {
         limits: Limits::default(),
         noreturn: Some(&noreturn),
         entries,
         ud2_continues: sym.start >= 0xffff_8000_0000_0000,
+        return_thunks,
         ..Options::default()
     };
     analyze_with(code, sym.start, &opts)
@@ -57,11 +48,7 @@ pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Resu
         let parent = syms.lookup(parent_start).ok_or("parent of .cold part unknown")?;
         let pl = layout_of(mem, syms, &parent)?;
         let end = sym.start.saturating_add(len);
-        let inside = |a: &u64| *a >= sym.start && *a < end;
-        let mut e: Vec<_> = pl.exits.iter().filter(|(a, _)| inside(a)).cloned().collect();
-        // A jump in the entry state (nothing pushed yet) counts as a tail; into a .cold
-        // part it still carries the parent's frame, which is the entry state.
-        e.extend(pl.tails.iter().filter(|a| inside(a)).map(|a| (*a, super::State::entry())));
+        let e = pl.entries_into(sym.start, end);
         if e.is_empty() {
             return Err("no jump into the .cold part");
         }

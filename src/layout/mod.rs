@@ -3,6 +3,7 @@
 //! callee-saved register slots before each instruction.
 
 pub mod at_pc;
+pub mod noreturn;
 pub mod sim;
 pub mod state;
 
@@ -36,6 +37,7 @@ impl Default for Limits {
 }
 
 /// Everything `analyze_with` may be told besides the code.
+#[derive(Default)]
 pub struct Options<'a> {
     pub limits: Limits,
     /// Is a direct call to this address a call to a noreturn function?
@@ -47,12 +49,8 @@ pub struct Options<'a> {
     pub landing_pads: Vec<(u64, u64, u64)>,
     /// `ud2` continues at the next instruction (Linux `WARN()` traps and returns).
     pub ud2_continues: bool,
-}
-
-impl Default for Options<'_> {
-    fn default() -> Self {
-        Options { limits: Limits::default(), noreturn: None, entries: Vec::new(), landing_pads: Vec::new(), ud2_continues: false }
-    }
+    /// Return thunks (`__x86_return_thunk`): a jump to one is a `ret`.
+    pub return_thunks: Vec<u64>,
 }
 
 /// The frame layout before one instruction.
@@ -62,17 +60,26 @@ pub struct Rule {
     /// rbx rbp r12 r13 r14 r15 (see [`CALLEE_SAVED`]).
     pub saved: [Saved; 6],
     vals: [Val; 16],
+    cfa_slots: [Option<i32>; 2],
 }
 
 impl Rule {
     fn of(s: &State) -> Rule {
-        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs }
+        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs, cfa_slots: [s.cfa_slot, s.cfa_slot2] }
     }
 
     /// What the engine knows of a register (DWARF number) relative to the CFA;
     /// lets a checker accept an oracle that names another, equal base.
     pub fn value(&self, dw: u8) -> Val {
         self.vals.get(dw as usize).copied().unwrap_or(Val::Unknown)
+    }
+
+    /// Does `*(reg + off)` hold the CFA (a spilled DRAP register)?
+    pub fn cfa_stored_at(&self, reg: u8, off: i64) -> bool {
+        match self.value(reg) {
+            Val::Anc(b) => self.cfa_slots.iter().flatten().any(|slot| i64::from(b).checked_add(off) == Some(i64::from(*slot))),
+            _ => false,
+        }
     }
 
     /// The CFA offset of a callee-saved register's save slot (index into CALLEE_SAVED).
@@ -89,7 +96,7 @@ impl Rule {
         for (i, s) in self.saved.iter().enumerate() {
             match s {
                 Saved::Same => {}
-                Saved::At(k) => out.push_str(&format!(" {}=cfa{}", CALLEE_SAVED_NAMES[i], k)),
+                Saved::At(k) => out.push_str(&format!(" {}=cfa{:+}", CALLEE_SAVED_NAMES[i], k)),
                 Saved::AtAnc(k) => out.push_str(&format!(" {}=anchor{:+}", CALLEE_SAVED_NAMES[i], k)),
                 Saved::Lost => out.push_str(&format!(" {}=?", CALLEE_SAVED_NAMES[i])),
             }
@@ -120,12 +127,27 @@ pub struct FunctionLayout {
     pub callees: Vec<u64>,
     /// Targets of jumps out of the function in an entry-like state (tail calls, if the entry state holds).
     pub tails: Vec<u64>,
+    /// Some path returns or leaves the function (false: a noreturn function, like objtool's dead ends).
+    pub may_return: bool,
     /// The entry state led somewhere impossible (rsp above the return address,
     /// `ret` with rsp not at it): the code is not entered as a function.
     pub contradicted: bool,
 }
 
 impl FunctionLayout {
+    /// Entry states for a split-off part `[start, end)` (`foo.cold`) from this
+    /// layout of its parent `foo`: the parent's jumps into it. Empty when the
+    /// parent never jumps there; then the part's states are not known (do not
+    /// analyze it from a function entry).
+    pub fn entries_into(&self, start: u64, end: u64) -> Vec<(u64, State)> {
+        let inside = |t: &u64| *t >= start && *t < end;
+        let mut e: Vec<_> = self.exits.iter().filter(|(t, _)| inside(t)).cloned().collect();
+        // A jump made before anything was pushed looks like a tail call; into a split-off
+        // part it carries the parent's frame, which is then the entry state.
+        e.extend(self.tails.iter().filter(|t| inside(t)).map(|t| (*t, State::entry())));
+        e
+    }
+
     pub fn rule_at(&self, pc: u64) -> Option<&Rule> {
         let i = self.insns.binary_search_by_key(&pc, |i| i.addr).ok()?;
         Some(&self.insns[i].rule)
@@ -155,6 +177,8 @@ struct Sim<'c, 'o> {
     callees: Vec<u64>,
     tails: Vec<u64>,
     contradicted: bool,
+    deferred: Vec<(u64, State)>,
+    may_return: bool,
     factory: InstructionInfoFactory,
 }
 
@@ -183,6 +207,7 @@ impl Sim<'_, '_> {
     }
 
     fn exit(&mut self, target: u64, s: State) {
+        self.may_return = true;
         if s.is_entry_like() {
             if self.tails.len() < 4096 {
                 self.tails.push(target);
@@ -196,6 +221,37 @@ impl Sim<'_, '_> {
                 self.exits.insert(target, s);
             }
             None => {}
+        }
+    }
+
+    fn weak(&mut self, target: u64, s: State) {
+        self.deferred.push((target, s));
+    }
+
+    fn reached(&self, a: u64) -> bool {
+        self.inside(a).is_some_and(|off| self.at[off] != u32::MAX && self.nodes[self.at[off] as usize].state.is_some())
+    }
+
+    /// Run with `work`, then, round by round, the weak edges whose targets nothing
+    /// else reached (each round reaches new code, so this ends).
+    fn run_all(&mut self, work: Vec<(u64, State)>) {
+        self.run(work);
+        while !self.deferred.is_empty() && !self.truncated {
+            let pending = std::mem::take(&mut self.deferred);
+            let (take, _): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(t, _)| !self.reached(*t));
+            if take.is_empty() {
+                break;
+            }
+            // One edge per target: the first; a second weak edge to it is merged normally.
+            self.run(take);
+        }
+    }
+
+    /// A return: rsp must point at the return address.
+    fn ret(&mut self, out: &State) {
+        self.may_return = true;
+        if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
+            self.contradicted = true;
         }
     }
 
@@ -242,7 +298,9 @@ impl Sim<'_, '_> {
                     if t == 0 && ins.op_count() > 0 && !matches!(ins.op0_kind(), iced_x86::OpKind::NearBranch64) {
                         continue; // far jump
                     }
-                    if self.inside(t).is_some() {
+                    if self.opts.return_thunks.contains(&t) {
+                        self.ret(&out);
+                    } else if self.inside(t).is_some() {
                         work.push((t, out));
                     } else {
                         self.exit(t, out);
@@ -275,6 +333,7 @@ impl Sim<'_, '_> {
                     work.push((next, fall));
                 }
                 FlowControl::IndirectBranch => {
+                    self.may_return = true;
                     if !out.is_entry_like() {
                         self.indirect.push(out);
                     }
@@ -286,27 +345,27 @@ impl Sim<'_, '_> {
                     }
                     if t == next {
                         // call to the next instruction pushes its address (pc-relative tricks, RSB stuffing)
-                        let v = out.reg(RSP).add(-8);
+                        let v = out.reg(RSP).offset(-8);
                         out.set(RSP, v);
-                    } else if noreturn.is_some_and(|f| f(t)) {
-                        continue;
+                        work.push((next, out));
+                    } else if !noreturn.is_some_and(|f| f(t)) {
+                        // (A weak edge here would hide conflicts after unknown noreturn
+                        // calls behind whichever path comes first: measured worse.)
+                        work.push((next, out));
                     }
-                    work.push((next, out));
                 }
                 FlowControl::IndirectCall => work.push((next, out)),
-                FlowControl::Return => {
-                    if matches!(out.reg(RSP), Val::Cfa(k) if k != -8) {
-                        self.contradicted = true;
-                    }
-                }
+                FlowControl::Return => self.ret(&out),
                 FlowControl::Interrupt => {
                     if ins.mnemonic() != Mnemonic::Int3 {
                         work.push((next, out));
                     }
                 }
                 FlowControl::Exception => {
+                    // WARN continues, BUG does not: follow the weak edge only into code
+                    // nothing else reaches.
                     if self.opts.ud2_continues && ins.mnemonic() == Mnemonic::Ud2 {
-                        work.push((next, out));
+                        self.weak(next, out);
                     }
                 }
                 FlowControl::XbeginXabortXend => {
@@ -372,9 +431,16 @@ impl Sim<'_, '_> {
                 }
             }
             let mut seed: Option<State> = None;
-            for n in &self.nodes {
-                let ip = n.ins.ip();
-                if ip < lo || ip >= hi || !matches!(n.ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+            // The call sites of the range, through the offset table (work linear in its length).
+            let a = lo.max(self.start).saturating_sub(self.start) as usize;
+            let b = (hi.saturating_sub(self.start) as usize).min(self.code.len());
+            for off in a..b.max(a) {
+                let i = self.at[off];
+                if i == u32::MAX {
+                    continue;
+                }
+                let n = &self.nodes[i as usize];
+                if !matches!(n.ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
                     continue;
                 }
                 let Some(st) = &n.state else { continue };
@@ -414,16 +480,18 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         callees: Vec::new(),
         tails: Vec::new(),
         contradicted: false,
+        deferred: Vec::new(),
+        may_return: false,
         factory: InstructionInfoFactory::new(),
     };
     let entries = if opts.entries.is_empty() { vec![(start, State::entry())] } else { opts.entries.clone() };
-    sim.run(entries);
+    sim.run_all(entries);
     for _ in 0..4 {
         let pads = sim.pad_seeds();
         if pads.is_empty() || sim.truncated {
             break;
         }
-        sim.run(pads);
+        sim.run_all(pads);
     }
     if opts.limits.fill_indirect {
         // Each round seeds the first real instruction of every unreached run; the
@@ -441,7 +509,7 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
             if gaps.is_empty() || sim.truncated {
                 break;
             }
-            sim.run(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
+            sim.run_all(gaps.into_iter().rev().map(|g| (g, seed.clone())).collect());
         }
     }
     let end = start.saturating_add(code.len() as u64);
@@ -457,14 +525,17 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
     callees.sort_unstable();
     callees.dedup();
     let contradicted = sim.contradicted;
-    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, contradicted }
+    let may_return = sim.may_return || sim.truncated || contradicted || insns.is_empty();
+    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, may_return, contradicted }
 }
 
 type Key = (u64, u64, Limits);
 static CACHE: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
 const CACHE_MAX: usize = 4096;
 
-/// Analyze the function whose code `code` starts at `start`; each (start, bytes) is decoded once.
+/// Analyze the function whose code `code` starts at `start`, entered by a call;
+/// each (start, bytes) is decoded once. For a `.cold` part use [`analyze_with`]
+/// and [`FunctionLayout::entries_into`] of its parent.
 pub fn analyze(code: &[u8], start: u64, limits: &Limits) -> Arc<FunctionLayout> {
     let mut h = DefaultHasher::new();
     code.hash(&mut h);

@@ -60,7 +60,7 @@ fn mem_addr(s: &State, ins: &Instruction, op: u32) -> Val {
         return Val::Unknown;
     }
     match dw(base) {
-        Some(b) => s.reg(b).add(ins.memory_displacement64() as i64),
+        Some(b) => s.reg(b).offset(ins.memory_displacement64() as i64),
         None => Val::Unknown,
     }
 }
@@ -79,8 +79,8 @@ fn load(s: &mut State, reg: u8, slot: Val) {
             return;
         }
     }
-    let v = match (slot, s.cfa_slot) {
-        (Val::Anc(a), Some(c)) if a == c => Val::Cfa(0),
+    let v = match slot {
+        Val::Anc(a) if s.cfa_slot == Some(a) || s.cfa_slot2 == Some(a) => Val::Cfa(0),
         _ => Val::Unknown,
     };
     s.clobber(reg);
@@ -107,9 +107,14 @@ fn store(s: &mut State, reg: u8, slot: Val) {
             };
         }
     }
+    // The first spill of the DRAP register is the one compilers describe; later copies are ignored.
     if v == Val::Cfa(0) {
         if let Val::Anc(a) = slot {
-            s.cfa_slot = Some(a);
+            if s.cfa_slot.is_none() {
+                s.cfa_slot = Some(a);
+            } else if s.cfa_slot != Some(a) && s.cfa_slot2.is_none() {
+                s.cfa_slot2 = Some(a);
+            }
         }
     }
 }
@@ -130,7 +135,7 @@ fn assign(s: &mut State, reg: u8, v: Val, why: &'static str) {
 
 fn pop_into(s: &mut State, reg: u8, inc: i64) {
     let slot = s.reg(RSP);
-    let after = slot.add(inc);
+    let after = slot.offset(inc);
     if reg == RSP {
         s.lose_rsp("pop-rsp");
         return;
@@ -145,7 +150,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
     let inc = i64::from(ins.stack_pointer_increment());
     match ins.mnemonic() {
         Mnemonic::Push => {
-            let slot = s.reg(RSP).add(inc);
+            let slot = s.reg(RSP).offset(inc);
             if let Some(r) = reg64(ins, 0) {
                 store(s, r, slot);
             }
@@ -162,7 +167,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
                             s.clobber(r);
                         }
                     }
-                    let v = s.reg(RSP).add(inc);
+                    let v = s.reg(RSP).offset(inc);
                     s.set(RSP, v);
                 }
             }
@@ -185,11 +190,11 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
                 s.clobber(RBP);
                 return;
             }
-            let slot = s.reg(RSP).add(-8);
+            let slot = s.reg(RSP).offset(-8);
             store(s, RBP, slot);
             s.set(RSP, slot);
             assign(s, RBP, slot, "");
-            let v = slot.add(-i64::from(ins.immediate16()));
+            let v = slot.offset(-i64::from(ins.immediate16()));
             s.set(RSP, v);
             return;
         }
@@ -203,7 +208,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
         Mnemonic::Add | Mnemonic::Sub => {
             if let Some(r) = reg64(ins, 0) {
                 let v = match imm(ins, 1) {
-                    Some(d) => s.reg(r).add(if ins.mnemonic() == Mnemonic::Sub { d.wrapping_neg() } else { d }),
+                    Some(d) => s.reg(r).offset(if ins.mnemonic() == Mnemonic::Sub { d.wrapping_neg() } else { d }),
                     None => Val::Unknown,
                 };
                 assign(s, r, v, "alloca");
@@ -239,17 +244,15 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
                 }
             }
         }
-        Mnemonic::And => {
-            if reg64(ins, 0) == Some(RSP) {
-                if let (Some(m), v @ (Val::Cfa(_) | Val::Anc(_))) = (imm(ins, 1), s.reg(RSP)) {
-                    if m < 0 {
-                        realign(s, ins.ip(), v);
-                        return;
-                    }
+        Mnemonic::And if reg64(ins, 0) == Some(RSP) => {
+            if let (Some(m), v @ (Val::Cfa(_) | Val::Anc(_))) = (imm(ins, 1), s.reg(RSP)) {
+                if m < 0 {
+                    realign(s, ins.ip(), v);
+                    return;
                 }
-                s.lose_rsp("rsp-and");
-                return;
             }
+            s.lose_rsp("rsp-and");
+            return;
         }
         Mnemonic::Cmp => {
             if let (Some(a), Some(b)) = (reg64(ins, 0), reg64(ins, 1)) {
@@ -275,6 +278,7 @@ fn realign(s: &mut State, ip: u64, _old: Val) {
         }
     }
     s.cfa_slot = None;
+    s.cfa_slot2 = None;
     s.anchor = ip | 1;
     s.regs[RSP as usize] = Val::Anc(0);
     s.why = "realigned";
@@ -302,7 +306,7 @@ fn generic(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory, inc
     }
     if rsp_written {
         if ins.is_stack_instruction() {
-            let v = s.reg(RSP).add(inc);
+            let v = s.reg(RSP).offset(inc);
             s.set(RSP, v);
         } else {
             s.lose_rsp("rsp-write");

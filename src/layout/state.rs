@@ -36,7 +36,7 @@ pub enum Val {
 }
 
 impl Val {
-    pub fn add(self, d: i64) -> Val {
+    pub fn offset(self, d: i64) -> Val {
         let f = |k: i32| i32::try_from(i64::from(k).checked_add(d)?).ok();
         match self {
             Val::Cfa(k) => f(k).map_or(Val::Unknown, Val::Cfa),
@@ -108,8 +108,9 @@ pub struct State {
     pub(crate) saved: [Saved; 6],
     /// Address of the `and` that made the current anchor (0: none).
     pub(crate) anchor: u64,
-    /// An anchor-relative stack slot that holds the CFA (DRAP spill).
+    /// Anchor-relative stack slots that hold the CFA (DRAP spills; the first is the one used).
     pub(crate) cfa_slot: Option<i32>,
+    pub(crate) cfa_slot2: Option<i32>,
     /// Why rsp is unknown, when it is.
     pub(crate) why: &'static str,
     /// The last instruction was `cmp a,b` of two registers (for stack-probe loops).
@@ -121,12 +122,12 @@ impl State {
     pub fn entry() -> State {
         let mut regs = [Val::Unknown; 16];
         regs[RSP as usize] = Val::Cfa(-8);
-        State { regs, saved: [Saved::Same; 6], anchor: 0, cfa_slot: None, why: "", cmp: None }
+        State { regs, saved: [Saved::Same; 6], anchor: 0, cfa_slot: None, cfa_slot2: None, why: "", cmp: None }
     }
 
     /// A state knowing nothing (for code reached in unknown ways).
     pub fn unknown(why: &'static str) -> State {
-        State { regs: [Val::Unknown; 16], saved: [Saved::Lost; 6], anchor: 0, cfa_slot: None, why, cmp: None }
+        State { regs: [Val::Unknown; 16], saved: [Saved::Lost; 6], anchor: 0, cfa_slot: None, cfa_slot2: None, why, cmp: None }
     }
 
     pub fn reg(&self, dw: u8) -> Val {
@@ -189,6 +190,9 @@ impl State {
         }
         if !same_anchor || self.cfa_slot != o.cfa_slot {
             s.cfa_slot = None;
+        }
+        if !same_anchor || self.cfa_slot2 != o.cfa_slot2 {
+            s.cfa_slot2 = None;
         }
         if self.cmp != o.cmp {
             s.cmp = None;

@@ -223,7 +223,9 @@ fn garbage_bytes_do_not_panic() {
             })
             .collect();
         let l = analyze_with(&code, BASE, &Options::default());
-        let _ = l.instructions().iter().map(|i| i.rule.describe()).count();
+        for i in l.instructions() {
+            let _ = i.rule.describe();
+        }
         let l = analyze_with(&code, u64::MAX - 3, &Options::default());
         let _ = l.instructions().len();
     }
@@ -235,4 +237,73 @@ fn cache_returns_the_same_analysis() {
     let a = analyze(&code, BASE, &Limits::default());
     let b = analyze(&code, BASE, &Limits::default());
     assert!(Arc::ptr_eq(&a, &b));
+}
+
+#[test]
+fn landing_pads_enter_in_the_post_call_state() {
+    // push %rbx; call f; pop %rbx; ret; pad: mov %rax,%rbx... (reached only by unwinding)
+    let call: &[u8] = &[0xe8, 0x00, 0x01, 0x00, 0x00];
+    let mov_rax_rdi: &[u8] = &[0x48, 0x89, 0xc7];
+    let (code, a) = asm(&[PUSH_RBX, call, POP_RBX, RET, mov_rax_rdi, POP_RBX, RET]);
+    let l = analyze_with(&code, BASE, &Options::default());
+    assert!(l.rule_at(a[4]).is_none(), "no path reaches the pad");
+    let opts = Options { landing_pads: vec![(a[1], a[2], a[4])], ..Options::default() };
+    let l = analyze_with(&code, BASE, &opts);
+    assert_eq!(l.rule_at(a[4]).unwrap().cfa, Cfa::Rsp(16));
+    assert_eq!(l.rule_at(a[5]).unwrap().saved[0], Saved::At(-16));
+}
+
+#[test]
+fn jumps_out_in_a_frame_are_exits_and_seed_parts() {
+    // push %rbx; test; jne cold(+0x100); pop %rbx; ret
+    let jne_far: &[u8] = &[0x0f, 0x85, 0x00, 0x01, 0x00, 0x00];
+    let (code, a) = asm(&[PUSH_RBX, TEST_EDI, jne_far, POP_RBX, RET]);
+    let l = analyze_with(&code, BASE, &Options::default());
+    let cold = a[3] + 0x100;
+    assert_eq!(l.exits.len(), 1);
+    assert_eq!(l.exits[0].0, cold);
+    assert_eq!(l.entries_into(cold, cold + 3).len(), 1);
+    assert!(l.entries_into(cold + 1, cold + 3).is_empty());
+    // the cold part, analyzed from that state: CFA stays the parent's
+    let (ccode, _) = asm(&[NOP, POP_RBX, RET]);
+    let opts = Options { entries: vec![(BASE, l.exits[0].1.clone())], ..Options::default() };
+    let c = analyze_with(&ccode, BASE, &opts);
+    assert_eq!(c.rule_at(BASE).unwrap().cfa, Cfa::Rsp(16));
+    assert_eq!(c.rule_at(BASE + 2).unwrap().cfa, Cfa::Rsp(8));
+    assert!(!c.contradicted);
+    // from a function entry instead, the pop reads the return address: contradicted
+    let c = analyze_with(&ccode, BASE, &Options::default());
+    assert!(c.contradicted);
+}
+
+#[test]
+fn kernel_warn_ud2_continues() {
+    let ud2: &[u8] = &[0x0f, 0x0b];
+    let (code, a) = asm(&[PUSH_RBX, ud2, POP_RBX, RET]);
+    let l = analyze_with(&code, BASE, &Options { ud2_continues: true, ..Options::default() });
+    assert_eq!(l.rule_at(a[2]).unwrap().cfa, Cfa::Rsp(16));
+}
+
+#[test]
+fn call_to_next_instruction_pushes() {
+    // call 1f; 1: pop %rax; ret  (pc-relative idiom)
+    let call0: &[u8] = &[0xe8, 0, 0, 0, 0];
+    let pop_rax: &[u8] = &[0x58];
+    let c = cfas(&[call0, pop_rax, RET]);
+    assert_eq!(c, ["rsp+8", "rsp+16", "rsp+8"].map(String::from));
+}
+
+#[test]
+fn jump_to_return_thunk_is_a_return() {
+    // push %rbx; pop %rbx; jmp __x86_return_thunk  /  pop; pop; jmp thunk (wrong: contradicted)
+    let jmp_thunk: &[u8] = &[0xe9, 0x00, 0x10, 0x00, 0x00];
+    let (code, a) = asm(&[PUSH_RBX, POP_RBX, jmp_thunk]);
+    let thunk = a[2] + 5 + 0x1000;
+    let opts = Options { return_thunks: vec![thunk], ..Options::default() };
+    let l = analyze_with(&code, BASE, &opts);
+    assert!(!l.contradicted && l.tails.is_empty());
+    let (code, a) = asm(&[POP_RBX, jmp_thunk]);
+    let thunk = a[1] + 5 + 0x1000;
+    let opts = Options { return_thunks: vec![thunk], ..Options::default() };
+    assert!(analyze_with(&code, BASE, &opts).contradicted);
 }

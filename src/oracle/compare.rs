@@ -138,12 +138,15 @@ fn verdict(rule: &Rule, o: &OCfa) -> Result<bool, String> {
             Ok(want.is_some_and(|w| rule.value(reg) == w))
         }
         OCfa::Deref { reg, off } => {
-            if rule.cfa == (Cfa::Deref { reg, off }) {
+            if rule.cfa == (Cfa::Deref { reg, off }) || rule.cfa_stored_at(reg, off) {
                 Ok(true)
             } else if matches!(rule.cfa, Cfa::Deref { .. }) {
                 Ok(false)
             } else {
-                Err("oracle deref, engine register-based".into())
+                if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                    eprintln!("deref-untracked {} {:?}", rule.describe(), o);
+                }
+                Err("oracle deref, engine does not track that slot".into())
             }
         }
         OCfa::Other(w) => Err(format!("oracle {w}")),
@@ -169,6 +172,9 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
             Ok(ok) => {
                 r.covered += 1;
                 if let Cfa::Unknown(w) = insn.rule.cfa {
+                    if r.unknown.is_empty() && std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                        eprintln!("unknown {w} {:#x} {}+{:#x} {}", insn.addr, name, insn.addr - l.start, disasm(f, &insn.ins));
+                    }
                     *r.unknown.entry(w).or_default() += 1;
                     continue;
                 }
@@ -200,7 +206,7 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
                 *r.classes.entry("rbp save slot".into()).or_default() += 1;
                 if r.examples.len() < 3 {
                     r.examples.push(format!(
-                        "{:#x} {}+{:#x}  {}  engine rbp=cfa{} oracle rbp=cfa{}",
+                        "{:#x} {}+{:#x}  {}  engine rbp=cfa{:+} oracle rbp=cfa{:+}",
                         insn.addr,
                         name,
                         insn.addr - l.start,
@@ -215,7 +221,18 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
     r
 }
 
-pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
+pub fn run_one(img: &Image, table: &Table, func: &Func, entries: Vec<(u64, State)>) -> Option<FunctionLayout> {
+    run_with(img, table, func, entries, &HashSet::new())
+}
+
+/// `run_one` with more noreturn functions (inferred from their code).
+fn run_with(
+    img: &Image,
+    table: &Table,
+    func: &Func,
+    mut entries: Vec<(u64, State)>,
+    noreturn: &HashSet<u64>,
+) -> Option<FunctionLayout> {
     let code = img.bytes(func.start, func.end)?;
     // Lazy binding: a PLT stub's GOT slot first points back at the stub's `push $index`.
     if entries.is_empty() && func.name.starts_with(".plt") {
@@ -225,7 +242,10 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, S
             entries = vec![(func.start, State::entry()), (first.next_ip(), State::entry())];
         }
     }
-    let nr = |t: u64| img.noreturn.contains(&t);
+    let nr = |t: u64| {
+        let local = img.plt_local.get(&t).copied();
+        img.noreturn.contains(&t) || noreturn.contains(&t) || local.is_some_and(|l| noreturn.contains(&l))
+    };
     let landing_pads = img.landing_pads(table, func.start);
     if std::env::var_os("STACKPROOF_DEBUG_PADS").is_some() {
         for p in &landing_pads {
@@ -238,6 +258,7 @@ pub fn run_one(img: &Image, table: &Table, func: &Func, mut entries: Vec<(u64, S
         entries,
         landing_pads,
         ud2_continues: img.is_kernel,
+        return_thunks: img.return_thunks.clone(),
     };
     Some(analyze_with(code, func.start, &opts))
 }
@@ -275,8 +296,11 @@ pub struct Program<'a> {
     pub funcs: Vec<Func>,
     exits: BTreeMap<u64, Vec<State>>,
     entries_known: HashSet<u64>,
-    pointers: HashSet<u64>,
+    /// Code pointers in data, tail-jump targets of split-off parts.
+    weak_entries: HashSet<u64>,
     contradicted: Vec<bool>,
+    /// Functions found not to return.
+    pub noreturn: HashSet<u64>,
 }
 
 fn is_part(name: &str) -> bool {
@@ -290,31 +314,61 @@ impl<'a> Program<'a> {
         let mut exits: BTreeMap<u64, Vec<State>> = BTreeMap::new();
         // Addresses known to be entered as functions: named symbols, direct call
         // targets, tail-jump targets, code pointers in data.
-        let pointers = img.code_pointers();
         let mut entries_known: HashSet<u64> =
             img.symbols.iter().filter(|s| !s.name.contains(".cold")).map(|s| s.start).collect();
         entries_known.extend(img.call_targets(&funcs));
         let mut starts: HashSet<u64> = funcs.iter().map(|f| f.start).collect();
         starts.extend(img.labels.iter().copied());
+        // Noreturn functions inferred from their code (no path returns), a few rounds
+        // deep (die -> vdie -> longjmp); calls to them end paths like calls to abort.
+        let mut noreturn: HashSet<u64> = HashSet::new();
+        for _ in 0..3 {
+            let mut more = Vec::new();
+            for func in &funcs {
+                if noreturn.contains(&func.start) || func.name.contains(".cold") {
+                    continue;
+                }
+                if let Some(l) = run_with(img, table, func, Vec::new(), &noreturn) {
+                    if !l.may_return {
+                        more.push(func.start);
+                    }
+                }
+            }
+            if more.is_empty() {
+                break;
+            }
+            noreturn.extend(more);
+        }
         let mut contradicted = vec![false; funcs.len()];
+        let mut weak_entries = img.code_pointers();
         for (i, func) in funcs.iter().enumerate() {
-            let Some(l) = run_one(img, table, func, Vec::new()) else { continue };
+            let Some(l) = run_with(img, table, func, Vec::new(), &noreturn) else { continue };
             entries_known.extend(l.callees.iter().copied());
             // A "tail call" into the middle of other code means the entry state was wrong;
             // otherwise tail-jump targets are function entries.
             contradicted[i] = l.contradicted || l.tails.iter().any(|t| !starts.contains(t) && !img.in_plt(*t));
             if !contradicted[i] {
-                entries_known.extend(l.tails.iter().copied());
-                // Jumps out of code analyzed from a wrong entry state seed nothing.
+                // Tail calls from code whose own entry is only assumed are weak evidence.
+                if is_part(&func.name) {
+                    weak_entries.extend(l.tails.iter().copied());
+                } else {
+                    entries_known.extend(l.tails.iter().copied());
+                }
+                // Jumps out of code analyzed from a wrong entry state seed nothing; a
+                // frame continuing in a `.cold` part has rsp (or rbp) known below the CFA.
                 for (t, s) in &l.exits {
-                    if !matches!(s.reg(crate::layout::state::RSP), Val::Cfa(k) if k > -8) {
+                    let rsp = s.reg(crate::layout::state::RSP);
+                    let rsp_ok = matches!(rsp, Val::Cfa(k) if k <= -8);
+                    let frame_ok = !matches!(rsp, Val::Cfa(_))
+                        && matches!(s.cfa(), crate::layout::Cfa::Rbp(_) | crate::layout::Cfa::Deref { .. });
+                    if rsp_ok || frame_ok {
                         exits.entry(*t).or_default().push(s.clone());
                     }
                 }
             }
             seen(i, func, &l);
         }
-        Program { img, table, funcs, exits, entries_known, pointers, contradicted }
+        Program { img, table, funcs, exits, entries_known, weak_entries, contradicted, noreturn }
     }
 
     /// Entry states for a second analysis of function `i`; None when the first one stands.
@@ -323,9 +377,13 @@ impl<'a> Program<'a> {
         // A named function's entry is a real entry; only split-off parts (`.cold`,
         // unnamed FDE ranges, PLT0) take their start state from the jumps into them.
         let part = is_part(&func.name);
+        // Calls and tail calls are strong evidence of an entry; a code pointer or a
+        // prologue-like start is weaker than a jump into the start in a frame.
+        let seeded_start = self.exits.contains_key(&func.start);
         let known = self.entries_known.contains(&func.start)
             || (!self.contradicted[i]
-                && (self.pointers.contains(&func.start) || starts_with_prologue(self.img, func)));
+                && !seeded_start
+                && (self.weak_entries.contains(&func.start) || starts_with_prologue(self.img, func)));
         let entry_is_real = !part || known;
         let mut seeds: Vec<(u64, State)> = self
             .exits
@@ -335,6 +393,9 @@ impl<'a> Program<'a> {
             .collect();
         let unknown_entry = part && !known && !seeds.iter().any(|e| e.0 == func.start);
         if unknown_entry && seeds.is_empty() {
+            if std::env::var_os("STACKPROOF_DEBUG").is_some() {
+                eprintln!("no-known-entry {} {:#x} len={} contradicted={}", func.name, func.start, func.end - func.start, self.contradicted[i]);
+            }
             // Nothing tells how this part is entered: say so rather than guess.
             // (With seeds the start is left to be reached from them, or not at all,
             // so an unknown start cannot poison the seeded paths.)
@@ -352,7 +413,7 @@ impl<'a> Program<'a> {
     /// The final layout of function `i`.
     pub fn layout(&self, i: usize) -> Option<FunctionLayout> {
         let func = self.funcs.get(i)?;
-        run_one(self.img, self.table, func, self.entries(i).unwrap_or_default())
+        run_with(self.img, self.table, func, self.entries(i).unwrap_or_default(), &self.noreturn)
     }
 }
 
@@ -370,7 +431,7 @@ pub fn check(img: &Image, table: &Table, only: Option<&str>) -> Report {
             continue;
         }
         if let Some(entries) = program.entries(i) {
-            if let Some(l) = run_one(img, table, func, entries) {
+            if let Some(l) = run_with(img, table, func, entries, &program.noreturn) {
                 reports.insert(i, compare_layout(&l, table, &func.name, &mut f));
             }
         }

@@ -1,7 +1,7 @@
 //! An ELF file as the checker needs it: code bytes, function boundaries,
 //! noreturn call targets, and the unwind sections.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::Path;
 
@@ -10,30 +10,7 @@ use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, SectionKind
 use super::{eh_frame, orc, Table};
 use crate::symbols::base_name;
 
-/// Functions that never return (objtool's list plus common user-space ones).
-pub const NORETURN: &[&str] = &[
-    "abort", "exit", "_exit", "_Exit", "quick_exit", "__stack_chk_fail", "__chk_fail", "__fortify_fail",
-    "__fortify_fail_abort", "__libc_fatal", "__libc_message", "__assert_fail", "__assert_perror_fail",
-    "__malloc_assert", "err", "errx", "verr", "verrx", "longjmp", "siglongjmp", "_longjmp", "__longjmp_chk",
-    "__libc_longjmp", "__libc_siglongjmp", "__pthread_unwind", "__pthread_unwind_next", "pthread_exit",
-    "__cxa_throw", "__cxa_rethrow", "_Unwind_Resume", "__cxa_bad_cast", "__cxa_pure_virtual",
-    "_dl_signal_error", "_dl_signal_exception", "_dl_fatal_printf", "_dl_exception_create_format",
-    "__libc_dynarray_at_failure", "__libc_start_call_main", "_startup_fatal", "__fdelt_warn",
-    "Py_FatalError", "_Py_FatalErrorFunc", "_Py_FatalErrorFormat", "Py_Exit", "_Py_FatalRefcountErrorFunc",
-    "fatal_error", "fatal", "perror_with_name", "error_no_arg", "internal_error", "throw_error",
-    "throw_exception", "malloc_failure", "xalloc_die", "__gnu_cxx::__verbose_terminate_handler",
-    "_ZSt9terminatev", "_ZSt20__throw_length_errorPKc", "_ZSt17__throw_bad_allocv",
-    "_ZSt19__throw_logic_errorPKc", "_ZSt24__throw_out_of_range_fmtPKcz", "_ZSt20__throw_out_of_rangePKc",
-    "_ZSt28__throw_bad_array_new_lengthv", "_ZSt16__throw_bad_castv", "__cxa_throw_bad_array_new_length",
-    // kernel (objtool global_noreturns, 6.1)
-    "panic", "do_exit", "do_task_dead", "make_task_dead", "kthread_exit", "rewind_stack_and_make_dead",
-    "cpu_startup_entry", "machine_real_restart", "usercopy_abort", "__module_put_and_kthread_exit",
-    "snp_abort", "stop_this_cpu", "panic_smp_self_stop", "nmi_panic_self_stop", "sev_es_terminate",
-    "hlt_play_dead", "play_dead", "fortify_panic", "__ubsan_handle_builtin_unreachable", "kunit_try_catch_throw",
-    "ex_handler_msr_mce", "mpt_halt_firmware", "__invalid_creds", "lbug_with_loc", "btrfs_assertfail",
-    "__reiserfs_panic", "arch_call_rest_init", "cpu_bringup_and_idle", "xen_start_kernel", "x86_64_start_kernel",
-    "x86_64_start_reservations", "start_kernel", "rest_init", "do_group_exit", "__x86_return_thunk_never",
-];
+pub use crate::layout::noreturn::NORETURN;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Func {
@@ -47,6 +24,10 @@ pub struct Image {
     code: Vec<(u64, Range<usize>)>,
     pub symbols: Vec<Func>,
     pub noreturn: HashSet<u64>,
+    /// PLT stub -> this object's own definition of the symbol.
+    pub plt_local: HashMap<u64, u64>,
+    /// Return thunks (`__x86_return_thunk` and its variants).
+    pub return_thunks: Vec<u64>,
     /// Addresses of all text symbols, sized or not (asm labels like `__x86_return_thunk`).
     pub labels: HashSet<u64>,
     /// Position-independent (ET_DYN): code pointers live in relocation addends.
@@ -67,8 +48,12 @@ fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
 impl Image {
     pub fn load(path: &Path) -> Result<Image, String> {
         let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (code, symbols, noreturn, labels, sections, alloc, pic) = {
+        let (code, symbols, noreturn, plt_local, return_thunks, labels, sections, alloc, pic) = {
             let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+            if f.kind() == object::ObjectKind::Relocatable {
+                // Unrelocated: every section at 0, call targets are relocation placeholders.
+                return Err(format!("{}: relocatable object; analyze the linked image (or live memory)", path.display()));
+            }
             let pic = f.kind() == object::ObjectKind::Dynamic;
             let mut code = Vec::new();
             let mut sections = Vec::new();
@@ -90,6 +75,7 @@ impl Image {
             let mut symbols = Vec::new();
             let mut noreturn = HashSet::new();
             let mut labels = HashSet::new();
+            let mut return_thunks = Vec::new();
             let nr: HashSet<&str> = NORETURN.iter().copied().collect();
             for sym in f.symbols().chain(f.dynamic_symbols()) {
                 if sym.is_undefined() {
@@ -97,6 +83,9 @@ impl Image {
                 }
                 if matches!(sym.kind(), SymbolKind::Text | SymbolKind::Unknown | SymbolKind::Label) {
                     labels.insert(sym.address());
+                    if sym.name().is_ok_and(|n| n.ends_with("_return_thunk") || n == "__ret") {
+                        return_thunks.push(sym.address());
+                    }
                 }
                 if sym.kind() != SymbolKind::Text {
                     continue;
@@ -110,14 +99,14 @@ impl Image {
                     symbols.push(Func { name: name.to_string(), start: sym.address(), end });
                 }
             }
-            plt_noreturn(&f, &data, &sections, &nr, &mut noreturn);
+            let plt_local = plt_stubs(&f, &data, &sections, &nr, &mut noreturn);
             symbols.sort_by(|a, b| a.start.cmp(&b.start).then(a.name.len().cmp(&b.name.len())));
             symbols.dedup_by_key(|s| s.start);
-            (code, symbols, noreturn, labels, sections, alloc, pic)
+            (code, symbols, noreturn, plt_local, return_thunks, labels, sections, alloc, pic)
         };
         let is_kernel = sections.iter().any(|s| s.0 == ".orc_unwind")
             || symbols.iter().any(|s| s.name == "__x86_return_thunk" || s.name == "startup_64");
-        Ok(Image { data, code, symbols, noreturn, labels, pic, is_kernel, sections, alloc })
+        Ok(Image { data, code, symbols, noreturn, plt_local, return_thunks, labels, pic, is_kernel, sections, alloc })
     }
 
     fn section(&self, name: &str) -> Option<(u64, &[u8])> {
@@ -174,7 +163,16 @@ impl Image {
                         u64::from_le_bytes(b)
                     };
                     let v = word(16);
-                    if word(8) & 0xffff_ffff == 8 && v >= lo && v < hi {
+                    // R_X86_64_RELATIVE, and IRELATIVE (ifunc resolvers)
+                    let ty = word(8) & 0xffff_ffff;
+                    if (ty == 8 || ty == 37) && v >= lo && v < hi {
+                        out.insert(v);
+                    }
+                }
+            }
+            for a in self.relr_targets() {
+                if let Some(v) = self.word_at(a) {
+                    if v >= lo && v < hi {
                         out.insert(v);
                     }
                 }
@@ -224,6 +222,41 @@ impl Image {
         })
     }
 
+    /// The 8-byte word the file holds at link-time address `a`.
+    fn word_at(&self, a: u64) -> Option<u64> {
+        let (_, addr, r) = self.sections.iter().find(|(_, addr, r)| a >= *addr && a - addr < (r.end - r.start) as u64)?;
+        let off = r.start.checked_add(usize::try_from(a - addr).ok()?)?;
+        let b = self.data.get(off..off.checked_add(8)?)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        Some(u64::from_le_bytes(w))
+    }
+
+    /// Addresses relocated by `.relr.dyn` (packed relative relocations; the words
+    /// there hold link-time pointers).
+    fn relr_targets(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        let Some((_, d)) = self.section(".relr.dyn") else { return out };
+        let mut base = 0u64;
+        for e in d.chunks_exact(8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(e);
+            let v = u64::from_le_bytes(w);
+            if v & 1 == 0 {
+                out.push(v);
+                base = v.wrapping_add(8);
+            } else {
+                for bit in 1..64u64 {
+                    if (v >> bit) & 1 == 1 {
+                        out.push(base.wrapping_add((bit - 1) * 8));
+                    }
+                }
+                base = base.wrapping_add(63 * 8);
+            }
+        }
+        out
+    }
+
     /// Landing pads of the function starting at `start`, from its LSDA.
     pub fn landing_pads(&self, t: &Table, start: u64) -> Vec<(u64, u64, u64)> {
         let Ok(i) = t.lsda.binary_search_by_key(&start, |l| l.0) else { return Vec::new() };
@@ -268,24 +301,26 @@ impl Image {
     }
 }
 
-/// PLT stubs of noreturn imports (`call abort@plt`): stub i is at `.plt + 16*(i+1)`,
-/// or `.plt.sec + 16*i` with IBT.
-fn plt_noreturn(
+/// PLT stubs: those of noreturn imports (`call abort@plt`) go to `out`; the map
+/// gives the local definition of stubs for symbols this object defines itself.
+/// Stub i is at `.plt + 16*(i+1)`, or `.plt.sec + 16*i` with IBT.
+fn plt_stubs(
     f: &object::File<'_>,
     data: &[u8],
     sections: &[(String, u64, Range<usize>)],
     nr: &HashSet<&str>,
     out: &mut HashSet<u64>,
-) {
+) -> HashMap<u64, u64> {
+    let mut local = HashMap::new();
     let find = |n: &str| sections.iter().find(|s| s.0 == n);
-    let Some((_, _, rela)) = find(".rela.plt") else { return };
-    let Some(rela) = data.get(rela.clone()) else { return };
+    let Some((_, _, rela)) = find(".rela.plt") else { return local };
+    let Some(rela) = data.get(rela.clone()) else { return local };
     let (base, first) = match (find(".plt.sec"), find(".plt")) {
         (Some(s), _) => (s.1, 0u64),
         (None, Some(p)) => (p.1, 1u64),
-        _ => return,
+        _ => return local,
     };
-    let Some(dynsym) = f.dynamic_symbol_table() else { return };
+    let Some(dynsym) = f.dynamic_symbol_table() else { return local };
     for (i, e) in rela.chunks_exact(24).enumerate() {
         let mut w = [0u8; 8];
         w.copy_from_slice(&e[8..16]);
@@ -295,8 +330,13 @@ fn plt_noreturn(
             continue;
         }
         let Ok(s) = dynsym.symbol_by_index(SymbolIndex(sym)) else { continue };
+        let stub = base.wrapping_add(16 * (i as u64 + first));
         if s.name().is_ok_and(|n| nr.contains(n)) {
-            out.insert(base.wrapping_add(16 * (i as u64 + first)));
+            out.insert(stub);
+        }
+        if !s.is_undefined() && s.address() != 0 {
+            local.insert(stub, s.address());
         }
     }
+    local
 }

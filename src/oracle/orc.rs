@@ -53,7 +53,7 @@ impl OrcEntry {
         } else {
             match (self.sp_reg, dwarf(self.sp_reg)) {
                 (8, _) => OCfa::Deref { reg: 6, off: i64::from(self.sp_offset) }, // bp indirect
-                (9, _) => OCfa::Deref { reg: 7, off: i64::from(self.sp_offset) }, // sp indirect
+                (9, _) => OCfa::Other("sp-indirect"), // CFA = *rsp + offset (stack switch)
                 (_, Some(r)) => OCfa::Reg { reg: r, off: i64::from(self.sp_offset) },
                 _ => OCfa::Other("orc-reg"),
             }

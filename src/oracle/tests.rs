@@ -56,3 +56,30 @@ fn gcc_shapes_agree_with_eh_frame() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The kernel fixture against objtool's ORC. Slow in debug builds:
+/// `cargo test --lib --release -- --ignored kernel_orc`.
+#[test]
+#[ignore]
+fn kernel_orc_agrees() {
+    let xz = PathBuf::from("/work/shared/fixtures/kernel/vmlinux-text-orc.xz");
+    if !xz.exists() {
+        eprintln!("skipped: no kernel fixture");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("stackproof-vmlinux-{}", std::process::id()));
+    let Ok(file) = std::fs::File::create(&out) else { return };
+    let ok = Command::new("xz").arg("-dc").arg(&xz).stdout(file).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: xz failed");
+        return;
+    }
+    let img = Image::load(&out).unwrap();
+    let table = img.orc().unwrap();
+    let r = check(&img, &table, None);
+    let _ = std::fs::remove_file(&out);
+    eprintln!("{}", r.summary());
+    assert!(r.covered > 2_000_000);
+    assert!(r.answered as f64 / r.covered as f64 > 0.99);
+    assert!(r.agree as f64 / r.answered as f64 > 0.999);
+}
