@@ -76,6 +76,36 @@ def _sections_by_file():
     return out
 
 
+_MAINT_OBJFILE = re.compile(r"^Object file: `?(.*?)'?(?:, file type \S+\.)?$")
+_MAINT_SECTION = re.compile(r"^\s*\[\d+\]\s+0x([0-9a-f]+)->0x[0-9a-f]+ at 0x[0-9a-f]+: (\S+)")
+
+
+def _sections_by_objfile():
+    """{path: {section: address}} for every objfile, from `maint info sections -all-objects`.
+
+    With a core and no exec file, `info files` lists no section of the files
+    loaded with `symbol-file` / `add-symbol-file` (a vmlinux, kernel modules);
+    this lists them, placed where gdb put them.
+    """
+    out = {}
+    try:
+        text = gdb.execute("maint info sections -all-objects", to_string=True)
+    except gdb.error:
+        return out
+    current = None
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            m = _MAINT_OBJFILE.match(line)
+            current = out.setdefault(m.group(1), {}) if m else None
+            continue
+        if current is None:
+            continue
+        m = _MAINT_SECTION.match(line)
+        if m:
+            current.setdefault(m.group(2), int(m.group(1), 16))
+    return out
+
+
 def _elf_type(path):
     try:
         with open(path, "rb") as f:
@@ -88,10 +118,14 @@ def _elf_type(path):
 
 
 def _module_name(path, exe):
+    """None for the main image; a kernel module as crash names it (`kvm_intel`); else the file name."""
     if path == exe:
         return None
     base = os.path.basename(path)
-    return base[:-3] if base.endswith(".ko") else base
+    for suffix in (".ko.debug", ".ko"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)].replace("-", "_")
+    return base
 
 
 def _bias_by_probe(path):
@@ -130,6 +164,7 @@ def symtab():
     st.set_fallback(_gdb_fallback)
     exe = gdb.current_progspace().filename
     sections = _sections_by_file()
+    per_objfile = None  # `maint info sections`, asked only when `info files` is not enough
     debug_of = {}
     for o in objfiles:
         if o.owner is not None and o.filename:
@@ -141,6 +176,10 @@ def symtab():
         symfile = debug_of.get(path, path)
         module = _module_name(path, exe)
         secs = sections.get(path) or (sections.get(None) if path == exe else None)
+        if not secs:
+            if per_objfile is None:
+                per_objfile = _sections_by_objfile()
+            secs = per_objfile.get(path)
         try:
             if _elf_type(path) == 1:  # ET_REL: every section placed on its own
                 if secs:
