@@ -248,3 +248,123 @@ def styled():
         return bool(gdb.parameter("style enabled"))
     except (gdb.error, RuntimeError):
         return False
+
+
+# ---- sleeping kernel tasks ------------------------------------------------------
+
+KERNEL_MIN = 0xFFFF800000000000
+THREAD_SIZE = 0x4000          # x86-64 kernel stacks: 16 KiB
+TASK_STACK_OFFSET = 0x20      # task_struct.stack without debug info (x86-64, 6.x: after thread_info)
+TASK_SCAN_LIMIT = 0x4000      # how far into a task_struct `thread.sp` is looked for
+INACTIVE_FRAME_WORDS = 7      # struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
+
+
+def _u64(read, addr):
+    b = read(addr, 8)
+    return None if b is None else int.from_bytes(b, "little")
+
+
+def _struct_offset(expr):
+    """offsetof() from the kernel's debug info, or None without DWARF."""
+    try:
+        return int(gdb.parse_and_eval("(unsigned long)&((struct task_struct *)0)->%s" % expr))
+    except (gdb.error, RuntimeError):
+        return None
+
+
+def _current_tasks(read):
+    """{task address: gdb thread number} of the tasks running on a CPU.
+
+    Each thread of a kernel dump is a CPU. In kernel mode its per-CPU
+    `current_task` is at `$gs_base` + the variable's offset in `.data..percpu`
+    (which `symbol-file -o` moves too); a CPU whose per-CPU area cannot be
+    read is matched by its stack pointer lying in the task's stack instead.
+    """
+    out = {}
+    percpu_off = None
+    try:
+        cur = int(gdb.parse_and_eval("(unsigned long)&current_task"))
+        base = None
+        for secs in _sections_by_objfile().values():
+            if ".data..percpu" in secs:
+                base = secs[".data..percpu"]
+                break
+        if base is not None:
+            percpu_off = cur - base
+    except (gdb.error, RuntimeError):
+        pass
+    selected = gdb.selected_thread()
+    try:
+        for th in gdb.selected_inferior().threads():
+            th.switch()
+            frame = gdb.newest_frame()
+            try:
+                sp = int(frame.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+                gs = int(frame.read_register("gs_base")) & 0xFFFFFFFFFFFFFFFF
+            except (gdb.error, ValueError):
+                sp, gs = None, 0
+            task = None
+            if percpu_off is not None and gs >= KERNEL_MIN:
+                task = _u64(read, gs + percpu_off)
+            out[th.num] = (task, sp)
+    finally:
+        if selected is not None and selected.is_valid():
+            selected.switch()
+    return out
+
+
+def task_start(read, task_expr, saved_sp_expr=None):
+    """Where a sleeping task's stack resumes: `(pc, sp, bp, stack base, notes)`.
+
+    `task_struct.thread.sp` points at the `struct inactive_task_frame` that
+    `__switch_to_asm` pushed (r15 r14 r13 r12 bx bp ret_addr); the task
+    resumes at `ret_addr` with `sp = thread.sp + 7*8`. Without debug info the
+    offset of `thread.sp` is found as the one word of the task_struct that
+    points into the task's own stack (`task_struct.stack`, at +0x20).
+    """
+    task = parse_address(task_expr, "--task")
+    if task < KERNEL_MIN:
+        raise UserError("--task %s: a PID needs the kernel's debug info (the layout of struct task_struct); "
+                        "give the task_struct address instead (crash's TASK: column)" % task_expr)
+    notes = []
+    stack_off = _struct_offset("stack")
+    stack = _u64(read, task + (TASK_STACK_OFFSET if stack_off is None else stack_off))
+    if stack is None:
+        raise UserError("--task %#x: task_struct not readable" % task)
+    if stack < KERNEL_MIN or stack % THREAD_SIZE:
+        raise UserError("--task %#x: task_struct.stack is %#x, not a kernel stack: not a task_struct?"
+                        % (task, stack))
+    for num, (cur, sp) in _current_tasks(read).items():
+        if cur == task or (cur is None and sp is not None and stack <= sp < stack + THREAD_SIZE):
+            raise UserError("--task %#x is running on a CPU (gdb thread %d): use `thread %d` instead "
+                            "(its registers are live; its thread.sp is stale)" % (task, num, num))
+    if saved_sp_expr is not None:
+        saved_sp = parse_address(saved_sp_expr, "--sp")
+        notes.append("thread.sp %#x given with --sp" % saved_sp)
+    else:
+        off = _struct_offset("thread.sp")
+        if off is not None:
+            saved_sp = _u64(read, task + off)
+            notes.append("thread.sp at task+%#x (debug info)" % off)
+        else:
+            found = []
+            for o in range(TASK_STACK_OFFSET + 8, TASK_SCAN_LIMIT, 8):
+                v = _u64(read, task + o)
+                if v is None:
+                    break
+                if stack < v < stack + THREAD_SIZE and v % 8 == 0:
+                    found.append((o, v))
+            if len(found) != 1:
+                raise UserError("--task %#x: cannot tell which word of the task_struct is thread.sp "
+                                "(%d candidates pointing into its stack %#x); give it with --sp"
+                                % (task, len(found), stack))
+            off, saved_sp = found[0]
+            notes.append("thread.sp at task+%#x (the one word pointing into the task's stack)" % off)
+        if saved_sp is None:
+            raise UserError("--task %#x: thread.sp not readable" % task)
+    words = [_u64(read, saved_sp + 8 * i) for i in range(INACTIVE_FRAME_WORDS)]
+    if words[6] is None:
+        raise UserError("--task %#x: inactive_task_frame at %#x not readable" % (task, saved_sp))
+    bp, ret = words[5], words[6]
+    notes.append("inactive_task_frame at %#x: ret_addr %#x" % (saved_sp, ret))
+    return ret, saved_sp + 8 * INACTIVE_FRAME_WORDS, bp, stack, notes
