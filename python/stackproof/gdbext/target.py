@@ -313,14 +313,27 @@ def _current_tasks(read):
     return out
 
 
-def task_start(read, task_expr, saved_sp_expr=None):
+def _resumes_in_code(read, symtab, frame):
+    """Does the inactive_task_frame at `frame` end with a place a task resumes at: a return
+    address right after a call (into `__schedule`), or a function's entry (`ret_from_fork`)?"""
+    [(_addr, ret, ra)] = _core.stack_words(read, symtab, frame + 0x30, frame + 0x38)
+    if ret is None:
+        return False
+    if ra is not None:
+        return True
+    sym = symtab.lookup(ret) if ret >= KERNEL_MIN else None
+    return sym is not None and sym[1] == ret
+
+
+def task_start(read, task_expr, saved_sp_expr=None, symtab=None):
     """Where a sleeping task's stack resumes: `(pc, sp, bp, stack base, notes)`.
 
     `task_struct.thread.sp` points at the `struct inactive_task_frame` that
     `__switch_to_asm` pushed (r15 r14 r13 r12 bx bp ret_addr); the task
     resumes at `ret_addr` with `sp = thread.sp + 7*8`. Without debug info the
     offset of `thread.sp` is found as the one word of the task_struct that
-    points into the task's own stack (`task_struct.stack`, at +0x20).
+    points into the task's own stack (`task_struct.stack`, at +0x20) at a
+    frame whose last word is where a task resumes (checked with `symtab`).
     """
     task = parse_address(task_expr, "--task")
     if task < KERNEL_MIN:
@@ -353,13 +366,14 @@ def task_start(read, task_expr, saved_sp_expr=None):
                 if v is None:
                     break
                 if stack < v < stack + THREAD_SIZE and v % 8 == 0:
-                    found.append((o, v))
+                    if symtab is None or _resumes_in_code(read, symtab, v):
+                        found.append((o, v))
             if len(found) != 1:
                 raise UserError("--task %#x: cannot tell which word of the task_struct is thread.sp "
                                 "(%d candidates pointing into its stack %#x); give it with --sp"
                                 % (task, len(found), stack))
             off, saved_sp = found[0]
-            notes.append("thread.sp at task+%#x (the one word pointing into the task's stack)" % off)
+            notes.append("thread.sp at task+%#x (the one word pointing at a switch frame in the task's stack)" % off)
         if saved_sp is None:
             raise UserError("--task %#x: thread.sp not readable" % task)
     words = [_u64(read, saved_sp + 8 * i) for i in range(INACTIVE_FRAME_WORDS)]

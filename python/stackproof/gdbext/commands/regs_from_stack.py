@@ -58,7 +58,7 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
         task_stack = None
         if args.task is not None:
             try:
-                _pc, sp, _bp, task_stack, _notes = target.task_start(read, args.task)
+                _pc, sp, _bp, task_stack, _notes = target.task_start(read, args.task, symtab=symtab)
             except UserError as e:
                 raise UserError("regs-from-stack: %s" % e)
         else:

@@ -67,7 +67,7 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
                                 "stop": None, "frames": reports})
         elif args.task is not None:
             try:
-                pc, sp, bp, _stack, notes = target.task_start(read, args.task, args.sp)
+                pc, sp, bp, _stack, notes = target.task_start(read, args.task, args.sp, symtab)
             except UserError as e:
                 raise UserError("verify-bt: %s" % e)
             frames, stop = _core.unwind(read, symtab, pc, sp, bp, args.max_frames)
