@@ -410,3 +410,49 @@ def test_kaslr_vmlinux_bias_from_maint_sections():
                               % str(KBUILD / "vmlinux.sym")])
     assert "SECS 0xffffffffa1000000" in res.stdout, res.describe()
     assert "LOOKUP format_decode 0x2ab None" in res.stdout, res.describe()
+
+
+def _same_function(ours, drgn):
+    ours, drgn = _strip(ours or ""), _strip(drgn)
+    # drgn names the entry code by the symbol, crash and stackproof by the nearest label.
+    return ours == drgn or (drgn == "entry_SYSCALL_64" and ours.startswith("entry_SYSCALL_64"))
+
+
+def task_chain_unflagged(scenario, task):
+    """Frames of `verify-bt --task` that are neither drgn's (in order) nor bogus."""
+    doc = kernel_json(scenario, "verify-bt --task %#x --json" % task)
+    want = drgn_task_functions(scenario)[task]
+    i = 0
+    wrong = []
+    for fr in doc["threads"][0]["frames"]:
+        j = next((k for k in range(i, len(want)) if _same_function(fr["function"], want[k])), None)
+        if j is not None:
+            i = j + 1
+            assert fr["verdict"] != "bogus", fr
+        elif fr["verdict"] != "bogus":
+            wrong.append((fr["level"], fr["function"], fr["verdict"], fr["reasons"]))
+    return wrong
+
+
+STALE_IN_TASK_CHAIN = (
+    "stackproof's scan unwinder takes stale return addresses whose call could lead to the frame "
+    "below (indirect calls, unreadable targets), e.g. do_fault -> __handle_mm_fault -> handle_mm_fault "
+    "-> do_user_addr_fault left above do_syscall_64 by an old page fault; verify-bt calls them "
+    "ok/probable: the slots lie inside the frame of the function below, which only the frame-layout "
+    "check (inside-frame-of) or a layout unwinder can show")
+# Sleeping tasks whose chain from thread.sp holds no stale frame today.
+TASK_CHAINS_CLEAN = {("irq", 96)}
+
+
+def _task_chain_params():
+    out = []
+    for s, pid, comm, task in TASK_CASES:
+        marks = [] if (s, pid) in TASK_CHAINS_CLEAN else [pytest.mark.xfail(strict=True, reason=STALE_IN_TASK_CHAIN)]
+        out.append(pytest.param(s, task, id="%s-%s-%d" % (s, comm, pid), marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("scenario,task", _task_chain_params())
+def test_task_chain_every_frame_drgns_or_bogus(scenario, task):
+    """The whole chain from thread.sp: each frame is drgn's (in order) or flagged bogus."""
+    assert task_chain_unflagged(scenario, task) == []
