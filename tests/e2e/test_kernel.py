@@ -456,3 +456,11 @@ def _task_chain_params():
 def test_task_chain_every_frame_drgns_or_bogus(scenario, task):
     """The whole chain from thread.sp: each frame is drgn's (in order) or flagged bogus."""
     assert task_chain_unflagged(scenario, task) == []
+
+
+def test_task_whose_stack_is_not_in_the_dump():
+    """busy: sh pid 110's stack ffffcfd900438000 is not in the mini core (NOTES.md)."""
+    res = kernel_gdb("busy", ["verify-bt --task 0xffff8ede42a10000"])
+    lines = [l for l in res.output.splitlines() if l.startswith("verify-bt:")]
+    assert lines == ["verify-bt: --task 0xffff8ede42a10000: its stack 0xffffcfd900438000..0xffffcfd90043c000 "
+                     "is not in the dump"], res.describe()

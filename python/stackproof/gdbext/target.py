@@ -368,6 +368,8 @@ def task_start(read, task_expr, saved_sp_expr=None, symtab=None):
                 if stack < v < stack + THREAD_SIZE and v % 8 == 0:
                     if symtab is None or _resumes_in_code(read, symtab, v):
                         found.append((o, v))
+            if not found and all(read(stack + a, 8) is None for a in range(0, THREAD_SIZE, 0x1000)):
+                raise UserError("--task %#x: its stack %#x..%#x is not in the dump" % (task, stack, stack + THREAD_SIZE))
             if len(found) != 1:
                 raise UserError("--task %#x: cannot tell which word of the task_struct is thread.sp "
                                 "(%d candidates pointing into its stack %#x); give it with --sp"
