@@ -77,11 +77,14 @@ def _sections_by_file():
 
 
 _MAINT_OBJFILE = re.compile(r"^Object file: `?(.*?)'?(?:, file type \S+\.)?$")
-_MAINT_SECTION = re.compile(r"^\s*\[\d+\]\s+0x([0-9a-f]+)->0x[0-9a-f]+ at 0x[0-9a-f]+: (\S+)")
+_MAINT_SECTION = re.compile(r"^\s*\[\d+\]\s+0x([0-9a-f]+)->0x([0-9a-f]+) at 0x[0-9a-f]+: (\S+)(.*)$")
 
 
-def _sections_by_objfile():
+def _sections_by_objfile(data_ranges=None):
     """{path: {section: address}} for every objfile, from `maint info sections -all-objects`.
+
+    `data_ranges`, a list, receives `(start, end)` of the objfiles' allocated
+    sections that hold no code (the core file's own sections are not included).
 
     With a core and no exec file, `info files` lists no section of the files
     loaded with `symbol-file` / `add-symbol-file` (a vmlinux, kernel modules);
@@ -102,7 +105,10 @@ def _sections_by_objfile():
             continue
         m = _MAINT_SECTION.match(line)
         if m:
-            current.setdefault(m.group(2), int(m.group(1), 16))
+            start, end, name, flags = int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4).split()
+            current.setdefault(name, start)
+            if data_ranges is not None and "ALLOC" in flags and "CODE" not in flags and end > start:
+                data_ranges.append((start, end))
     return out
 
 
@@ -141,8 +147,24 @@ def _bias_by_probe(path):
     return (addr - link) & 0xFFFFFFFFFFFFFFFF
 
 
+_data_ranges = {"key": None, "ranges": []}
+
+
+def _in_data_section(addr):
+    """Is `addr` in an objfile's data section (`.data..percpu` at 0 in a vmlinux, `.bss`)?
+    gdb names such addresses after data symbols; they are no code."""
+    key = _symtab_cache["key"]
+    if _data_ranges["key"] != key:
+        ranges = []
+        _sections_by_objfile(ranges)
+        _data_ranges.update(key=key, ranges=ranges)
+    return any(lo <= addr < hi for lo, hi in _data_ranges["ranges"])
+
+
 def _gdb_fallback(addr):
-    """A symbol for `addr` from gdb itself (vDSO, JIT, files we cannot read)."""
+    """A symbol for `addr` from gdb itself (vDSO, JIT, files we cannot read), not in data sections."""
+    if _in_data_section(addr):
+        return None
     try:
         text = gdb.format_address(addr)
     except Exception:
