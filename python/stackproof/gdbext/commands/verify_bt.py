@@ -23,8 +23,10 @@ function? Verdicts: ok, probable, unknown (could not check, e.g. unreadable),
 bogus (disproved). Bogus frames are marked with `?`.
 
 Sources: gdb's backtrace of the selected thread (default), every thread (-a),
-registers given with --sp/--pc (stackproof unwinds by itself), or the text of
-crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
+registers given with --sp/--pc (stackproof unwinds by itself), a sleeping
+kernel task's saved context (--task TASK_STRUCT_ADDRESS: from thread.sp, found
+without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
+(--crash-bt FILE, `-` for standard input)."""
 
     def add_arguments(self, p):
         p.add_argument("-a", "--all-threads", action="store_true", help="every thread of the inferior")
