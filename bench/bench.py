@@ -16,7 +16,10 @@ Memory-read counts: printed when `verify-bt --json` carries a "stats" object
 (e.g. {"memory_reads": N, "bytes_read": M}).
 
     python3 bench/bench.py [--depth 200 --depth 5000] [--repeat 5]
-                           [--prefix PREFIX] [--opt O2] [--json OUT]
+                           [--prefix PREFIX] [--opt O2] [--json OUT] [--no-kernel]
+
+Then bench/kernel.py: the kernel mini cores (tests/fixtures/kernel), gdb's
+`thread apply all bt` vs `verify-bt -a` and `verify-bt --crash-bt`.
 """
 import argparse
 import json
@@ -67,6 +70,7 @@ def main():
     ap.add_argument("--prefix", default=os.environ.get("STACKPROOF_PREFIX",
                                                        str(BUILD / "prefix")))
     ap.add_argument("--json", metavar="OUT", help="also write all figures as JSON")
+    ap.add_argument("--no-kernel", action="store_true", help="skip the kernel mini cores (bench/kernel.py)")
     args = ap.parse_args()
     depths = args.depth or [200, 5000]
     builder = Builder(BUILD)
@@ -92,6 +96,9 @@ def main():
             print("  %-28s %10.1f %10.1f %8s  %s" % (
                 c["command"], c["median_ms"], c["min_ms"],
                 "%.2fx" % ratio if ratio is not None else "-", "; ".join(notes)))
+    if not args.no_kernel:
+        import kernel  # bench/kernel.py: the kernel mini cores, gdb's `thread apply all bt` as the base
+        report.extend(kernel.run(args.prefix, args.repeat))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

@@ -43,6 +43,7 @@ for cmd in COMMANDS:
             break
         times.append(time.perf_counter() - t0)
     rec = {"command": cmd, "error": error, "runs": len(times),
+           "first_ms": times[0] * 1e3 if times else None,
            "min_ms": min(times) * 1e3 if times else None,
            "median_ms": statistics.median(times) * 1e3 if times else None,
            "output_bytes": len(out), "output_lines": out.count("\n")}

@@ -76,6 +76,42 @@ def _sections_by_file():
     return out
 
 
+_MAINT_OBJFILE = re.compile(r"^Object file: `?(.*?)'?(?:, file type \S+\.)?$")
+_MAINT_SECTION = re.compile(r"^\s*\[\d+\]\s+0x([0-9a-f]+)->0x([0-9a-f]+) at 0x[0-9a-f]+: (\S+)(.*)$")
+
+
+def _sections_by_objfile(data_ranges=None):
+    """{path: {section: address}} for every objfile, from `maint info sections -all-objects`.
+
+    `data_ranges`, a list, receives `(start, end)` of the objfiles' allocated
+    sections that hold no code (the core file's own sections are not included).
+
+    With a core and no exec file, `info files` lists no section of the files
+    loaded with `symbol-file` / `add-symbol-file` (a vmlinux, kernel modules);
+    this lists them, placed where gdb put them.
+    """
+    out = {}
+    try:
+        text = gdb.execute("maint info sections -all-objects", to_string=True)
+    except gdb.error:
+        return out
+    current = None
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            m = _MAINT_OBJFILE.match(line)
+            current = out.setdefault(m.group(1), {}) if m else None
+            continue
+        if current is None:
+            continue
+        m = _MAINT_SECTION.match(line)
+        if m:
+            start, end, name, flags = int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4).split()
+            current.setdefault(name, start)
+            if data_ranges is not None and "ALLOC" in flags and "CODE" not in flags and end > start:
+                data_ranges.append((start, end))
+    return out
+
+
 def _elf_type(path):
     try:
         with open(path, "rb") as f:
@@ -88,10 +124,14 @@ def _elf_type(path):
 
 
 def _module_name(path, exe):
+    """None for the main image; a kernel module as crash names it (`kvm_intel`); else the file name."""
     if path == exe:
         return None
     base = os.path.basename(path)
-    return base[:-3] if base.endswith(".ko") else base
+    for suffix in (".ko.debug", ".ko"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)].replace("-", "_")
+    return base
 
 
 def _bias_by_probe(path):
@@ -107,8 +147,24 @@ def _bias_by_probe(path):
     return (addr - link) & 0xFFFFFFFFFFFFFFFF
 
 
+_data_ranges = {"key": None, "ranges": []}
+
+
+def _in_data_section(addr):
+    """Is `addr` in an objfile's data section (`.data..percpu` at 0 in a vmlinux, `.bss`)?
+    gdb names such addresses after data symbols; they are no code."""
+    key = _symtab_cache["key"]
+    if _data_ranges["key"] != key:
+        ranges = []
+        _sections_by_objfile(ranges)
+        _data_ranges.update(key=key, ranges=ranges)
+    return any(lo <= addr < hi for lo, hi in _data_ranges["ranges"])
+
+
 def _gdb_fallback(addr):
-    """A symbol for `addr` from gdb itself (vDSO, JIT, files we cannot read)."""
+    """A symbol for `addr` from gdb itself (vDSO, JIT, files we cannot read), not in data sections."""
+    if _in_data_section(addr):
+        return None
     try:
         text = gdb.format_address(addr)
     except Exception:
@@ -130,6 +186,7 @@ def symtab():
     st.set_fallback(_gdb_fallback)
     exe = gdb.current_progspace().filename
     sections = _sections_by_file()
+    per_objfile = None  # `maint info sections`, asked only when `info files` is not enough
     debug_of = {}
     for o in objfiles:
         if o.owner is not None and o.filename:
@@ -141,6 +198,10 @@ def symtab():
         symfile = debug_of.get(path, path)
         module = _module_name(path, exe)
         secs = sections.get(path) or (sections.get(None) if path == exe else None)
+        if not secs:
+            if per_objfile is None:
+                per_objfile = _sections_by_objfile()
+            secs = per_objfile.get(path)
         try:
             if _elf_type(path) == 1:  # ET_REL: every section placed on its own
                 if secs:
@@ -225,3 +286,140 @@ def styled():
         return bool(gdb.parameter("style enabled"))
     except (gdb.error, RuntimeError):
         return False
+
+
+# ---- sleeping kernel tasks ------------------------------------------------------
+
+KERNEL_MIN = 0xFFFF800000000000
+THREAD_SIZE = 0x4000          # x86-64 kernel stacks: 16 KiB
+TASK_STACK_OFFSET = 0x20      # task_struct.stack without debug info (x86-64, 6.x: after thread_info)
+TASK_SCAN_LIMIT = 0x4000      # how far into a task_struct `thread.sp` is looked for
+INACTIVE_FRAME_WORDS = 7      # struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
+
+
+def _u64(read, addr):
+    b = read(addr, 8)
+    return None if b is None else int.from_bytes(b, "little")
+
+
+def _struct_offset(expr):
+    """offsetof() from the kernel's debug info, or None without DWARF."""
+    try:
+        return int(gdb.parse_and_eval("(unsigned long)&((struct task_struct *)0)->%s" % expr))
+    except (gdb.error, RuntimeError):
+        return None
+
+
+def _current_tasks(read):
+    """{task address: gdb thread number} of the tasks running on a CPU.
+
+    Each thread of a kernel dump is a CPU. In kernel mode its per-CPU
+    `current_task` is at `$gs_base` + the variable's offset in `.data..percpu`
+    (which `symbol-file -o` moves too); a CPU whose per-CPU area cannot be
+    read is matched by its stack pointer lying in the task's stack instead.
+    """
+    out = {}
+    percpu_off = None
+    try:
+        cur = int(gdb.parse_and_eval("(unsigned long)&current_task"))
+        base = None
+        for secs in _sections_by_objfile().values():
+            if ".data..percpu" in secs:
+                base = secs[".data..percpu"]
+                break
+        if base is not None:
+            percpu_off = cur - base
+    except (gdb.error, RuntimeError):
+        pass
+    selected = gdb.selected_thread()
+    try:
+        for th in gdb.selected_inferior().threads():
+            th.switch()
+            frame = gdb.newest_frame()
+            try:
+                sp = int(frame.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+                gs = int(frame.read_register("gs_base")) & 0xFFFFFFFFFFFFFFFF
+            except (gdb.error, ValueError):
+                sp, gs = None, 0
+            task = None
+            if percpu_off is not None and gs >= KERNEL_MIN:
+                task = _u64(read, gs + percpu_off)
+            out[th.num] = (task, sp)
+    finally:
+        if selected is not None and selected.is_valid():
+            selected.switch()
+    return out
+
+
+def _resumes_in_code(read, symtab, frame):
+    """Does the inactive_task_frame at `frame` end with a place a task resumes at: a return
+    address right after a call (into `__schedule`), or a function's entry (`ret_from_fork`)?"""
+    [(_addr, ret, ra)] = _core.stack_words(read, symtab, frame + 0x30, frame + 0x38)
+    if ret is None:
+        return False
+    if ra is not None:
+        return True
+    sym = symtab.lookup(ret) if ret >= KERNEL_MIN else None
+    return sym is not None and sym[1] == ret
+
+
+def task_start(read, task_expr, saved_sp_expr=None, symtab=None):
+    """Where a sleeping task's stack resumes: `(pc, sp, callee-saved regs, stack base, notes)`.
+
+    `task_struct.thread.sp` points at the `struct inactive_task_frame` that
+    `__switch_to_asm` pushed (r15 r14 r13 r12 bx bp ret_addr); the task
+    resumes at `ret_addr` with `sp = thread.sp + 7*8`. Without debug info the
+    offset of `thread.sp` is found as the one word of the task_struct that
+    points into the task's own stack (`task_struct.stack`, at +0x20) at a
+    frame whose last word is where a task resumes (checked with `symtab`).
+    """
+    task = parse_address(task_expr, "--task")
+    if task < KERNEL_MIN:
+        raise UserError("--task %s: a PID needs the kernel's debug info (the layout of struct task_struct); "
+                        "give the task_struct address instead (crash's TASK: column)" % task_expr)
+    notes = []
+    stack_off = _struct_offset("stack")
+    stack = _u64(read, task + (TASK_STACK_OFFSET if stack_off is None else stack_off))
+    if stack is None:
+        raise UserError("--task %#x: task_struct not readable" % task)
+    if stack < KERNEL_MIN or stack % THREAD_SIZE:
+        raise UserError("--task %#x: task_struct.stack is %#x, not a kernel stack: not a task_struct?"
+                        % (task, stack))
+    for num, (cur, sp) in _current_tasks(read).items():
+        if cur == task or (cur is None and sp is not None and stack <= sp < stack + THREAD_SIZE):
+            raise UserError("--task %#x is running on a CPU (gdb thread %d): use `thread %d` instead "
+                            "(its registers are live; its thread.sp is stale)" % (task, num, num))
+    if saved_sp_expr is not None:
+        saved_sp = parse_address(saved_sp_expr, "--sp")
+        notes.append("thread.sp %#x given with --sp" % saved_sp)
+    else:
+        off = _struct_offset("thread.sp")
+        if off is not None:
+            saved_sp = _u64(read, task + off)
+            notes.append("thread.sp at task+%#x (debug info)" % off)
+        else:
+            found = []
+            for o in range(TASK_STACK_OFFSET + 8, TASK_SCAN_LIMIT, 8):
+                v = _u64(read, task + o)
+                if v is None:
+                    break
+                if stack < v < stack + THREAD_SIZE and v % 8 == 0:
+                    if symtab is None or _resumes_in_code(read, symtab, v):
+                        found.append((o, v))
+            if not found and all(read(stack + a, 8) is None for a in range(0, THREAD_SIZE, 0x1000)):
+                raise UserError("--task %#x: its stack %#x..%#x is not in the dump" % (task, stack, stack + THREAD_SIZE))
+            if len(found) != 1:
+                raise UserError("--task %#x: cannot tell which word of the task_struct is thread.sp "
+                                "(%d candidates pointing into its stack %#x); give it with --sp"
+                                % (task, len(found), stack))
+            off, saved_sp = found[0]
+            notes.append("thread.sp at task+%#x (the one word pointing at a switch frame in the task's stack)" % off)
+        if saved_sp is None:
+            raise UserError("--task %#x: thread.sp not readable" % task)
+    words = [_u64(read, saved_sp + 8 * i) for i in range(INACTIVE_FRAME_WORDS)]
+    if words[6] is None:
+        raise UserError("--task %#x: inactive_task_frame at %#x not readable" % (task, saved_sp))
+    ret = words[6]
+    regs = {n: v for n, v in zip(("r15", "r14", "r13", "r12", "rbx", "rbp"), words) if v is not None}
+    notes.append("inactive_task_frame at %#x: ret_addr %#x" % (saved_sp, ret))
+    return ret, saved_sp + 8 * INACTIVE_FRAME_WORDS, regs, stack, notes

@@ -46,6 +46,8 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
         p.add_argument("--to", dest="hi", metavar="EXPR", help="end of the range (exclusive)")
         p.add_argument("--frame", type=int, metavar="N", help="callee-saved registers of gdb's frame N")
         p.add_argument("--all", action="store_true", help="callee-saved registers of every frame")
+        p.add_argument("--task", metavar="ADDR",
+                       help="a sleeping kernel task (task_struct address): its stack, and its saved sp as live sp")
         p.add_argument("--json", action="store_true", help="one JSON document (schema %s)" % SCHEMA)
 
     def run(self, args):
@@ -58,7 +60,14 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
         inf = target.require_target()
         read = target.memory_reader(inf)
         symtab = target.symtab()
-        sp = target.parse_address("$sp", "$sp")
+        task_stack = None
+        if args.task is not None:
+            try:
+                _pc, sp, _bp, task_stack, _notes = target.task_start(read, args.task, symtab=symtab)
+            except UserError as e:
+                raise UserError("regs-from-stack: %s" % e)
+        else:
+            sp = target.parse_address("$sp", "$sp")
         doc = {"schema": SCHEMA, "live_sp": render.hexa(sp), "found": [], "unreadable": [], "words": None}
 
         if args.address is not None:
@@ -69,7 +78,10 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
                 raise UserError("regs-from-stack: %s" % e)
             lo = hi = None
         else:
-            lo, hi = self._range(args, sp)
+            if task_stack is not None and args.lo is None:
+                lo, hi = task_stack, task_stack + KERNEL_STACK
+            else:
+                lo, hi = self._range(args, sp)
             if hi <= lo:
                 raise UserError("regs-from-stack: empty range %#x..%#x" % (lo, hi))
             found, unreadable, truncated, _reads = _core.scan_regs(read, symtab, lo, hi, sp)
@@ -80,7 +92,7 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
 
         words = None
         if args.annotate:
-            words = self._annotated_words(read, symtab, found, lo, hi, sp)
+            words = self._annotated_words(read, symtab, found, lo, hi, sp, gdb_chain=task_stack is None)
             doc["words"] = [{"address": render.hexa(a), "value": render.hexa(v), "labels": labels}
                             for a, v, labels in words]
 
@@ -169,7 +181,7 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
         return max(sp - USER_SCAN_BELOW, 0x1000) & ~0xFFF, min(end, sp + USER_SCAN_MAX)
 
     @staticmethod
-    def _annotated_words(read, symtab, found, lo, hi, sp):
+    def _annotated_words(read, symtab, found, lo, hi, sp, gdb_chain=True):
         """Every word from sp (or --from) up, labelled: saved-register slots, return addresses
         of gdb's frames (`ra #N`), other return addresses (stale)."""
         if lo is None:
@@ -180,7 +192,7 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
                 labels.setdefault(addr, []).append(label)
         chain = {}
         try:
-            frames, _stop = target.gdb_frames(1024)
+            frames, _stop = target.gdb_frames(1024) if gdb_chain else ([], None)
             for level, pc, fsp, _slot, kind, _name, _trust in frames:
                 if level > 0 and fsp is not None and kind == "normal":
                     chain[fsp - 8] = (level, pc)

@@ -23,14 +23,19 @@ function? Verdicts: ok, probable, unknown (could not check, e.g. unreadable),
 bogus (disproved). Bogus frames are marked with `?`.
 
 Sources: gdb's backtrace of the selected thread (default), every thread (-a),
-registers given with --sp/--pc (stackproof unwinds by itself), or the text of
-crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
+registers given with --sp/--pc (stackproof unwinds by itself), a sleeping
+kernel task's saved context (--task TASK_STRUCT_ADDRESS: from thread.sp, found
+without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
+(--crash-bt FILE, `-` for standard input)."""
 
     def add_arguments(self, p):
         p.add_argument("-a", "--all-threads", action="store_true", help="every thread of the inferior")
         p.add_argument("--sp", metavar="EXPR", help="start from this stack pointer (gdb expression)")
         p.add_argument("--pc", metavar="EXPR", help="start from this pc (with --sp)")
         p.add_argument("--bp", metavar="EXPR", help="frame pointer for --sp/--pc (optional)")
+        p.add_argument("--task", metavar="ADDR",
+                       help="a sleeping kernel task (task_struct address): start from its saved context "
+                            "(thread.sp, or --sp EXPR to give thread.sp)")
         p.add_argument("--crash-bt", metavar="FILE", help="verify the frames of crash's `bt` output")
         p.add_argument("--max-frames", type=int, default=1024, metavar="N", help="frames per thread (default 1024)")
         p.add_argument("--json", action="store_true", help="print one JSON document (schema stackproof/verify-bt/1)")
@@ -40,7 +45,10 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
     def run(self, args):
         if args.max_frames < 1:
             raise UserError("verify-bt: --max-frames must be at least 1")
-        if (args.sp is None) != (args.pc is None):
+        if args.task is not None and (args.pc is not None or args.bp is not None or args.crash_bt is not None
+                                      or args.all_threads):
+            raise UserError("verify-bt: --task takes only --sp (the task's thread.sp), not --pc/--bp/--crash-bt/-a")
+        if args.task is None and (args.sp is None) != (args.pc is None):
             raise UserError("verify-bt: --sp and --pc go together")
         if args.bp is not None and args.sp is None:
             raise UserError("verify-bt: --bp needs --sp and --pc")
@@ -59,6 +67,17 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
                 reports = list(reports) + [_unplaced(level, name) for level, name, _line in unplaced]
                 threads.append({"source": "crash-bt", "title": title or None, "thread": current,
                                 "stop": None, "frames": reports})
+        elif args.task is not None:
+            try:
+                pc, sp, regs, _stack, notes = target.task_start(read, args.task, args.sp, symtab)
+            except UserError as e:
+                raise UserError("verify-bt: %s" % e)
+            _r, chain, stop, _n = _core.check_chain(read, symtab, None, (pc, sp, regs), args.max_frames)
+            frames = [(c["level"], c["pc"], c["sp"], c["slot"], c["kind"], None, c["trust"]) for c in chain]
+            frames = _resume_frame(symtab, frames, pc, sp)
+            t = self._verify(read, symtab, frames, (pc, sp, regs), args.max_frames, source="registers",
+                             thread=current, stop=stop, title="TASK %s (%s):" % (args.task, "; ".join(notes)))
+            threads.append(t)
         elif args.sp is not None:
             sp = target.parse_address(args.sp, "--sp")
             pc = target.parse_address(args.pc, "--pc")
@@ -101,6 +120,17 @@ crash's `bt` / `bt -f` (--crash-bt FILE, `-` for standard input)."""
             t["chain_stop"] = chain_stop
             t["compare"] = chains.compare(reports, chain)
         return t
+
+
+def _resume_frame(symtab, frames, pc, sp):
+    """A sleeping task's frame 0: `ret_addr` was pushed by `call __switch_to_asm`, so
+    its slot (the inactive_task_frame's last word) is checked like any return address,
+    unless it is a function's first byte (`ret_from_fork` of a task that never ran)."""
+    sym = symtab.lookup(pc)
+    if not frames or (sym is not None and sym[1] == pc):
+        return frames
+    level, fpc, fsp, _slot, kind, name, trust = frames[0]
+    return [(level, fpc, fsp, sp - 8, kind, name, trust)] + list(frames[1:])
 
 
 def _read_text(path):
