@@ -37,6 +37,11 @@ pub fn rule_at<M: Memory, S: Symbols>(mem: &M, syms: &S, pc: u64) -> Result<(Sym
 
 /// The (cached) layout of a function; a `.cold` part starts from its parent's jumps into it.
 pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
+    if sym.size == 0 {
+        // An assembly label (entry code, a label inside a function): neither its
+        // extent nor the state it is entered in is known.
+        return Err("unsized symbol: no known entry state");
+    }
     let len = if sym.size == 0 { UNSIZED } else { sym.size.min(MAX_FUNCTION) };
     let code = read_code(mem, sym.start, len as usize).map_err(|_| "code unreadable")?;
     let key = cache::key(sym, &code);

@@ -440,11 +440,7 @@ TASK_CHAINS_CLEAN = {("irq", 96)}
 
 
 def _task_chain_params():
-    out = []
-    for s, pid, comm, task in TASK_CASES:
-        marks = [] if (s, pid) in TASK_CHAINS_CLEAN else [pytest.mark.xfail(strict=True, reason=STALE_IN_TASK_CHAIN)]
-        out.append(pytest.param(s, task, id="%s-%s-%d" % (s, comm, pid), marks=marks))
-    return out
+    return [pytest.param(s, task, id="%s-%s-%d" % (s, comm, pid)) for s, pid, comm, task in TASK_CASES]
 
 
 @pytest.mark.parametrize("scenario,task", _task_chain_params())
