@@ -312,3 +312,16 @@ def test_session_mode_leaves_user_space_alone(artifacts):
     on = gdb_stackproof(["stackproof-unwinder on", BT, "bt"], a.exe, a.core)
     assert_no_crash(on)
     assert bt_lines(after(on.stdout)) == bt_lines(after(plain.stdout)), (on.describe(), plain.describe())
+
+
+def test_verify_bt_sees_the_recovered_frames_as_interrupted():
+    res = kernel_gdb("irq", ["thread 2", "stackproof-unwinder on", "verify-bt --json"])
+    doc = _json_doc(res.stdout, "stackproof/verify-bt/1")
+    frames = doc["threads"][0]["frames"]
+    assert not doc["threads"][0]["bogus"], frames
+    by_pc = {int(f["pc"], 16): f for f in frames if f["pc"]}
+    memcpy = by_pc[MEMCPY[0]]
+    assert memcpy["kind"] == "interrupted" and memcpy["trust"] == "layout", memcpy
+    assert "interrupted-pc" in memcpy["reasons"], memcpy
+    asm = by_pc[0xffffffff81c00ec6]  # a real return address, checked as one
+    assert asm["kind"] == "normal" and int(asm["slot"], 16) == IRQ_PT_REGS - 8, asm

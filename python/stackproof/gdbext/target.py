@@ -189,8 +189,11 @@ def gdb_frames(max_frames):
         except (gdb.error, ValueError):
             sp = None
         kind = _KINDS.get(f.type(), "normal")
+        trust = "registers" if level == 0 else "cfi"
+        if level > 0 and kind == "normal" and (pc, sp) in _unwound_from_sets():
+            kind, trust = "interrupted", "layout"  # regs-from-stack --use / stackproof-unwinder
         name = f.name() if kind != "normal" or level == 0 else None
-        frames.append((level, pc, sp, None, kind, name, "registers" if level == 0 else "cfi"))
+        frames.append((level, pc, sp, None, kind, name, trust))
         try:
             older = f.older()
         except gdb.error as e:
@@ -202,6 +205,14 @@ def gdb_frames(max_frames):
                 stop = gdb.frame_stop_reason_string(reason)
         f = older
     return frames, stop
+
+
+def _unwound_from_sets():
+    from stackproof.gdbext import unwinder  # imports this module
+    try:
+        return unwinder.interrupted_frames()
+    except gdb.error:
+        return frozenset()
 
 
 def styled():

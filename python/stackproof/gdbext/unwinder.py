@@ -85,6 +85,9 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
         # thread key -> {"level": real frame level, "regs": {gdb name: value}, "address", "layout"}
         self.use = {}
         self.session = False
+        # thread key -> {(pc, sp)} of the caller contexts handed to gdb from a register set
+        # (frames whose pc was interrupted, not a return address: verify-bt must know).
+        self.interrupted = {}
         self._sizes = {}
         self._types = {}
         self.enabled = False
@@ -93,6 +96,7 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
 
     def refresh(self):
         self.enabled = self.session or bool(self.use)
+        self.interrupted.clear()
         gdb.invalidate_cached_frames()
 
     # -- gdb's entry point ------------------------------------------------------
@@ -109,7 +113,7 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
             if thread is not None:
                 ctx = self.use.get(_thread_key(thread))
                 if ctx is not None and pf.level() == ctx["level"]:
-                    return self._caller_is(pf, ctx["regs"])
+                    return self._caller_is(pf, ctx["regs"], interrupted=True)
         if not self.session:
             return None
         pc = int(pf.read_register("rip")) & MASK
@@ -121,7 +125,7 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
         read = target.memory_reader(gdb.selected_inferior())
         if sym is not None and is_entry_code(sym[0]):
             regs = self._pt_regs_for_entry(read, symtab, sp)
-            return self._caller_is(pf, regs) if regs else None
+            return self._caller_is(pf, regs, interrupted=True) if regs else None
         if sp & 0xFFF == 0xFF8:
             caller = self._irq_stack_switch(read, symtab, sp)
             if caller:
@@ -196,10 +200,14 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
             self._types[size] = t
         return t
 
-    def _caller_is(self, pf, regs):
+    def _caller_is(self, pf, regs, interrupted=False):
         """This frame (id: its sp and pc) has `regs` as its caller's registers."""
         if "rip" not in regs or "rsp" not in regs:
             return None
+        if interrupted:
+            thread = gdb.selected_thread()
+            if thread is not None:
+                self.interrupted.setdefault(_thread_key(thread), set()).add((regs["rip"], regs["rsp"]))
         info = pf.create_unwind_info(_FrameId(pf.read_register("rsp"), pf.read_register("rip")))
         for name, value in regs.items():
             try:
@@ -227,3 +235,13 @@ def get():
 
 def thread_key(thread):
     return _thread_key(thread)
+
+
+def interrupted_frames():
+    """{(pc, sp)} of the selected thread's frames that the unwinder took from a register set."""
+    if _unwinder is None or not _unwinder.enabled:
+        return frozenset()
+    thread = gdb.selected_thread()
+    if thread is None:
+        return frozenset()
+    return _unwinder.interrupted.get(_thread_key(thread), frozenset())
