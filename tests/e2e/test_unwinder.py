@@ -325,3 +325,16 @@ def test_verify_bt_sees_the_recovered_frames_as_interrupted():
     assert "interrupted-pc" in memcpy["reasons"], memcpy
     asm = by_pc[0xffffffff81c00ec6]  # a real return address, checked as one
     assert asm["kind"] == "normal" and int(asm["slot"], 16) == IRQ_PT_REGS - 8, asm
+
+
+def test_without_a_target_one_line_errors_and_help():
+    res = gdb_stackproof(["help stackproof-unwinder", "stackproof-unwinder", "stackproof-unwinder on",
+                          "regs-from-stack --use 0x1000", "regs-from-stack --use off",
+                          "stackproof-unwinder off", "stackproof-unwinder sideways",
+                          "echo %s\\n" % ALIVE])
+    assert_no_crash(res)
+    assert ALIVE in res.stdout and res.status == 0, res.describe()
+    assert "Undefined command" not in res.output and "on|off" in res.stdout, res.describe()
+    errors = [l for l in res.stderr.splitlines() if l.strip() and not l.startswith("warning:")]
+    assert len(errors) == 2, res.describe()  # --use 0x1000 without a core, "sideways"
+    assert "no register set was in use" in res.stdout, res.describe()
