@@ -223,6 +223,19 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
 _unwinder = None
 
 
+def _drop_sets(_event=None):
+    """A resumed, exited or reloaded program: the `--use` sets describe stacks that are gone."""
+    u = _unwinder
+    if u is None or not u.use:
+        return
+    try:
+        u.use.clear()
+        u.refresh()
+        print("stackproof: `regs-from-stack --use` sets dropped (the program ran or was reloaded)")
+    except Exception:
+        pass
+
+
 def get():
     """The session's one unwinder, registered with gdb on first use."""
     global _unwinder
@@ -230,6 +243,10 @@ def get():
         u = StackproofUnwinder()
         gdb.unwinder.register_unwinder(None, u, replace=True)
         _unwinder = u
+        for name in ("cont", "exited", "clear_objfiles"):
+            registry = getattr(gdb.events, name, None)
+            if registry is not None:
+                registry.connect(_drop_sets)
     return _unwinder
 
 
