@@ -339,3 +339,12 @@ def test_without_a_target_one_line_errors_and_help():
     errors = [l for l in res.stderr.splitlines() if l.strip() and not l.startswith("warning:")]
     assert len(errors) == 2, res.describe()  # --use 0x1000 without a core, "sideways"
     assert "no register set was in use" in res.stdout, res.describe()
+
+
+def test_session_mode_busy_with_kaslr_follows_drgn():
+    """busy: KASLR offset 0x20000000; CPU 0 in a syscall, CPU 1 in user mode (no stack)."""
+    res = kernel_gdb("busy", ["stackproof-unwinder on", "thread 1", FRAME_DUMP,
+                              "thread 2", BT, "bt"])
+    got = [(pc, sp) for pc, sp, _n in frames_of(res)[0]]
+    assert got == drgn_frames("busy", 0), (got, drgn_frames("busy", 0))
+    assert bt_lines(after(res.stdout)) == gdb_bt_on_fixture("busy", 2), res.describe()
