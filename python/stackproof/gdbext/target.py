@@ -250,8 +250,11 @@ def gdb_frames(max_frames):
         except (gdb.error, ValueError):
             sp = None
         kind = _KINDS.get(f.type(), "normal")
+        trust = "registers" if level == 0 else "cfi"
+        if level > 0 and kind == "normal" and (pc, sp) in _unwound_from_sets():
+            kind, trust = "interrupted", "registers"  # from a register set: regs-from-stack --use, stackproof-unwinder
         name = f.name() if kind != "normal" or level == 0 else None
-        frames.append((level, pc, sp, None, kind, name, "registers" if level == 0 else "cfi"))
+        frames.append((level, pc, sp, None, kind, name, trust))
         try:
             older = f.older()
         except gdb.error as e:
@@ -279,6 +282,14 @@ def frame0_registers():
             pass
     sp = int(f.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
     return (f.pc(), sp, regs)
+
+
+def _unwound_from_sets():
+    from stackproof.gdbext import unwinder  # imports this module
+    try:
+        return unwinder.interrupted_frames()
+    except gdb.error:
+        return frozenset()
 
 
 def styled():

@@ -7,7 +7,7 @@ import sys
 import gdb
 
 from stackproof import _core, render
-from stackproof.gdbext import target
+from stackproof.gdbext import target, unwinder
 from stackproof.gdbext.command import StackproofCommand, ascii_text
 from stackproof.gdbext.target import UserError
 
@@ -28,13 +28,22 @@ class RegsFromStack(StackproofCommand):
   regs-from-stack --scan [--from ADDR --to ADDR]              find them on the stack
   regs-from-stack --annotate [--from ADDR --to ADDR]          label every stack word
   regs-from-stack --frame N | --all                          callee-saved registers of frames
+  regs-from-stack --use ADDR [--layout ...]                   make gdb unwind through the set
+  regs-from-stack --use off                                   stop doing so (all threads)
 
 Kernel x86-64 `struct pt_regs` (interrupts, exceptions, syscalls) and
 user-space rt_sigframe / ucontext. Each candidate is validated (segments,
 flags, ip in text, sp, orig_ax decoded) and exactly one alignment wins.
 A set below the live stack pointer is `stale`; a repeated iret frame is a
 `copy`. The default range is the 16 KiB kernel stack holding $sp, or for
-user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
+user space 64 KiB below $sp up to the end of its mapping (8 MiB at most).
+
+With --use, the selected thread's frame #0 stays as it is and frame #1
+becomes the register set at ADDR (pc = its ip, sp = its sp, every
+general-purpose register, eflags, cs, ss); gdb's own `bt`, `frame N`,
+`info registers` and `verify-bt` unwind on from there. The set must pass
+its required checks. `--use off` (or `--no-use`) gives gdb its own
+unwinding back. See also `stackproof-unwinder`."""
 
     def add_arguments(self, p):
         p.add_argument("address", nargs="?", metavar="ADDR", help="decode the register set at this address")
@@ -49,10 +58,15 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
         p.add_argument("--task", metavar="ADDR",
                        help="a sleeping kernel task (task_struct address): its stack, and its saved sp as live sp")
         p.add_argument("--json", action="store_true", help="one JSON document (schema %s)" % SCHEMA)
+        p.add_argument("--use", metavar="ADDR|off",
+                       help="frame #1 of the selected thread becomes the set at ADDR; `off` undoes it")
+        p.add_argument("--no-use", action="store_true", help="same as --use off")
 
     def run(self, args):
         if args.frame is not None or args.all:
             return self._frames(args)
+        if args.use is not None or args.no_use:
+            return self._use(args)
         if args.address is None and not (args.scan or args.annotate):
             raise UserError("regs-from-stack: give ADDR, --scan, --annotate, --frame N or --all (see `help regs-from-stack`)")
         if (args.lo is None) != (args.hi is None):
@@ -113,6 +127,55 @@ user space 64 KiB below $sp up to the end of its mapping (8 MiB at most)."""
                 val = "%016x" % v if v is not None else "<unreadable>   "
                 out.append("%016x: %s  %s" % (a, val, " ".join("[%s]" % l for l in labels)))
         print(ascii_text("\n".join(out)))
+
+    def _use(self, args):
+        off = args.no_use or args.use.strip().lower() in ("off", "none")
+        if args.no_use and args.use is not None and args.use.strip().lower() not in ("off", "none"):
+            raise UserError("regs-from-stack: --use ADDR and --no-use contradict each other")
+        if args.address is not None or args.scan or args.annotate or args.lo is not None or args.hi is not None:
+            raise UserError("regs-from-stack: --use takes no ADDR, --scan, --annotate, --from or --to")
+        if args.json:
+            raise UserError("regs-from-stack: --use prints no JSON")
+        u = unwinder.get()
+        if off:
+            n = len(u.use)
+            u.use.clear()
+            u.refresh()
+            print("gdb unwinds with its own unwinders again" if n else "no register set was in use")
+            return
+        inf = target.require_target()
+        thread = gdb.selected_thread()
+        if thread is None:
+            raise UserError("regs-from-stack: no thread selected")
+        read = target.memory_reader(inf)
+        symtab = target.symtab()
+        addr = target.parse_address(args.use, "--use address")
+        newest = gdb.newest_frame()
+        level, f = 0, newest
+        while f is not None and f.type() == gdb.INLINE_FRAME:
+            f, level = f.older(), level + 1
+        if f is None:
+            raise UserError("regs-from-stack: the thread has no real frame")
+        sp = int(newest.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+        try:
+            found = _core.decode_regs(read, symtab, addr, args.layout, sp)
+        except ValueError as e:
+            raise UserError("regs-from-stack: --use %#x: %s" % (addr, e))
+        bad = [n for n, ok, required, _d in found["checks"] if required and not ok]
+        if bad:
+            raise UserError("regs-from-stack: --use %#x: not a valid %s (failed: %s)" % (
+                addr, found["layout"], ", ".join(bad)))
+        regs = unwinder.gdb_registers(found["regs"])
+        if "rip" not in regs or "rsp" not in regs:
+            raise UserError("regs-from-stack: --use %#x: the set has no ip/sp" % addr)
+        u.use[unwinder.thread_key(thread)] = {"level": level, "regs": regs, "address": addr,
+                                              "layout": found["layout"]}
+        u.refresh()
+        sym = symtab.lookup(regs["rip"])
+        where = " <%s+%d>" % (sym[0], regs["rip"] - sym[1]) if sym else ""
+        print(ascii_text("Thread %d: frame #%d is now the %s at %016x: pc %016x%s sp %016x "
+                         "(`regs-from-stack --use off` to undo)" % (
+                             thread.num, level + 1, found["layout"], addr, regs["rip"], where, regs["rsp"])))
 
     @staticmethod
     def _frames(args):

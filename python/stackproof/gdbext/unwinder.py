@@ -1,0 +1,264 @@
+"""Making gdb's own `bt`, `frame N` and `info registers` use recovered register sets.
+
+One `gdb.unwinder.Unwinder` named "stackproof" serves two features:
+
+- `regs-from-stack --use ADDR`: for one thread, the caller of its newest real
+  frame (frame #1 when frame #0 is not inlined) is the register set at ADDR:
+  pc = its ip, sp = its sp, every general-purpose register, eflags, cs, ss
+  (and orig_rax) from the set. gdb unwinds on from there with its own
+  unwinders. Frame #0 is left as it is.
+- `stackproof-unwinder on`: a session mode that lets gdb's unwinding pass
+  through kernel entry code (no CFI there) and IRQ-stack tops by itself.
+
+The unwinder never raises into gdb: any problem means "not mine" (None).
+When it does not apply it costs a register read, and in session mode one
+symbol lookup per kernel frame.
+"""
+
+import gdb
+import gdb.unwinder
+
+from stackproof import _core
+from stackproof.gdbext import target
+
+NAME = "stackproof"
+MASK = 0xFFFFFFFFFFFFFFFF
+KERNEL_HALF = 0xFFFF800000000000
+
+# decode_regs names (pt_regs short names and sigframe names) -> gdb's amd64 names.
+_GDB_NAMES = {
+    "r15": "r15", "r14": "r14", "r13": "r13", "r12": "r12", "r11": "r11", "r10": "r10",
+    "r9": "r9", "r8": "r8",
+    "bp": "rbp", "bx": "rbx", "ax": "rax", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
+    "ip": "rip", "sp": "rsp", "flags": "eflags", "orig_ax": "orig_rax", "cs": "cs", "ss": "ss",
+    "rbp": "rbp", "rbx": "rbx", "rax": "rax", "rcx": "rcx", "rdx": "rdx", "rsi": "rsi", "rdi": "rdi",
+    "rip": "rip", "rsp": "rsp", "eflags": "eflags",
+}
+
+# Kernel entry code: assembly without DWARF CFI whose frame sits on (or points at) a pt_regs.
+_ENTRY_PREFIXES = ("asm_", "entry_SYSCALL", "entry_SYSENTER", "entry_INT80", "entry_IRET")
+_ENTRY_NAMES = frozenset((
+    "irq_entries_start", "spurious_entries_start", "error_entry", "paranoid_entry",
+    "ret_from_intr", "ret_from_fork", "system_call", "ia32_syscall", "xen_error_entry",
+))
+# How far above the entry frame's sp a pt_regs is looked for when it is not at sp.
+ENTRY_SCAN = 0x200
+# How far above an IRQ stack's saved previous sp the return address is looked for.
+SWITCH_SCAN = 0x100
+
+
+def is_entry_code(name):
+    if not name:
+        return False
+    base = name.split(".", 1)[0] if not name.startswith(".") else name
+    return base.startswith(_ENTRY_PREFIXES) or base in _ENTRY_NAMES
+
+
+def gdb_registers(regs):
+    """`[(decode_regs name, value)]` -> `{gdb register name: value}` (unknown names dropped)."""
+    out = {}
+    for name, value in regs:
+        g = _GDB_NAMES.get(name)
+        if g is not None:
+            out[g] = value & MASK
+    return out
+
+
+def accepted(found):
+    """No required check of a decode_regs / scan_regs dict failed."""
+    return all(ok or not required for _name, ok, required, _detail in found["checks"])
+
+
+class _FrameId:
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
+def _thread_key(thread):
+    return (thread.inferior.num, tuple(thread.ptid))
+
+
+class StackproofUnwinder(gdb.unwinder.Unwinder):
+    def __init__(self):
+        super().__init__(NAME)
+        # thread key -> {"level": real frame level, "regs": {gdb name: value}, "address", "layout"}
+        self.use = {}
+        self.session = False
+        # thread key -> {(pc, sp)} of the caller contexts handed to gdb from a register set
+        # (frames whose pc was interrupted, not a return address: verify-bt must know).
+        self.interrupted = {}
+        self._sizes = {}
+        self._types = {}
+        self.enabled = False
+
+    # -- state ------------------------------------------------------------------
+
+    def refresh(self):
+        self.enabled = self.session or bool(self.use)
+        self.interrupted.clear()
+        gdb.invalidate_cached_frames()
+
+    # -- gdb's entry point ------------------------------------------------------
+
+    def __call__(self, pending_frame):
+        try:
+            return self._unwind(pending_frame)
+        except BaseException:  # never into gdb: a problem means "not mine"
+            return None
+
+    def _unwind(self, pf):
+        if self.use:
+            thread = gdb.selected_thread()
+            if thread is not None:
+                ctx = self.use.get(_thread_key(thread))
+                if ctx is not None and pf.level() == ctx["level"]:
+                    return self._caller_is(pf, ctx["regs"], interrupted=True)
+        if not self.session:
+            return None
+        pc = int(pf.read_register("rip")) & MASK
+        if pc < KERNEL_HALF:
+            return None
+        sp = int(pf.read_register("rsp")) & MASK
+        symtab = target.symtab()
+        sym = symtab.lookup(pc)
+        read = target.memory_reader(gdb.selected_inferior())
+        if sym is not None and is_entry_code(sym[0]):
+            regs = self._pt_regs_for_entry(read, symtab, sp)
+            return self._caller_is(pf, regs, interrupted=True) if regs else None
+        if sp & 0xFFF == 0xFF8:
+            caller = self._irq_stack_switch(read, symtab, sp)
+            if caller:
+                return self._caller_is(pf, caller)
+        return None
+
+    # -- the two shapes -----------------------------------------------------------
+
+    @staticmethod
+    def _pt_regs_for_entry(read, symtab, sp):
+        """The registers of the pt_regs an entry-code frame at `sp` belongs to, or None.
+
+        After its `call` into C an entry stub has sp = pt_regs (idtentry, syscall);
+        older kernels pushed the pt_regs pointer on the IRQ stack ([sp]). Otherwise the
+        first live pt_regs in [sp, sp + ENTRY_SCAN)."""
+        candidates = [sp]
+        word = read(sp, 8)
+        if word is not None:
+            w = int.from_bytes(word, "little")
+            if w >= KERNEL_HALF and w % 8 == 0 and w != sp:
+                candidates.append(w)
+        for addr in candidates:
+            try:
+                f = _core.decode_regs(read, symtab, addr, "pt_regs", addr)
+            except ValueError:
+                continue
+            if accepted(f) and f["status"] == "live":
+                return gdb_registers(f["regs"])
+        found, _unreadable, _trunc, _reads = _core.scan_regs(read, symtab, sp, sp + ENTRY_SCAN, sp)
+        for f in found:
+            if f["layout"] == "pt_regs" and f["status"] == "live" and f["address"] >= sp:
+                return gdb_registers(f["regs"])
+        return None
+
+    @staticmethod
+    def _irq_stack_switch(read, symtab, sp):
+        """A frame whose sp is the top word of an IRQ stack: that word is the interrupted
+        stack pointer; the caller is the first return address above it. Returns
+        `{"rip", "rsp"}` or None."""
+        word = read(sp, 8)
+        if word is None:
+            return None
+        prev = int.from_bytes(word, "little")
+        if prev < KERNEL_HALF or prev % 8 or prev == sp:
+            return None
+        above_readable = read(sp + 8, 8) is not None
+        same_stack = sp - 0x4000 < prev < sp + 0x4000
+        if above_readable and same_stack:
+            return None  # a saved frame pointer or a local, not a stack switch
+        for addr, _value, ra in _core.stack_words(read, symtab, prev, prev + SWITCH_SCAN):
+            if ra is None or _value is None:
+                continue
+            # Where the stack above the top is readable, only a return into entry code
+            # is taken as proof of a switch.
+            if above_readable and not is_entry_code(ra.split("+", 1)[0]):
+                return None
+            return {"rip": _value, "rsp": addr + 8}
+        return None
+
+    # -- UnwindInfo -----------------------------------------------------------------
+
+    def _int_type(self, pf, name):
+        """An unsigned integer type as wide as register `name` (eflags, cs, ss are 4 bytes)."""
+        size = self._sizes.get(name)
+        if size is None:
+            size = pf.read_register(name).type.sizeof
+            self._sizes[name] = size
+        t = self._types.get(size)
+        if t is None:
+            t = {8: "unsigned long", 4: "unsigned int", 2: "unsigned short"}.get(size)
+            t = gdb.lookup_type(t) if t else None
+            self._types[size] = t
+        return t
+
+    def _caller_is(self, pf, regs, interrupted=False):
+        """This frame (id: its sp and pc) has `regs` as its caller's registers."""
+        if "rip" not in regs or "rsp" not in regs:
+            return None
+        if interrupted:
+            thread = gdb.selected_thread()
+            if thread is not None:
+                self.interrupted.setdefault(_thread_key(thread), set()).add((regs["rip"], regs["rsp"]))
+        info = pf.create_unwind_info(_FrameId(pf.read_register("rsp"), pf.read_register("rip")))
+        for name, value in regs.items():
+            try:
+                t = self._int_type(pf, name)
+                if t is None:
+                    continue
+                info.add_saved_register(name, gdb.Value(value & ((1 << (8 * t.sizeof)) - 1)).cast(t))
+            except (ValueError, gdb.error):
+                continue  # e.g. orig_rax on a target description without it
+        return info
+
+
+_unwinder = None
+
+
+def _drop_sets(_event=None):
+    """A resumed, exited or reloaded program: the `--use` sets describe stacks that are gone."""
+    u = _unwinder
+    if u is None or not u.use:
+        return
+    try:
+        u.use.clear()
+        u.refresh()
+        print("stackproof: `regs-from-stack --use` sets dropped (the program ran or was reloaded)")
+    except Exception:
+        pass
+
+
+def get():
+    """The session's one unwinder, registered with gdb on first use."""
+    global _unwinder
+    if _unwinder is None:
+        u = StackproofUnwinder()
+        gdb.unwinder.register_unwinder(None, u, replace=True)
+        _unwinder = u
+        for name in ("cont", "exited", "clear_objfiles"):
+            registry = getattr(gdb.events, name, None)
+            if registry is not None:
+                registry.connect(_drop_sets)
+    return _unwinder
+
+
+def thread_key(thread):
+    return _thread_key(thread)
+
+
+def interrupted_frames():
+    """{(pc, sp)} of the selected thread's frames that the unwinder took from a register set."""
+    if _unwinder is None or not _unwinder.enabled:
+        return frozenset()
+    thread = gdb.selected_thread()
+    if thread is None:
+        return frozenset()
+    return _unwinder.interrupted.get(_thread_key(thread), frozenset())
