@@ -46,9 +46,6 @@ pub fn check<M: Memory, S: Symbols>(
     Checked { reports, chain }
 }
 
-/// How many words above the highest slot a pt_regs may start.
-const PT_REGS_REACH: u64 = 0x400;
-
 /// Verify one task of a crash `bt` text. crash sometimes prints an interrupt's
 /// `pt_regs.ip` word as a frame (seed 002's `#6`): a live pt_regs found on the
 /// stack whose `ip` sits at a frame's slot turns that frame into the interrupted
@@ -57,9 +54,9 @@ pub fn check_crash_task<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTa
     let (mut frames, _) = task_chain(task);
     frames.truncate(max);
     let slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();
+    // The stretch crash printed: a pt_regs it misread lies between its frames' slots.
     if let (Some(lo), Some(hi)) = (slots.iter().min(), slots.iter().max()) {
-        let lo = lo.saturating_sub(PT_REGS_REACH) & !7;
-        let scan = scan_memory(mem, lo, hi.saturating_add(PT_REGS_REACH), syms, &ScanOptions::default());
+        let scan = scan_memory(mem, *lo, hi.saturating_add(8), syms, &ScanOptions::default());
         for found in scan.found.iter().filter(|f| f.layout == Layout::PtRegs && f.status == Status::Live) {
             let ip_slot = found.address.saturating_add(16 * 8);
             for f in frames.iter_mut().filter(|f| f.slot == Some(ip_slot) && Some(f.pc) == found.reg("ip")) {
@@ -71,4 +68,74 @@ pub fn check_crash_task<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTa
         }
     }
     verify_chain(mem, syms, &frames, &ConsistencyResolver { mem, syms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Regions;
+    use crate::symbols::{Symbol, SymbolTable};
+    use crate::verify::{Reason, Verdict};
+
+    /// Seed 002 (../shared/seeds/README.md): the stack words as the analyst printed them
+    /// (the same words as the regs scanner's replay), and smp_call_function_single's
+    /// prologue assembled from the note's disassembly.
+    const BASE: u64 = 0xffffadd8a8a27a50;
+    const WORDS: [u64; 28] = [
+        0xffffffffab268342, 0, 0, 0, 0xffffffffabc01c2a, 0xc, 0xd, 0xffff94753a820900, 0xd, 0xffffadd8a8a27b70,
+        0xffff9474b11c0000, 0x001dd4e7b30b38c0, 0, 0xd01f7b, 0xd01f7b, 0, 0x830, 1, 0x8fb, 0x830,
+        0xffffffffffffff13, 0xffffffffab34ba2e, 0x10, 0x202, 0xffffadd8a8a27b20, 0x18, 0xffffadd8a8a27b38, 0x18,
+    ];
+    const MORE: [u64; 12] = [
+        0xffff9474b11c3bb0, 3, 0xffffadd8a8a27b50, 0xb2c55e33b93e3e00, 0xffffffffaba42ce2, 0x2c592a2d4f618700,
+        0x46, 0, 0xffffadd8a8a27c80, 0xffffffffc35dfe83, 0x46, 0xffffffffab267960,
+    ];
+    const SCFS: u64 = 0xffffffffab34b960;
+
+    fn seed_002() -> (Regions, SymbolTable) {
+        let mut m = Regions::new();
+        m.add_u64s(BASE, &WORDS);
+        m.add_u64s(BASE + 8 * WORDS.len() as u64, &MORE);
+        // nopl 0x0(%rax,%rax,1); push %rbp; mov %rsp,%rbp; and $-32,%rsp; sub $0x40,%rsp;
+        // then nops through +0xce (the interrupted ip) and `leave; ret`.
+        let mut code = vec![0x0f, 0x1f, 0x44, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xe4, 0xe0, 0x48, 0x83, 0xec, 0x40];
+        code.resize(0xd0, 0x90);
+        code.extend([0xc9, 0xc3]);
+        m.add(SCFS, code);
+        let syms = SymbolTable::new(vec![
+            Symbol::new("do_page_fault", 0xffffffffab268100, 0x400),
+            Symbol::new("smp_call_function_single", SCFS, 0xd2),
+            Symbol::new("search_extable", 0xffffffffaba42c80, 0x80),
+            Symbol::new("apic_timer_interrupt", 0xffffffffabc01c20, 0x30),
+            Symbol::new("vmx_vcpu_load", 0xffffffffc35dfc00, 0x400).in_module("kvm_intel"),
+        ]);
+        (m, syms)
+    }
+
+    const SEED_BT: &str = " #5 [ffffadd8a8a27a50] do_page_fault at ffffffffab268342
+ #6 [ffffadd8a8a27af8] smp_call_function_single at ffffffffab34ba2e
+ #7 [ffffadd8a8a27b50] search_extable at ffffffffaba42ce2
+ #8 [ffffadd8a8a27b78] vmx_vcpu_load at ffffffffc35dfe83 [kvm_intel]
+";
+
+    #[test]
+    fn seed_002_stale_search_extable_is_inside_the_interrupted_frame() {
+        let (mem, syms) = seed_002();
+        let tasks = crate::crashbt::parse(SEED_BT).expect("seed text parses");
+        let r = check_crash_task(&mem, &syms, &tasks[0], 64);
+        let by_level = |l: u32| r.iter().find(|f| f.level == l).expect("frame present");
+        // #6 is the pc the timer interrupt stopped (pt_regs.ip at ...af8), not a call's return.
+        assert_eq!(by_level(6).kind, FrameKind::Interrupted);
+        assert!(by_level(6).reasons.contains(&Reason::InterruptedPc));
+        assert_ne!(by_level(6).verdict, Verdict::Bogus);
+        // push %rbp; mov %rsp,%rbp with rbp = ...b70 (pt_regs.bp): the return slot is ...b78.
+        let seven = by_level(7);
+        assert_eq!(seven.verdict, Verdict::Bogus);
+        assert_eq!(seven.reasons, vec![Reason::InsideFrameOf("smp_call_function_single".into())]);
+        assert_eq!(seven.expected_slot, Some(0xffffadd8a8a27b78));
+        let eight = by_level(8);
+        assert_ne!(eight.verdict, Verdict::Bogus);
+        assert_eq!(eight.slot, Some(0xffffadd8a8a27b78));
+        assert_eq!(eight.expected_slot, Some(0xffffadd8a8a27b78));
+    }
 }
