@@ -36,7 +36,8 @@ from conftest import BUILD, OPT_LEVELS, Builder, QUIET_GDB  # noqa: E402
 
 GDB_SCRIPT = Path(__file__).resolve().parent / "bench_gdb.py"
 BT_CMDS = ["bt", "bt -frame-arguments none"]
-SP_CMDS = ["verify-bt", "verify-bt --json"]
+SP_CMDS = ["verify-bt --max-frames 100000", "verify-bt --json --max-frames 100000",
+           "regs-from-stack --all --json", "regs-from-stack --scan --json"]
 
 
 def bench_core(exe, core, prefix, repeat):
@@ -62,6 +63,45 @@ def bench_core(exe, core, prefix, repeat):
         return json.loads(out.read_text())
 
 
+LAYOUT_TARGETS = [
+    ("/lib/x86_64-linux-gnu/libc.so.6", "eh_frame"),
+    ("/usr/bin/python3.11", "eh_frame"),
+    ("/usr/bin/gdb", "eh_frame"),
+    ("kernel:vmlinux-text-orc", "orc"),
+]
+
+
+def layout_figures():
+    """`python3 -m stackproof layout FILE --check ...` on real binaries: agreement with
+    their own unwind tables, and the time for the whole file."""
+    import time
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    out = []
+    print("frame-layout engine vs the binaries' own unwind tables")
+    for path, check in LAYOUT_TARGETS:
+        if path.startswith("kernel:"):
+            sys.path.insert(0, str(REPO / "tests" / "e2e"))
+            src = REPO / "tests" / "fixtures" / "kernel" / (path[7:] + ".xz")
+            path = str(BUILD / "kernel" / path[7:])
+            if not Path(path).exists():
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "wb") as f:
+                    subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
+        if not Path(path).exists():
+            print("  %s: absent, skipped" % path)
+            continue
+        t = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "stackproof", "layout", path, "--check", check],
+                           env=env, capture_output=True, text=True, timeout=600)
+        dt = time.perf_counter() - t
+        summary = [l for l in p.stdout.splitlines() if l and not l.startswith(" ")][:6]
+        print("  %s (--check %s): %.2f s" % (path, check, dt))
+        for l in summary:
+            print("    " + l)
+        out.append({"layout": path, "check": check, "seconds": dt, "summary": summary})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--depth", type=int, action="append")
@@ -71,6 +111,7 @@ def main():
                                                        str(BUILD / "prefix")))
     ap.add_argument("--json", metavar="OUT", help="also write all figures as JSON")
     ap.add_argument("--no-kernel", action="store_true", help="skip the kernel mini cores (bench/kernel.py)")
+    ap.add_argument("--no-layout", action="store_true", help="skip the frame-layout engine vs .eh_frame/ORC")
     args = ap.parse_args()
     depths = args.depth or [200, 5000]
     builder = Builder(BUILD)
@@ -80,12 +121,12 @@ def main():
         res = bench_core(exe, core, args.prefix, args.repeat)
         res.update(depth=depth, opt=args.opt)
         report.append(res)
-        base = {c["command"]: c for c in res["commands"]}.get("bt -frame-arguments none")
+        base = {c["command"]: c for c in res["commands"]}.get("bt")
         print("recursion depth %d (-%s): %d frames in gdb" % (depth, args.opt, res["frames"]))
-        print("  %-28s %10s %10s %8s  %s" % ("command", "median ms", "min ms", "ratio", "notes"))
+        print("  %-36s %10s %10s %8s  %s" % ("command", "median ms", "min ms", "vs bt", "notes"))
         for c in res["commands"]:
             if c["error"]:
-                print("  %-28s %10s %10s %8s  error: %s" % (c["command"], "-", "-", "-", c["error"]))
+                print("  %-36s %10s %10s %8s  error: %s" % (c["command"], "-", "-", "-", c["error"]))
                 continue
             ratio = (c["median_ms"] / base["median_ms"]) if base and base["median_ms"] else None
             notes = []
@@ -93,9 +134,11 @@ def main():
                 notes.append("%d frames" % c["json_frames"])
             if c.get("stats"):
                 notes.append("stats %s" % json.dumps(c["stats"], sort_keys=True))
-            print("  %-28s %10.1f %10.1f %8s  %s" % (
+            print("  %-36s %10.1f %10.1f %8s  %s" % (
                 c["command"], c["median_ms"], c["min_ms"],
                 "%.2fx" % ratio if ratio is not None else "-", "; ".join(notes)))
+    if not args.no_layout:
+        report.extend(layout_figures())
     if not args.no_kernel:
         import kernel  # bench/kernel.py: the kernel mini cores, gdb's `thread apply all bt` as the base
         report.extend(kernel.run(args.prefix, args.repeat))

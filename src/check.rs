@@ -25,6 +25,16 @@ pub fn check<M: Memory, S: Symbols>(
     start: Option<&Start>,
     max: usize,
 ) -> Checked {
+    crate::x86::memo::scoped(|| check_unscoped(mem, syms, frames, start, max))
+}
+
+fn check_unscoped<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    frames: Option<Vec<FrameIn>>,
+    start: Option<&Start>,
+    max: usize,
+) -> Checked {
     let chain = start.map(|s| unwind(mem, syms, s, max));
     let mut frames = match (frames, &chain) {
         (Some(f), _) => f,
@@ -51,6 +61,10 @@ pub fn check<M: Memory, S: Symbols>(
 /// stack whose `ip` sits at a frame's slot turns that frame into the interrupted
 /// one, with the pt_regs' sp and bp, so its layout can be checked.
 pub fn check_crash_task<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTask, max: usize) -> Vec<FrameReport> {
+    crate::x86::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, max))
+}
+
+fn check_crash_task_unscoped<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTask, max: usize) -> Vec<FrameReport> {
     let (mut frames, _) = task_chain(task);
     frames.truncate(max);
     let slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();

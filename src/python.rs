@@ -209,7 +209,7 @@ fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
     Ok(FrameIn { level, pc, sp, slot, bp: None, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? })
 }
 
-fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame) -> PyResult<Bound<'py, PyDict>> {
+fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let fr = &f.frame;
     d.set_item("level", fr.level)?;
@@ -223,6 +223,10 @@ fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame) -
     d.set_item("function", sym.as_ref().map(|s| s.name.clone()))?;
     d.set_item("module", sym.as_ref().and_then(|s| s.module.clone()))?;
     d.set_item("describe", sym.map_or_else(|| "??".to_string(), |s| s.describe(fr.pc)))?;
+    d.set_item("layout_note", f.layout_note.clone())?;
+    if !with_regs {
+        return Ok(d);
+    }
     let regs = PyList::empty(py);
     for (i, r) in f.regs.iter().enumerate() {
         let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
@@ -232,15 +236,15 @@ fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame) -
         }
     }
     d.set_item("regs", regs)?;
-    d.set_item("layout_note", f.layout_note.clone())?;
     Ok(d)
 }
 
 /// Check a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`, or None to
 /// check stackproof's own chain; `start`: `(pc, sp, {"rbx": v, ...})` registers of frame 0.
-/// Returns `(frame dicts, own chain dicts or None, stop reason, memory reads)`.
+/// Returns `(frame dicts, own chain dicts or None, stop reason, memory reads)`; the chain's
+/// frames carry their callee-saved registers with provenance when `with_regs`.
 #[pyfunction]
-#[pyo3(signature = (read, symtab, frames, start, max_frames))]
+#[pyo3(signature = (read, symtab, frames, start, max_frames, with_regs=false))]
 fn check_chain<'py>(
     py: Python<'py>,
     read: Py<PyAny>,
@@ -248,6 +252,7 @@ fn check_chain<'py>(
     frames: Option<Vec<FrameTuple>>,
     start: Option<(u64, u64, std::collections::HashMap<String, u64>)>,
     max_frames: usize,
+    with_regs: bool,
 ) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64)> {
     let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
     let start = start.map(|(pc, sp, regs)| crate::unwind::Start {
@@ -265,7 +270,7 @@ fn check_chain<'py>(
         Some(c) => {
             let l = PyList::empty(py);
             for f in &c.frames {
-                l.append(chain_dict(py, symtab, f)?)?;
+                l.append(chain_dict(py, symtab, f, with_regs)?)?;
             }
             (Some(l), c.stop.clone())
         }

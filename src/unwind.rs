@@ -200,7 +200,9 @@ fn step_layout<M: Memory, S: Symbols>(
 
 /// The instruction that saved callee-saved register `i` at CFA+k.
 fn saver(layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u64, String)> {
-    crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
+    crate::x86::memo::saver((layout.start, i, k), || {
+        crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
+    })
 }
 
 /// A signal handler "returns" to `__restore_rt`, whose address the kernel wrote.

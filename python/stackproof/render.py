@@ -165,12 +165,12 @@ def _chain_json(c):
         "module": c.get("module"),
         "kind": c["kind"],
         "trust": c["trust"],
-        "registers": {n: {"value": hexa(v), "origin": o} for n, v, o in c["regs"]},
     }
 
 
 def verify_json(threads):
-    doc = {"schema": VERIFY_SCHEMA, "threads": []}
+    doc = {"schema": VERIFY_SCHEMA, "threads": [],
+           "stats": {"memory_reads": sum(t.get("reads") or 0 for t in threads)}}
     for t in threads:
         doc["threads"].append({
             "thread": t.get("thread"),
@@ -183,4 +183,4 @@ def verify_json(threads):
             "invented": (t.get("compare") or {}).get("invented", []),
             "lost": [_chain_json(c) for c in (t.get("compare") or {}).get("lost", [])],
         })
-    return json.dumps(doc, indent=1)
+    return json.dumps(doc, separators=(",", ":"))

@@ -144,7 +144,9 @@ impl FunctionLayout {
         let mut e: Vec<_> = self.exits.iter().filter(|(t, _)| inside(t)).cloned().collect();
         // A jump made before anything was pushed looks like a tail call; into a split-off
         // part it carries the parent's frame, which is then the entry state.
-        e.extend(self.tails.iter().filter(|t| inside(t)).map(|t| (*t, State::entry())));
+        if e.is_empty() {
+            e.extend(self.tails.iter().filter(|t| inside(t)).map(|t| (*t, State::entry())));
+        }
         e
     }
 

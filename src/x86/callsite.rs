@@ -83,6 +83,10 @@ impl CallCheck {
 /// noreturn function `ra` may already be in the next function). Errors only when the bytes
 /// before `ra` cannot be read; the error names the failing address.
 pub fn call_before<M: Memory + ?Sized>(mem: &M, ra: u64, func_start: Option<u64>) -> Result<CallCheck, ReadError> {
+    super::memo::call((ra, func_start), || decode_call_before(mem, ra, func_start))
+}
+
+fn decode_call_before<M: Memory + ?Sized>(mem: &M, ra: u64, func_start: Option<u64>) -> Result<CallCheck, ReadError> {
     let mut sweep_insn = None;
     let mut tail: Option<(u64, Vec<u8>)> = None;
     if let Some(start) = func_start.filter(|&s| s < ra && ra - s <= MAX_SWEEP) {

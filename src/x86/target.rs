@@ -118,6 +118,16 @@ pub fn follow_target<M: Memory + ?Sized, S: Symbols + ?Sized>(
     callee: &Symbol,
     limits: &Limits,
 ) -> TargetMatch {
+    super::memo::target((target, callee.start, callee.name.clone()), || search(mem, syms, target, callee, limits))
+}
+
+fn search<M: Memory + ?Sized, S: Symbols + ?Sized>(
+    mem: &M,
+    syms: &S,
+    target: u64,
+    callee: &Symbol,
+    limits: &Limits,
+) -> TargetMatch {
     let mut s = Search { mem, syms, limits, scanned: HashSet::new(), blocked: None, first_sym: None };
     let mut queue = VecDeque::from([(target, Vec::<Hop>::new())]);
     let mut seen = HashSet::from([target]);

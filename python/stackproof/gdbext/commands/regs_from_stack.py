@@ -111,7 +111,7 @@ unwinding back. See also `stackproof-unwinder`."""
                             for a, v, labels in words]
 
         if args.json:
-            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
             return
         out = []
         if lo is not None:
@@ -189,7 +189,7 @@ unwinding back. See also `stackproof-unwinder`."""
         if args.frame is not None and args.frame >= len(frames):
             raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
         _reports, chain, chain_stop, _reads = _core.check_chain(read, symtab, frames, target.frame0_registers(),
-                                                                len(frames) + 16)
+                                                                len(frames) + 16, True)
         mine = {(c["pc"], c["sp"]): c for c in chain or []}
         by_sp = {c["sp"]: c for c in chain or []}
         # Provenance names frames by stackproof's numbering; show gdb's.
@@ -221,7 +221,7 @@ unwinding back. See also `stackproof-unwinder`."""
                     entry["registers"][name] = {"value": render.hexa(value), "origin": renumber(origin)}
             doc["frames"].append(entry)
         if args.json:
-            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
             return
         out = []
         for e in doc["frames"]:

@@ -1,0 +1,86 @@
+//! Decoding results remembered while one check reads one memory image.
+//!
+//! A check asks the same questions many times (the unwinder and the verifier
+//! both decode the call before every return address; a 5000-deep recursion
+//! asks 5000 times whether `rec` leads to `rec`). Answers depend on memory, so
+//! they are kept only inside [`scoped`], which a check wraps around its work.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use super::callsite::CallCheck;
+use super::target::TargetMatch;
+use crate::memory::ReadError;
+
+#[derive(Default)]
+struct Memo {
+    calls: HashMap<(u64, Option<u64>), Result<CallCheck, ReadError>>,
+    targets: HashMap<(u64, u64, String), TargetMatch>,
+    savers: HashMap<(u64, usize, i32), Option<(u64, String)>>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Option<Memo>> = const { RefCell::new(None) };
+}
+
+/// Run `f` with answers remembered; they are forgotten when it returns.
+pub fn scoped<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            if self.0 {
+                MEMO.with(|m| *m.borrow_mut() = None);
+            }
+        }
+    }
+    let outer = MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        let fresh = m.is_none();
+        if fresh {
+            *m = Some(Memo::default());
+        }
+        fresh
+    });
+    let _reset = Reset(outer);
+    f()
+}
+
+pub(super) fn call(key: (u64, Option<u64>), compute: impl FnOnce() -> Result<CallCheck, ReadError>) -> Result<CallCheck, ReadError> {
+    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.calls.get(&key).cloned())) {
+        return hit;
+    }
+    let r = compute();
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.calls.insert(key, r.clone());
+        }
+    });
+    r
+}
+
+pub(super) fn target(key: (u64, u64, String), compute: impl FnOnce() -> TargetMatch) -> TargetMatch {
+    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.targets.get(&key).cloned())) {
+        return hit;
+    }
+    let r = compute();
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.targets.insert(key, r.clone());
+        }
+    });
+    r
+}
+
+/// The instruction that saved a callee-saved register (function start, register index, CFA offset).
+pub fn saver(key: (u64, usize, i32), compute: impl FnOnce() -> Option<(u64, String)>) -> Option<(u64, String)> {
+    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.savers.get(&key).cloned())) {
+        return hit;
+    }
+    let r = compute();
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.savers.insert(key, r.clone());
+        }
+    });
+    r
+}
