@@ -231,8 +231,14 @@ fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, w
     for (i, r) in f.regs.iter().enumerate() {
         let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
         match r {
-            Some(v) => regs.append((name, Some(v.value), crate::unwind::describe_origin(i, v)))?,
-            None => regs.append((name, None::<u64>, format!("{name} unknown")))?,
+            Some(v) => {
+                let at = match v.origin {
+                    crate::unwind::Origin::Saved { addr, .. } => Some(addr),
+                    _ => None,
+                };
+                regs.append((name, Some(v.value), crate::unwind::describe_origin(i, v), at))?
+            }
+            None => regs.append((name, None::<u64>, format!("{name} unknown"), None::<u64>))?,
         }
     }
     d.set_item("regs", regs)?;

@@ -108,3 +108,20 @@ def test_frame_option_bad_input(artifacts):
     assert_no_crash(res)
     assert "no frame 100000" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 3, res.describe()
+
+
+def test_annotate_labels_return_addresses_and_saved_registers(artifacts):
+    """`--annotate`: gdb's return-address slots are `ra #N`, and the slot where gdb's
+    `info frame` says frame N saved rbx is `saved rbx of #N+1`."""
+    a = artifacts[("shapes-null", "O2")]
+    frames = a.frames()
+    res = gdb_stackproof(["regs-from-stack --annotate --json --from $sp --to $sp+0x400"], a.exe, a.core)
+    doc = regs_json(res)
+    words = {hexint(w["address"]): w["labels"] for w in doc["words"]}
+    for f in frames[1:]:
+        if f["has_slot"] and f["type"] == "normal" and f["slot"] in words:
+            assert any(l.startswith("ra #%d " % f["level"]) for l in words[f["slot"]]), (f, words[f["slot"]])
+    savers = [f for f in frames[:-1] if "rbx" in (f.get("saved_at") or {}) and f["saved_at"]["rbx"] in words]
+    assert savers
+    for f in savers:
+        assert "saved rbx of #%d" % (f["level"] + 1) in words[f["saved_at"]["rbx"]], (f, words)

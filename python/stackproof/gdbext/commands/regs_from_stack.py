@@ -217,7 +217,7 @@ unwinding back. See also `stackproof-unwinder`."""
                 entry["unknown_reason"] = why
             else:
                 entry["function"] = c["describe"]
-                for name, value, origin in c["regs"]:
+                for name, value, origin, _at in c["regs"]:
                     entry["registers"][name] = {"value": render.hexa(value), "origin": renumber(origin)}
             doc["frames"].append(entry)
         if args.json:
@@ -255,21 +255,49 @@ unwinding back. See also `stackproof-unwinder`."""
                 labels.setdefault(addr, []).append(label)
         chain = {}
         try:
-            frames, _stop = target.gdb_frames(1024) if gdb_chain else ([], None)
+            frames, _stop = target.gdb_frames(1024)
             for level, pc, fsp, _slot, kind, _name, _trust in frames:
                 if level > 0 and fsp is not None and kind == "normal":
                     chain[fsp - 8] = (level, pc)
+            # Where each frame's callee-saved registers were saved, by gdb's frame numbers.
+            _r, own, _s, _n = _core.check_chain(read, symtab, frames, target.frame0_registers(),
+                                                 len(frames) + 16, True)
+            gdb_level = {(pc, fsp): level for level, pc, fsp, _slot, kind, _name, _trust in frames
+                         if kind != "inline"}
+            for c in own or []:
+                lvl = gdb_level.get((c["pc"], c["sp"]))
+                for name, _value, _origin, at in c["regs"]:
+                    # The innermost frame whose value it is; outer frames that kept it share the slot.
+                    mine = "saved %s of #" % name
+                    if at is not None and lvl is not None and not any(
+                            l.startswith(mine) for l in labels.get(at, [])):
+                        labels.setdefault(at, []).append("%s%d" % (mine, lvl))
         except gdb.error:
             pass
+        canary = _canary(read, sp)
         out = []
         for addr, value, ra in _core.stack_words(read, symtab, max(lo, sp) if lo <= sp < hi else lo, hi):
             ls = list(labels.get(addr, []))
+            if canary is not None and value == canary:
+                ls.append("canary")
             if addr in chain and chain[addr][1] == value:
                 ls.append("ra #%d %s" % (chain[addr][0], ra or "??"))
             elif ra is not None:
                 ls.append("ra %s, not in the backtrace" % ra if addr >= sp else "stale ra %s (below sp)" % ra)
             out.append((addr, value, ls))
         return out
+
+
+def _canary(read, sp):
+    """The stack-protector canary: %fs:0x28 in user space, %gs:0x28 (per-CPU) in the kernel."""
+    base = "$gs_base" if sp >= 0xFFFF800000000000 else "$fs_base"
+    try:
+        b = int(gdb.parse_and_eval(base)) & 0xFFFFFFFFFFFFFFFF
+    except (gdb.error, ValueError):
+        return None
+    raw = read(b + 0x28, 8) if b else None
+    v = int.from_bytes(raw, "little") if raw else None
+    return v if v not in (None, 0) else None
 
 
 def _mapping_end(addr):
