@@ -56,6 +56,8 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
 pub struct Symtab {
     table: SymbolTable,
     fallback: Option<Py<PyAny>>,
+    /// The fallback's answers: this table lives as long as the session's objfiles do.
+    asked: std::sync::Mutex<std::collections::HashMap<u64, Option<Symbol>>>,
 }
 
 impl Symbols for Symtab {
@@ -64,11 +66,20 @@ impl Symbols for Symtab {
             return Some(s);
         }
         let fb = self.fallback.as_ref()?;
-        Python::attach(|py| {
+        if let Some(known) = self.asked.lock().ok().and_then(|m| m.get(&addr).cloned()) {
+            return known;
+        }
+        let found = Python::attach(|py| {
             let r = fb.call1(py, (addr,)).ok()?;
             let (name, start, size, module): (String, u64, u64, Option<String>) = r.extract(py).ok()?;
             Some(Symbol { name, start, size, module })
-        })
+        });
+        if let Ok(mut m) = self.asked.lock() {
+            if m.len() < 1 << 16 {
+                m.insert(addr, found.clone());
+            }
+        }
+        found
     }
 
     fn address_of(&self, name: &str) -> Option<u64> {
@@ -80,7 +91,7 @@ impl Symbols for Symtab {
 impl Symtab {
     #[new]
     fn new() -> Self {
-        Symtab { table: SymbolTable::default(), fallback: None }
+        Symtab { table: SymbolTable::default(), fallback: None, asked: Default::default() }
     }
 
     /// Add an ELF file's text symbols, moved by `bias` or placed per section (`{".text": addr}`).
