@@ -155,26 +155,90 @@ impl Ucontext {
     }
 }
 
+/// The siginfo area of an rt_sigframe, as found: the kernel writes it only for a
+/// handler installed with `SA_SIGINFO` (x64_setup_rt_frame: `if (ksig->ka.sa.sa_flags &
+/// SA_SIGINFO) copy_siginfo_to_user(&frame->info, ...)`); otherwise it holds whatever the
+/// stack held before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigInfo {
+    pub signo: i32,
+    pub errno: i32,
+    pub code: i32,
+    /// First word of the union: si_addr for faults, si_pid | si_uid << 32 for kill/tkill.
+    pub addr: u64,
+    /// Whether bytes 48..128 (`si_expansion`) are all zero.
+    pub expansion_zero: bool,
+}
+
+/// `sizeof(struct kernel_siginfo)`: copy_siginfo_to_user copies this much and clears the rest.
+pub const KERNEL_SIGINFO_SIZE: u64 = 48;
+
+/// The largest positive si_code the kernel gives each signal (uapi/asm-generic/siginfo.h NSIG*).
+fn max_signal_code(signo: i32) -> i32 {
+    match signo {
+        4 => 11,  // SIGILL: NSIGILL
+        5 => 6,   // SIGTRAP: NSIGTRAP
+        7 => 5,   // SIGBUS: NSIGBUS
+        8 => 15,  // SIGFPE: NSIGFPE
+        11 => 10, // SIGSEGV: NSIGSEGV
+        17 => 6,  // SIGCHLD: NSIGCHLD
+        29 => 6,  // SIGPOLL: NSIGPOLL
+        31 => 2,  // SIGSYS: NSIGSYS
+        _ => 0,
+    }
+}
+
+impl SigInfo {
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let i = |o: usize| -> Option<i32> { Some(i32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?)) };
+        let tail = b.get(KERNEL_SIGINFO_SIZE as usize..SIGINFO_SIZE as usize)?;
+        Some(SigInfo {
+            signo: i(0)?,
+            errno: i(4)?,
+            code: i(8)?,
+            addr: word_at(b, 16)?,
+            expansion_zero: tail.iter().all(|&x| x == 0),
+        })
+    }
+
+    /// Whether this is a siginfo the kernel wrote (Ok), or leftover stack contents (Err: why
+    /// not). Decided from the bytes alone: since Linux 4.20 copy_siginfo_to_user copies the
+    /// 48-byte kernel_siginfo and clears the 80 bytes after it, so a written siginfo has a
+    /// signal number, an si_code the kernel or kill/sigqueue gives that signal, and a zero
+    /// tail. A handler without SA_SIGINFO gets none of it.
+    pub fn meaningful(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.signo) {
+            return Err(format!("si_signo {}: not a signal", self.signo));
+        }
+        // SI_USER 0, SI_QUEUE -1 .. SI_DETHREAD -7, SI_ASYNCNL -60, SI_KERNEL 0x80.
+        let code_ok = (-7..=0).contains(&self.code)
+            || self.code == -60
+            || self.code == 0x80
+            || (self.code > 0 && self.code <= max_signal_code(self.signo));
+        if !code_ok {
+            return Err(format!("si_code {} is no code of signal {}", self.code, self.signo));
+        }
+        if !self.expansion_zero {
+            return Err("bytes 48..127 are not zero (the kernel clears them)".to_string());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SigFrame {
     pub pretcode: u64,
     pub uc: Ucontext,
-    /// si_signo, si_errno, si_code; None when the siginfo was not in the bytes given.
-    pub siginfo: Option<(i32, i32, i32)>,
+    /// The siginfo area; None when it was not in the bytes given. Whether the kernel
+    /// wrote it: [`SigInfo::meaningful`].
+    pub siginfo: Option<SigInfo>,
 }
 
 impl SigFrame {
     /// Needs at least [`FRAME_SIZE`] bytes; siginfo is decoded if present.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         let uc = Ucontext::from_bytes(b.get(8..)?)?;
-        let si = |o: u64| -> Option<i32> {
-            let o = usize::try_from(SIGINFO_OFFSET + o).ok()?;
-            Some(i32::from_le_bytes(b.get(o..o.checked_add(4)?)?.try_into().ok()?))
-        };
-        let siginfo = match (si(0), si(4), si(8)) {
-            (Some(a), Some(b), Some(c)) => Some((a, b, c)),
-            _ => None,
-        };
+        let siginfo = b.get(SIGINFO_OFFSET as usize..).and_then(SigInfo::from_bytes);
         Some(SigFrame { pretcode: w(b, 0)?, uc, siginfo })
     }
 
@@ -279,11 +343,18 @@ pub fn check_sigframe(f: &SigFrame, addr: u64, restore_rt: Option<u64>) -> Vec<C
         if aligned { "starts 8 mod 16, as the kernel places it" } else { "misaligned for a signal frame" },
     ));
     out.extend(check_ucontext(&f.uc, addr.saturating_add(8)));
-    out.push(match f.siginfo {
-        Some((signo, _, code)) if (1..=64).contains(&signo) => {
-            Check::new("siginfo", true, false, 10, format!("signal {signo}, si_code {code}"))
+    // An unwritten siginfo is no evidence against the frame: the handler may lack SA_SIGINFO.
+    out.push(match f.siginfo.map(|si| (si, si.meaningful())) {
+        Some((si, Ok(()))) => {
+            Check::new("siginfo", true, false, 10, format!("signal {}, si_code {}", si.signo, si.code))
         }
-        Some((signo, _, _)) => Check::new("siginfo", false, false, -10, format!("si_signo {signo}: not a signal")),
+        Some((_, Err(why))) => Check::new(
+            "siginfo",
+            true,
+            false,
+            0,
+            format!("no siginfo (handler without SA_SIGINFO?): {why}"),
+        ),
         None => Check::new("siginfo", false, false, 0, "siginfo beyond the bytes read"),
     });
     out
@@ -334,7 +405,9 @@ pub(crate) mod tests {
         assert_eq!(f.uc.rsp(), addr + 0x1000);
         assert_eq!((f.uc.cs, f.uc.ss), (0x33, 0x2b));
         assert_eq!(f.uc.trapno, 14);
-        assert_eq!(f.siginfo, Some((11, 0, 1)));
+        let si = f.siginfo.unwrap();
+        assert_eq!((si.signo, si.errno, si.code, si.expansion_zero), (11, 0, 1, true));
+        assert_eq!(si.meaningful(), Ok(()));
         assert_eq!(f.uc.get("r8"), Some(0x1000));
         assert_eq!(f.uc.get("rcx"), Some(0x100e));
         let checks = check_sigframe(&f, addr, Some(0x40_0100));
@@ -354,5 +427,55 @@ pub(crate) mod tests {
         assert_eq!(f.siginfo, None);
         let m = Regions::new();
         assert_eq!(Ucontext::read(&m, 0x1000), Err(ReadError { addr: 0x1000 }));
+    }
+
+    fn frame_bytes(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn siginfo_reported_only_when_the_kernel_wrote_it() {
+        let addr = 0x7ffd_0000_1008;
+        let si = (SIGINFO_OFFSET / 8) as usize;
+        let checked = |w: &[u64]| {
+            let f = SigFrame::from_bytes(&frame_bytes(w)).unwrap();
+            let c = check_sigframe(&f, addr, Some(0x40_0100)).into_iter().find(|c| c.name == "siginfo").unwrap();
+            (f, c)
+        };
+        // SA_SIGINFO: SIGSEGV, SEGV_MAPERR, si_addr, the expansion cleared.
+        let mut w = synthetic_frame(addr, 0x40_0100);
+        w[si + 2] = 0x10;
+        let (f, c) = checked(&w);
+        assert_eq!(f.siginfo.map(|s| s.addr), Some(0x10));
+        assert_eq!((c.ok, c.score, c.detail.as_str()), (true, 10, "signal 11, si_code 1"));
+        // raise(): SI_TKILL (-6), si_pid and si_uid.
+        w[si] = 10;
+        w[si + 1] = u64::from(-6i32 as u32);
+        w[si + 2] = 1000 << 32 | 4242;
+        assert_eq!(checked(&w).1.detail, "signal 10, si_code -6");
+        // No SA_SIGINFO: leftover stack words, as "signal 32, si_code 32" once was.
+        let mut w = synthetic_frame(addr, 0x40_0100);
+        w[si] = 0x20;
+        w[si + 1] = 0x20;
+        w[si + 6] = 0x7fff_ffff_d4f4; // byte 48: past kernel_siginfo
+        let (_, c) = checked(&w);
+        assert!(c.ok && c.score == 0, "{c:?}");
+        assert!(c.detail.starts_with("no siginfo"), "{c:?}");
+        assert!(c.detail.contains("si_code 32 is no code of signal 32"), "{c:?}");
+        // A plausible header over a dirty tail is leftover too.
+        w[si + 1] = 1;
+        w[si] = 11;
+        let (_, c) = checked(&w);
+        assert!(c.detail.contains("bytes 48..127 are not zero"), "{c:?}");
+        // An untouched, zeroed stack (a fresh sigaltstack).
+        let mut w = synthetic_frame(addr, 0x40_0100);
+        w[si] = 0;
+        w[si + 1] = 0;
+        let (_, c) = checked(&w);
+        assert_eq!(c.detail, "no siginfo (handler without SA_SIGINFO?): si_signo 0: not a signal");
+        // The frame is accepted either way.
+        assert!(check_sigframe(&SigFrame::from_bytes(&frame_bytes(&w)).unwrap(), addr, Some(0x40_0100))
+            .iter()
+            .all(|c| c.ok));
     }
 }

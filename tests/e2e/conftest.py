@@ -47,6 +47,10 @@ VARIANTS = {
     "shapes-abort": ("shapes", ["abort"], []),
     "shapes-signal": ("shapes", ["signal"], ["handle SIGSEGV nostop noprint pass"]),
     "threads": ("threads", ["3"], []),
+    "signals-altstack": ("signals", ["altstack"], ["handle SIGSEGV nostop noprint pass"]),
+    "signals-nested": ("signals", ["nested"], ["handle SIGUSR1 nostop noprint pass",
+                                              "handle SIGUSR2 nostop noprint pass"]),
+    "signals-siginfo": ("signals", ["siginfo"], ["handle SIGSEGV nostop noprint pass"]),
 }
 
 # The signal each variant must stop with (checked when the core is written).
@@ -56,6 +60,9 @@ EXPECTED_SIGNAL = {
     "shapes-abort": "SIGABRT",
     "shapes-signal": "SIGABRT",
     "threads": "SIGSEGV",
+    "signals-altstack": "SIGABRT",
+    "signals-nested": "SIGSEGV",
+    "signals-siginfo": "SIGABRT",
 }
 
 QUIET_GDB = ["-ex", "set debuginfod enabled off", "-ex", "set pagination off",

@@ -17,7 +17,13 @@ EXPECTED_FUNCTIONS = {
                      "callee_saved_heavy", "with_vla", "many_locals", "main"],
     "shapes-signal": ["handler_helper", "crash_here", "tail_target", "main"],
     "threads": ["boom", "main_level2", "main_level1", "main"],
+    "signals-altstack": ["alt_inner", "alt_handler", "fault_here", "middle", "outer", "main"],
+    "signals-nested": ["usr2_crash", "usr2_handler", "usr1_work", "usr1_handler", "send_usr1",
+                       "middle", "outer", "main"],
+    "signals-siginfo": ["info_inner", "info_handler", "fault_here", "middle", "outer", "main"],
 }
+
+SIGTRAMPS = {"shapes-signal": 1, "signals-altstack": 1, "signals-nested": 2, "signals-siginfo": 1}
 
 
 def test_smoke_every_core_and_oracle(artifacts):
@@ -38,8 +44,8 @@ def test_smoke_every_core_and_oracle(artifacts):
                     assert f["slot"] == f["sp"] - 8
                     assert f["slot_value"] == f["pc"], (variant, opt, t["thread"], f)
         types = {f["type"] for f in frames}
-        if variant == "shapes-signal":
-            assert "sigtramp" in types, (opt, types)
+        sigtramps = sum(f["type"] == "sigtramp" for f in frames)
+        assert sigtramps == SIGTRAMPS.get(variant, 0), (variant, opt, names)
         if variant.startswith("shapes"):
             assert "inline" in types, (variant, opt, types)  # inline_step
 

@@ -36,7 +36,10 @@ user-space rt_sigframe / ucontext. Each candidate is validated (segments,
 flags, ip in text, sp, orig_ax decoded) and exactly one alignment wins.
 A set below the live stack pointer is `stale`; a repeated iret frame is a
 `copy`. The default range is the 16 KiB kernel stack holding $sp, or for
-user space 64 KiB below $sp up to the end of its mapping (8 MiB at most).
+user space 64 KiB below $sp up to the end of its mapping (8 MiB at most);
+when gdb's backtrace crosses a signal frame onto another stack (a handler on
+a sigaltstack), that stack is scanned too, with the sp gdb gives its
+innermost frame there as its live sp.
 
 With --use, the selected thread's frame #0 stays as it is and frame #1
 becomes the register set at ADDR (pc = its ip, sp = its sp, every
@@ -98,8 +101,19 @@ unwinding back. See also `stackproof-unwinder`."""
                 lo, hi = self._range(args, sp)
             if hi <= lo:
                 raise UserError("regs-from-stack: empty range %#x..%#x" % (lo, hi))
-            found, unreadable, truncated, _reads = _core.scan_regs(read, symtab, lo, hi, sp)
+            ranges = [(lo, hi, sp)]
+            if task_stack is None and args.lo is None and sp < 0xFFFF800000000000:
+                ranges += self._signal_stacks(args, (lo, hi))
+            found, unreadable, truncated = [], [], None
+            for rlo, rhi, rsp in ranges:
+                f, u, t, _reads = _core.scan_regs(read, symtab, rlo, rhi, rsp)
+                found += f
+                unreadable += u
+                truncated = truncated if truncated is not None else t
+            found.sort(key=lambda f: f["address"])
             doc["range"] = [render.hexa(lo), render.hexa(hi)]
+            doc["ranges"] = [{"range": [render.hexa(a), render.hexa(b)], "live_sp": render.hexa(c)}
+                             for a, b, c in ranges]
             doc["unreadable"] = [[render.hexa(a), render.hexa(b)] for a, b in unreadable]
             doc["truncated_at"] = render.hexa(truncated)
         doc["found"] = [_found_json(f) for f in found]
@@ -115,8 +129,8 @@ unwinding back. See also `stackproof-unwinder`."""
             return
         out = []
         if lo is not None:
-            out.append("Scanned %016x..%016x (live sp %016x): %d register set%s" % (
-                lo, hi, sp, len(found), "" if len(found) == 1 else "s"))
+            out.append("Scanned %s (live sp %016x): %d register set%s" % (
+                ", ".join("%016x..%016x" % r[:2] for r in ranges), sp, len(found), "" if len(found) == 1 else "s"))
             for a, b in doc["unreadable"]:
                 out.append("  unreadable: %s..%s" % (a, b))
         for f in found:
@@ -242,6 +256,34 @@ unwinding back. See also `stackproof-unwinder`."""
             return lo, lo + KERNEL_STACK
         end = _mapping_end(sp) or sp + (1 << 20)
         return max(sp - USER_SCAN_BELOW, 0x1000) & ~0xFFF, min(end, sp + USER_SCAN_MAX)
+
+    @classmethod
+    def _signal_stacks(cls, args, first):
+        """Default ranges, each with its live sp, of the other stacks gdb's backtrace
+        reaches through signal frames: the trampoline's (a sigaltstack) and the
+        interrupted frame's. A range is cut where it would overlap one already taken."""
+        try:
+            frames, _stop = target.gdb_frames(1024)
+        except gdb.error:
+            return []
+        sps = []
+        for i, (_level, _pc, fsp, _slot, kind, _name, _trust) in enumerate(frames):
+            if kind != "sigtramp":
+                continue
+            sps.append(fsp)
+            if i + 1 < len(frames):
+                sps.append(frames[i + 1][2])
+        taken = [first]
+        out = []
+        for s in sps:  # innermost first: the first sp met on a stack is its live sp
+            if s is None or s >= 0xFFFF800000000000 or any(lo <= s < hi for lo, hi in taken):
+                continue
+            lo, hi = cls._range(args, s)
+            lo = max([lo] + [h for _l, h in taken if h <= s])
+            hi = min([hi] + [l for l, _h in taken if l > s])
+            taken.append((lo, hi))
+            out.append((lo, hi, s))
+        return out
 
     @staticmethod
     def _annotated_words(read, symtab, found, lo, hi, sp, gdb_chain=True):
