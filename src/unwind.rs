@@ -249,8 +249,11 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
     for lo in places {
         let opts = ScanOptions { live_sp: Some(lo), sigframes: false, ..ScanOptions::default() };
         let scan = scan_memory(mem, lo, lo.saturating_add(PT_REGS_WINDOW), syms, &opts);
-        let found = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live)?;
-        let (ip, rsp) = (found.reg("ip")?, found.reg("sp")?);
+        let Some(found) = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live)
+        else {
+            continue;
+        };
+        let (Some(ip), Some(rsp)) = (found.reg("ip"), found.reg("sp")) else { continue };
         let addr = found.address;
         let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "pt_regs" } });
         let regs = [pick("bx"), pick("bp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
@@ -314,7 +317,7 @@ fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
 
 /// Canonical, not tiny: worth a symbol lookup.
 fn plausible_code_address(v: u64) -> bool {
-    v >= 0x1000 && (v < 0x0000_8000_0000_0000 || v >= 0xffff_8000_0000_0000)
+    v >= 0x1000 && !(0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&v)
 }
 
 /// `rbx = 0x... saved at 0x... by 'push %rbx' at 0x... (frame #N)`.

@@ -343,15 +343,18 @@ def _canary(read, sp):
 
 
 def _mapping_end(addr):
-    """End of the memory mapping holding `addr` (`info proc mappings`), or None."""
-    try:
-        text = gdb.execute("info proc mappings", to_string=True)
-    except gdb.error:
-        return None
-    for line in text.splitlines():
-        m = re.match(r"\s*0x([0-9a-f]+)\s+0x([0-9a-f]+)", line)
-        if m and int(m.group(1), 16) <= addr < int(m.group(2), 16):
-            return int(m.group(2), 16)
+    """End of the memory mapping holding `addr`: `info proc mappings` for a process,
+    the core's `loadN` sections (`info files`) for a core; None when neither says."""
+    for cmd, pat in (("info proc mappings", r"\s*0x([0-9a-f]+)\s+0x([0-9a-f]+)"),
+                     ("info files", r"\s*0x([0-9a-f]+) - 0x([0-9a-f]+) is load")):
+        try:
+            text = gdb.execute(cmd, to_string=True)
+        except gdb.error:
+            continue
+        for line in text.splitlines():
+            m = re.match(pat, line)
+            if m and int(m.group(1), 16) <= addr < int(m.group(2), 16):
+                return int(m.group(2), 16)
     return None
 
 
