@@ -15,6 +15,38 @@ pub struct Checked {
     pub reports: Vec<FrameReport>,
     /// The independent chain, when starting registers were given.
     pub chain: Option<Unwound>,
+    /// Levels of the given frames the independent chain does not have (within the stack it covers).
+    pub invented: Vec<u32>,
+    /// Indices into the independent chain of frames the given chain lacks (within the stack it covers).
+    pub lost: Vec<usize>,
+}
+
+/// Frames with a stack frame of their own: not inline, not gdb's tail-call frames.
+fn physical(f: &FrameIn) -> bool {
+    !matches!(f.kind, FrameKind::Inline | FrameKind::TailCall)
+}
+
+/// Which given frames the own chain lacks, and which of its frames the given chain lacks.
+fn compare(given: &[FrameIn], own: &Unwound) -> (Vec<u32>, Vec<usize>) {
+    use std::collections::HashSet;
+    let key = |f: &FrameIn| (f.pc, f.sp);
+    let mine: HashSet<_> = own.frames.iter().map(|f| key(&f.frame)).collect();
+    let theirs: HashSet<_> = given.iter().filter(|f| physical(f)).map(key).collect();
+    let reach = own.frames.iter().filter_map(|f| f.frame.sp).max().unwrap_or(0);
+    let their_reach = given.iter().filter(|f| physical(f)).filter_map(|f| f.sp).max().unwrap_or(0);
+    let invented = given
+        .iter()
+        .filter(|f| physical(f) && !mine.contains(&key(f)) && f.sp.unwrap_or(0) <= reach)
+        .map(|f| f.level)
+        .collect();
+    let lost = own
+        .frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !theirs.contains(&key(&f.frame)) && f.frame.sp.unwrap_or(0) <= their_reach)
+        .map(|(i, _)| i)
+        .collect();
+    (invented, lost)
 }
 
 /// Verify `frames` (or, when None, stackproof's own chain from `start`).
@@ -36,6 +68,7 @@ fn check_unscoped<M: Memory, S: Symbols>(
     max: usize,
 ) -> Checked {
     let chain = start.map(|s| unwind(mem, syms, s, max));
+    let given = frames.is_some();
     let mut frames = match (frames, &chain) {
         (Some(f), _) => f,
         (None, Some(c)) => c.frames.iter().map(|f| f.frame.clone()).collect(),
@@ -53,7 +86,11 @@ fn check_unscoped<M: Memory, S: Symbols>(
         }
         None => verify_chain(mem, syms, &frames, &consistent),
     };
-    Checked { reports, chain }
+    let (invented, lost) = match &chain {
+        Some(c) if given => compare(&frames, c),
+        _ => (Vec::new(), Vec::new()),
+    };
+    Checked { reports, chain, invented, lost }
 }
 
 /// Verify one task of a crash `bt` text. crash sometimes prints an interrupt's

@@ -258,10 +258,11 @@ fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, w
 
 /// Check a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`, or None to
 /// check stackproof's own chain; `start`: `(pc, sp, {"rbx": v, ...})` registers of frame 0.
-/// Returns `(frame dicts, own chain dicts or None, stop reason, memory reads)`; the chain's
-/// frames carry their callee-saved registers with provenance when `with_regs`.
+/// Returns `(frame dicts, own chain dicts or None, stop reason, memory reads, invented levels,
+/// lost chain indices)`. The chain's frames carry their callee-saved registers with provenance
+/// when `with_regs`; the chain is left out (None) when `chain="on-difference"` and it agrees.
 #[pyfunction]
-#[pyo3(signature = (read, symtab, frames, start, max_frames, with_regs=false))]
+#[pyo3(signature = (read, symtab, frames, start, max_frames, with_regs=false, chain="always"))]
 fn check_chain<'py>(
     py: Python<'py>,
     read: Py<PyAny>,
@@ -270,7 +271,8 @@ fn check_chain<'py>(
     start: Option<(u64, u64, std::collections::HashMap<String, u64>)>,
     max_frames: usize,
     with_regs: bool,
-) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64)> {
+    chain: &str,
+) -> PyResult<CheckResult<'py>> {
     let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
     let start = start.map(|(pc, sp, regs)| crate::unwind::Start {
         pc,
@@ -283,7 +285,9 @@ fn check_chain<'py>(
     for r in &checked.reports {
         list.append(report_dict(py, r)?)?;
     }
+    let agree = checked.invented.is_empty() && checked.lost.is_empty();
     let (chain, stop) = match &checked.chain {
+        Some(c) if chain == "on-difference" && agree => (None, c.stop.clone()),
         Some(c) => {
             let l = PyList::empty(py);
             for f in &c.frames {
@@ -293,8 +297,11 @@ fn check_chain<'py>(
         }
         None => (None, None),
     };
-    Ok((list, chain, stop, mem.requests()))
+    Ok((list, chain, stop, mem.requests(), checked.invented, checked.lost))
 }
+
+type CheckResult<'py> =
+    (Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64, Vec<u32>, Vec<usize>);
 
 /// Verify every task of a crash `bt` text. Returns a list of
 /// `(title, frame dicts, [(level, name, line)] of frames without an address)`;

@@ -239,6 +239,7 @@ def gdb_frames(max_frames):
     frames = []
     f = gdb.newest_frame()
     stop = None
+    from_sets = _unwound_from_sets()
     while f is not None:
         if len(frames) >= max_frames:
             stop = "stopped after %d frames (--max-frames)" % max_frames
@@ -251,7 +252,7 @@ def gdb_frames(max_frames):
             sp = None
         kind = _KINDS.get(f.type(), "normal")
         trust = "registers" if level == 0 else "cfi"
-        if level > 0 and kind == "normal" and (pc, sp) in _unwound_from_sets():
+        if level > 0 and kind == "normal" and (pc, sp) in from_sets:
             kind, trust = "interrupted", "registers"  # from a register set: regs-from-stack --use, stackproof-unwinder
         name = f.name() if kind != "normal" or level == 0 else None
         frames.append((level, pc, sp, None, kind, name, trust))
@@ -287,7 +288,7 @@ def frame0_registers():
 def _unwound_from_sets():
     from stackproof.gdbext import unwinder  # imports this module
     try:
-        return unwinder.interrupted_frames()
+        return unwinder.interrupted_lookup()
     except gdb.error:
         return frozenset()
 

@@ -254,6 +254,27 @@ def thread_key(thread):
     return _thread_key(thread)
 
 
+class _Interrupted:
+    """Membership in the selected thread's register-set frames, looked up as gdb unwinds
+    (the unwinder adds to its sets while a walk goes on)."""
+
+    def __init__(self, sets, key):
+        self._sets, self._key = sets, key
+
+    def __contains__(self, pc_sp):
+        return pc_sp in self._sets.get(self._key, ())
+
+
+def interrupted_lookup():
+    """A container of the selected thread's frames taken from a register set, live during a walk."""
+    if _unwinder is None or not _unwinder.enabled:
+        return frozenset()
+    thread = gdb.selected_thread()
+    if thread is None:
+        return frozenset()
+    return _Interrupted(_unwinder.interrupted, _thread_key(thread))
+
+
 def interrupted_frames():
     """{(pc, sp)} of the selected thread's frames that the unwinder took from a register set."""
     if _unwinder is None or not _unwinder.enabled:

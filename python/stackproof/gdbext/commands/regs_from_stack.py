@@ -202,7 +202,7 @@ unwinding back. See also `stackproof-unwinder`."""
         frames, _stop = target.gdb_frames(1024 if args.frame is None else args.frame + 1)
         if args.frame is not None and args.frame >= len(frames):
             raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
-        _reports, chain, chain_stop, _reads = _core.check_chain(read, symtab, frames, target.frame0_registers(),
+        _reports, chain, chain_stop, _reads, _inv, _lost = _core.check_chain(read, symtab, frames, target.frame0_registers(),
                                                                 len(frames) + 16, True)
         mine = {(c["pc"], c["sp"]): c for c in chain or []}
         by_sp = {c["sp"]: c for c in chain or []}
@@ -302,7 +302,7 @@ unwinding back. See also `stackproof-unwinder`."""
                 if level > 0 and fsp is not None and kind == "normal":
                     chain[fsp - 8] = (level, pc)
             # Where each frame's callee-saved registers were saved, by gdb's frame numbers.
-            _r, own, _s, _n = _core.check_chain(read, symtab, frames, target.frame0_registers(),
+            _r, own, _s, _n, _i, _l = _core.check_chain(read, symtab, frames, target.frame0_registers(),
                                                  len(frames) + 16, True)
             gdb_level = {(pc, fsp): level for level, pc, fsp, _slot, kind, _name, _trust in frames
                          if kind != "inline"}

@@ -4,7 +4,7 @@ import sys
 
 import gdb
 
-from stackproof import _core, chains, render
+from stackproof import _core, render
 from stackproof.gdbext import target
 from stackproof.gdbext.command import StackproofCommand, ascii_text
 from stackproof.gdbext.target import UserError
@@ -72,7 +72,7 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                 pc, sp, regs, _stack, notes = target.task_start(read, args.task, args.sp, symtab)
             except UserError as e:
                 raise UserError("verify-bt: %s" % e)
-            _r, chain, stop, _n = _core.check_chain(read, symtab, None, (pc, sp, regs), args.max_frames)
+            _r, chain, stop, _n, _i, _l = _core.check_chain(read, symtab, None, (pc, sp, regs), args.max_frames)
             frames = [(c["level"], c["pc"], c["sp"], c["slot"], c["kind"], None, c["trust"]) for c in chain]
             frames = _resume_frame(symtab, frames, pc, sp)
             t = self._verify(read, symtab, frames, (pc, sp, regs), args.max_frames, source="registers",
@@ -93,7 +93,8 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                     frames, stop = target.gdb_frames(args.max_frames)
                     title = "Thread %d (%s):" % (th.num, th.name or "LWP %d" % th.ptid[1]) if args.all_threads else None
                     threads.append(self._verify(read, symtab, frames, target.frame0_registers(), args.max_frames,
-                                                source="gdb", title=title, thread=th.num, stop=stop))
+                                                source="gdb", title=title, thread=th.num, stop=stop,
+                                                want_chain=args.json))
             finally:
                 if selected is not None and selected.is_valid():
                     selected.switch()
@@ -109,16 +110,20 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
             raise UserError("verify-bt: %d bogus frame%s" % (bogus, "" if bogus == 1 else "s"))
 
     @staticmethod
-    def _verify(read, symtab, frames, start, max_frames, source, title=None, thread=None, stop=None):
-        reports, chain, chain_stop, reads = _core.check_chain(read, symtab, frames, start, max_frames)
+    def _verify(read, symtab, frames, start, max_frames, source, title=None, thread=None, stop=None,
+                want_chain=True):
+        # Text output shows stackproof's own chain only where it differs: build it only then.
+        reports, chain, chain_stop, reads, invented, lost = _core.check_chain(
+            read, symtab, frames, start, max_frames, False, "always" if want_chain else "on-difference")
         t = {"source": source, "title": title, "thread": thread, "stop": stop, "frames": reports,
              "reads": reads}
         if frames is None:
             t["stop"] = chain_stop
-        elif chain is not None:
+        elif start is not None:
             t["chain"] = chain
             t["chain_stop"] = chain_stop
-            t["compare"] = chains.compare(reports, chain)
+            t["compare"] = {"agree": not invented and not lost, "invented": list(invented),
+                            "lost": [chain[i] for i in lost] if chain else []}
         return t
 
 
