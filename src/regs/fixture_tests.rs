@@ -1,12 +1,11 @@
-//! Scans of the real kernel fixtures (/work/shared/fixtures/kernel), compared with what
-//! crash 8.0.6 (`bt -e -a`) and drgn 0.3.0 report, and every kept stack checked for
-//! false live frames. Skipped (with a message) when the fixtures or `xz` are absent.
+//! Scans of the real kernel fixtures (tests/fixtures/kernel, unpacked by
+//! `crate::testdata::kernel_fixture`), compared with what crash 8.0.6 (`bt -e -a`) and
+//! drgn 0.3.0 report, and every kept stack checked for false live frames.
 #![cfg(test)]
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -17,30 +16,7 @@ use crate::elf::{load_symbols, Placement};
 use crate::memory::{Memory, ReadError};
 use crate::symbols::{Symbol, SymbolTable};
 
-const FIXTURES: &str = "/work/shared/fixtures/kernel";
 const THREAD_SIZE: u64 = 0x4000;
-
-fn skip(why: &str) {
-    eprintln!("skip: {why}");
-}
-
-/// `xz -dc` into a per-user temp dir once; renamed into place so parallel tests agree.
-fn unxz(src: &Path, name: &str) -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join("stackproof-regs-fixtures");
-    let dst = dir.join(name);
-    if dst.metadata().is_ok_and(|m| m.len() > 0) {
-        return Some(dst);
-    }
-    fs::create_dir_all(&dir).ok()?;
-    let out = Command::new("xz").arg("-dc").arg(src).output().ok()?;
-    if !out.status.success() || out.stdout.is_empty() {
-        return None;
-    }
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
-    fs::write(&tmp, &out.stdout).ok()?;
-    fs::rename(&tmp, &dst).ok()?;
-    Some(dst)
-}
 
 /// The mini core's PT_LOAD segments; a read may span adjacent ones.
 struct Core {
@@ -103,21 +79,10 @@ struct Scenario {
     dir: PathBuf,
 }
 
-fn load(name: &str) -> Option<Scenario> {
-    let root = Path::new(FIXTURES);
-    let dir = root.join(name);
-    if !dir.is_dir() {
-        skip(&format!("{} absent", dir.display()));
-        return None;
-    }
-    let Some(core) = unxz(&dir.join("minicore.elf.xz"), &format!("{name}-minicore.elf")) else {
-        skip("cannot decompress the mini core (xz missing?)");
-        return None;
-    };
-    let Some(vmlinux) = unxz(&root.join("vmlinux.sym.xz"), "vmlinux.sym") else {
-        skip("cannot decompress vmlinux.sym");
-        return None;
-    };
+fn load(name: &str) -> Scenario {
+    let dir = crate::testdata::fixture("kernel").join(name);
+    let core = crate::testdata::kernel_fixture(&format!("{name}/minicore.elf")).unwrap();
+    let vmlinux = crate::testdata::kernel_fixture("vmlinux.sym").unwrap();
     let kaslr = fs::read_to_string(dir.join("kaslr.txt")).unwrap();
     let off = u64::from_str_radix(kaslr.trim().trim_start_matches("KERNELOFFSET="), 16).unwrap();
     let mut syms = load_symbols(&vmlinux, &Placement::Bias(off), None).unwrap();
@@ -129,7 +94,7 @@ fn load(name: &str) -> Option<Scenario> {
         .match_indices("\"RSP\": \"")
         .map(|(i, m)| u64::from_str_radix(&manifest[i + m.len()..i + m.len() + 16], 16).unwrap())
         .collect();
-    Some(Scenario { mem: core_memory(&core), syms, cpu_sp, dir })
+    Scenario { mem: core_memory(&core), syms, cpu_sp, dir }
 }
 
 /// crash's name for a pt_regs field.
@@ -224,8 +189,8 @@ fn assert_regs(f: &Found, want: &HashMap<&'static str, u64>, who: &str) {
 }
 
 /// Every exception frame crash reports is found at its address with crash's values.
-fn check_scenario(name: &str, stale: &[u64]) -> Option<Scenario> {
-    let s = load(name)?;
+fn check_scenario(name: &str, stale: &[u64]) -> Scenario {
+    let s = load(name);
     let text = fs::read_to_string(s.dir.join("expected-crash-8.0.6-bt-e-a.txt")).unwrap();
     let frames = crash_frames(&text);
     assert!(!frames.is_empty());
@@ -246,12 +211,12 @@ fn check_scenario(name: &str, stale: &[u64]) -> Option<Scenario> {
         assert_eq!(f.check("segments").map(|c| c.detail.contains("kernel")), Some(*kernel));
         assert!(f.checks.iter().all(|c| c.ok), "{name} {addr:#x}: {:#?}", f.checks);
     }
-    Some(s)
+    s
 }
 
 #[test]
 fn irq_fixture_frames_match_crash_and_drgn() {
-    let Some(s) = check_scenario("irq", &[]) else { return };
+    let s = check_scenario("irq", &[]);
     // The kernel-mode frame the README names, against drgn as well.
     let found = scan_stack(&s, 0xffffc9000043ba58, 1).found;
     let f = found.iter().find(|f| f.address == 0xffffc9000043ba58).unwrap();
@@ -278,7 +243,7 @@ fn busy_fixture_stale_frame_is_stale() {
 
 #[test]
 fn panic_fixture_frames_match_crash() {
-    let Some(s) = check_scenario("panic", &[]) else { return };
+    let s = check_scenario("panic", &[]);
     // CPU 1 was stopped by the reboot IPI inside s_next.
     let found = scan_stack(&s, 0xffffc900004739f8, 1).found;
     let f = found.iter().find(|f| f.address == 0xffffc900004739f8).unwrap();
@@ -324,7 +289,7 @@ fn saved_sp(s: &Scenario, task: u64, lo: u64) -> Option<u64> {
 #[test]
 fn no_false_live_frames_on_any_fixture_stack() {
     for name in ["irq", "busy", "panic"] {
-        let Some(s) = load(name) else { return };
+        let s = load(name);
         let manifest = fs::read_to_string(s.dir.join("manifest.json")).unwrap();
         let crash = fs::read_to_string(s.dir.join("expected-crash-8.0.6-bt-e-a.txt")).unwrap();
         let crash_addrs: Vec<u64> = crash_frames(&crash).iter().map(|f| f.0).collect();
