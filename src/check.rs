@@ -9,7 +9,7 @@ use crate::regs::scan::{scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
 use crate::resolve::{ChainResolver, ConsistencyResolver, Either};
 use crate::unwind::{unwind, Start, Unwound};
-use crate::verify::{verify_chain, FrameIn, FrameKind, FrameReport};
+use crate::verify::{function_of_ra, verify_chain, FrameIn, FrameKind, FrameReport, Reason, Trust, Verdict};
 
 pub struct Checked {
     pub reports: Vec<FrameReport>,
@@ -53,7 +53,13 @@ const PT_REGS_REACH: u64 = 0x400;
 /// `pt_regs.ip` word as a frame (seed 002's `#6`): a live pt_regs found on the
 /// stack whose `ip` sits at a frame's slot turns that frame into the interrupted
 /// one, with the pt_regs' sp and bp, so its layout can be checked.
-pub fn check_crash_task<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTask, max: usize) -> Vec<FrameReport> {
+pub fn check_crash_task<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    task: &CrashTask,
+    live: Option<&LiveCpu>,
+    max: usize,
+) -> Vec<FrameReport> {
     let (mut frames, _) = task_chain(task);
     frames.truncate(max);
     let slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();
@@ -70,5 +76,66 @@ pub fn check_crash_task<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTa
             }
         }
     }
-    verify_chain(mem, syms, &frames, &ConsistencyResolver { mem, syms })
+    let mut reports = verify_chain(mem, syms, &frames, &ConsistencyResolver { mem, syms });
+    if let Some(live) = live {
+        against_live_cpu(mem, syms, &mut reports, live, max);
+    }
+    reports
+}
+
+/// The registers of the CPU a crash task header names (`CPU: N`), when the dump has them.
+pub struct LiveCpu {
+    pub start: Start,
+    /// The registers are user mode (`cs & 3 == 3`, or a user-space pc).
+    pub user_mode: bool,
+}
+
+const KERNEL_STACK: u64 = 0x4000;
+
+/// crash starts a running task's backtrace from its own guess, not from the CPU's
+/// registers: check its frames against the live CPU. In user mode no kernel frame
+/// is live; in kernel mode a slot below the live sp (on the same stack) is stale,
+/// and a slot inside a frame of stackproof's own chain from the registers (not one
+/// of its return address slots) lies inside that frame. Frames that are in the own
+/// chain (same pc and sp) are never flagged.
+fn against_live_cpu<M: Memory, S: Symbols>(mem: &M, syms: &S, reports: &mut [FrameReport], live: &LiveCpu, max: usize) {
+    if live.user_mode {
+        // Disproved whatever else could or could not be checked (the stack is often not even in the dump).
+        for r in reports.iter_mut().filter(|r| r.slot.is_some()) {
+            r.verdict = Verdict::Bogus;
+            r.reasons = vec![Reason::CpuInUserMode];
+        }
+        return;
+    }
+    let sp = live.start.sp;
+    let own = unwind(mem, syms, &live.start, max);
+    let in_own = |r: &FrameReport| own.frames.iter().any(|f| f.frame.pc == r.pc && f.frame.sp == r.sp);
+    // (lo, hi, function): [frame sp, caller's return address slot) of consecutive own
+    // frames on one stack, both found from registers or by the layout.
+    let mut stretches = Vec::new();
+    for w in own.frames.windows(2) {
+        let (f, caller) = (&w[0], &w[1]);
+        let (Some(lo), Some(hi)) = (f.frame.sp, caller.frame.slot) else { continue };
+        let found = |t: Trust| matches!(t, Trust::Registers | Trust::Layout);
+        if caller.frame.kind != FrameKind::Normal || !found(caller.frame.trust) || !found(f.frame.trust) {
+            continue;
+        }
+        if hi <= lo || hi - lo >= KERNEL_STACK {
+            continue;
+        }
+        let is_ra = f.frame.level > 0 && f.frame.kind == FrameKind::Normal;
+        let sym = if is_ra { function_of_ra(syms, f.frame.pc) } else { syms.lookup(f.frame.pc) };
+        stretches.push((lo, hi, sym.map_or_else(|| format!("{:#x}", f.frame.pc), |s| s.name)));
+    }
+    for r in reports.iter_mut() {
+        let Some(slot) = r.slot else { continue };
+        if in_own(r) {
+            continue;
+        }
+        if slot < sp && sp - slot < KERNEL_STACK {
+            r.flag(Verdict::Bogus, Reason::BelowSp(sp));
+        } else if let Some((_, _, name)) = stretches.iter().find(|(lo, hi, _)| (*lo..*hi).contains(&slot)) {
+            r.flag(Verdict::Bogus, Reason::InsideFrameOf(name.clone()));
+        }
+    }
 }

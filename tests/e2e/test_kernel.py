@@ -236,19 +236,16 @@ def test_independent_chain_is_drgns(scenario):
 
 # ---- verify-bt --crash-bt (crash's bt -f -a) -------------------------------------
 
-# crash frames that are not in drgn's live chain: (scenario, cpu, level, pc) -> why they are stale.
-INSIDE_FRAME = ("needs the frame-layout check (inside-frame-of): the slot holds a stale return "
-                "address; the lead is wiring the layout engine in")
-USER_MODE = ("needs a check that is not there yet: CPU 1's registers are user mode (cs 0x33), so no "
-             "kernel frame of its current task is live; the stack is not even in the mini core")
+# crash frames that are not in drgn's live chain: (scenario, cpu, level, pc) -> the reasons.
 CRASH_STALE = {
     # stop_this_cpu left a return address at ...0fb8, below the live sp ...0fc0 of
     # stop_this_cpu+99 (drgn: native_halt inlined there): crash starts from that slot.
-    ("panic", 1, 0, 0xffffffff8103cfc5): ("inside-frame-of", INSIDE_FRAME),
-    ("busy", 1, 0, 0xffffffffa103dfdc): (None, USER_MODE),
-    ("busy", 1, 1, 0xffffffffa1137222): (None, USER_MODE),
-    ("busy", 1, 2, 0xffffffffa19ff11c): (None, USER_MODE),
-    ("busy", 1, 3, 0xffffffffa1c00ec6): (None, USER_MODE),
+    ("panic", 1, 0, 0xffffffff8103cfc5): ["below-sp"],
+    # CPU 1's registers are user mode (cs 0x33, NOTES.md): none of crash's kernel frames is live.
+    ("busy", 1, 0, 0xffffffffa103dfdc): ["cpu-in-user-mode"],
+    ("busy", 1, 1, 0xffffffffa1137222): ["cpu-in-user-mode"],
+    ("busy", 1, 2, 0xffffffffa19ff11c): ["cpu-in-user-mode"],
+    ("busy", 1, 3, 0xffffffffa1c00ec6): ["cpu-in-user-mode"],
 }
 
 
@@ -276,34 +273,23 @@ def test_crash_bt_frames_in_drgn_not_bogus(scenario):
     assert stale == {k for k in CRASH_STALE if k[0] == scenario}
 
 
-def _stale_params():
-    out = []
-    for key, (reason, why) in CRASH_STALE.items():
-        marks = [pytest.mark.xfail(strict=True, reason=why)]
-        out.append(pytest.param(key, reason, id="%s-cpu%d-#%d" % key[:3], marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("key,reason", _stale_params())
-def test_crash_bt_stale_frame_flagged(key, reason):
+@pytest.mark.parametrize("key", list(CRASH_STALE), ids=["%s-cpu%d-#%d" % k[:3] for k in CRASH_STALE])
+def test_crash_bt_stale_frame_flagged(key):
     scenario, cpu, level, pc = key
     doc, cpus = crash_doc(scenario)
     [fr] = [f for t, c in zip(doc["threads"], cpus) if c == cpu for f in t["frames"]
             if f["level"] == level and hexint(f["pc"]) == pc]
-    assert fr["verdict"] == "bogus", fr
-    if reason is not None:
-        assert reason in fr["reasons"], fr
+    assert fr["verdict"] == "bogus" and fr["reasons"] == CRASH_STALE[key], fr
 
 
-def test_crash_bt_stale_frames_today():
-    """What verify-bt says today about crash's stale frames (the stale slot holds
-    its return address after a real call, so only the layout check can tell)."""
+def test_crash_bt_below_sp_names_the_live_sp():
+    """panic CPU 1 (gdb thread 2, LWP 2): the stale slot ...0fb8 holds stop_this_cpu's return
+    address; the live sp from the registers is ffffc900000d0fc0 (NOTES.md)."""
     doc, cpus = crash_doc("panic")
     fr = doc["threads"][cpus.index(1)]["frames"][0]
     assert hexint(fr["slot"]) == 0xffffc900000d0fb8 and hexint(fr["slot_value"]) == 0xffffffff8103cfc5
-    doc, cpus = crash_doc("busy")
-    for fr in doc["threads"][cpus.index(1)]["frames"]:
-        assert fr["verdict"] == "unknown" and "unreadable" in fr["reasons"], fr
+    res = kernel_gdb("panic", ["verify-bt --crash-bt %s" % (KFIX / "panic" / "expected-crash-8.0.6-bt-f-a.txt")])
+    assert "below-sp 0xffffc900000d0fc0" in res.stdout, res.describe()
 
 
 # ---- --task: a sleeping task's saved context --------------------------------------
