@@ -62,8 +62,18 @@ pub fn check_crash_task<M: Memory, S: Symbols>(
 ) -> Vec<FrameReport> {
     let (mut frames, _) = task_chain(task);
     frames.truncate(max);
-    let slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();
-    if let (Some(lo), Some(hi)) = (slots.iter().min(), slots.iter().max()) {
+    let mut slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();
+    slots.sort_unstable();
+    // One scan per stack the slots are on (an IRQ stack and the task stack can be
+    // megabytes apart: scanning between them would probe every page of the gap).
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &s in &slots {
+        match spans.last_mut() {
+            Some((_, hi)) if s - *hi < KERNEL_STACK => *hi = s,
+            _ => spans.push((s, s)),
+        }
+    }
+    for (lo, hi) in spans {
         let lo = lo.saturating_sub(PT_REGS_REACH) & !7;
         let scan = scan_memory(mem, lo, hi.saturating_add(PT_REGS_REACH), syms, &ScanOptions::default());
         for found in scan.found.iter().filter(|f| f.layout == Layout::PtRegs && f.status == Status::Live) {
