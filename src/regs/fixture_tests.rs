@@ -321,3 +321,64 @@ fn no_false_live_frames_on_any_fixture_stack() {
         eprintln!("{name}: {stale_seen} stale frames");
     }
 }
+
+/// `"KEY": "hex"` values of the manifest's `cpu_registers`, one per CPU in order.
+fn cpu_reg(manifest: &str, key: &str) -> Vec<u64> {
+    let pat = format!("\"{key}\": \"");
+    manifest
+        .match_indices(&pat)
+        .filter_map(|(i, m)| {
+            let rest = &manifest[i + m.len()..];
+            u64::from_str_radix(&rest[..rest.find('"')?], 16).ok()
+        })
+        .collect()
+}
+
+/// drgn's frames per CPU, `(pc, sp)` in order, without the repeats it prints for
+/// inlined functions.
+fn drgn_chains(text: &str) -> Vec<Vec<(u64, u64)>> {
+    let mut out: Vec<Vec<(u64, u64)>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("== CPU ") {
+            out.push(Vec::new());
+            continue;
+        }
+        let t = line.trim_start();
+        let (Some(pc), Some(sp)) = (t.split(" pc=0x").nth(1), t.split(" sp=0x").nth(1)) else { continue };
+        let hex = |s: &str| u64::from_str_radix(s.split_whitespace().next().unwrap_or(""), 16).ok();
+        let (Some(pc), Some(sp), Some(cur)) = (hex(pc), hex(sp), out.last_mut()) else { continue };
+        if cur.last() != Some(&(pc, sp)) {
+            cur.push((pc, sp));
+        }
+    }
+    out
+}
+
+/// stackproof's own unwinder from each CPU's registers (the manifest's, as gdb reads
+/// them from NT_PRSTATUS) gives drgn's chain: pt_regs crossings, the IRQ stack's
+/// return to the task stack, down to the user-mode frame of the syscall. busy CPU 1
+/// is in user mode and its user stack is not in the mini core: frame 0 only.
+#[test]
+fn own_chain_from_cpu_registers_is_drgns() {
+    use crate::unwind::{unwind, Start};
+    for name in ["panic", "irq", "busy"] {
+        let s = load(name);
+        let manifest = fs::read_to_string(s.dir.join("manifest.json")).unwrap();
+        let drgn = drgn_chains(&fs::read_to_string(s.dir.join("expected-drgn-0.3.0-cpus.txt")).unwrap());
+        let reg = |k: &str| cpu_reg(&manifest, k);
+        let (rip, rsp) = (reg("RIP"), reg("RSP"));
+        let callee: Vec<Vec<u64>> = ["RBX", "RBP", "R12", "R13", "R14", "R15"].iter().map(|k| reg(k)).collect();
+        assert_eq!((rip.len(), rsp.len(), drgn.len()), (2, 2, 2), "{name}");
+        for cpu in 0..2 {
+            let start = Start {
+                pc: rip[cpu],
+                sp: rsp[cpu],
+                callee_saved: [0, 1, 2, 3, 4, 5].map(|i| callee[i].get(cpu).copied()),
+            };
+            let got: Vec<(u64, u64)> =
+                unwind(&s.mem, &s.syms, &start, 64).frames.iter().map(|f| (f.frame.pc, f.frame.sp.unwrap_or(0))).collect();
+            let want = if (name, cpu) == ("busy", 1) { &drgn[cpu][..1] } else { &drgn[cpu][..] };
+            assert_eq!(got, want, "{name} CPU {cpu}");
+        }
+    }
+}
