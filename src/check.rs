@@ -86,11 +86,30 @@ pub fn check_crash_task<M: Memory, S: Symbols>(
             }
         }
     }
-    let mut reports = verify_chain(mem, syms, &frames, &ConsistencyResolver { mem, syms });
-    if let Some(live) = live {
-        against_live_cpu(mem, syms, &mut reports, live, max);
+    let resolver = ConsistencyResolver { mem, syms };
+    let Some(live) = live else { return verify_chain(mem, syms, &frames, &resolver) };
+    // Frames the live CPU disproves are checked on their own, so they are not
+    // taken as the callee of the frame above them.
+    let stale = against_live_cpu(mem, syms, &frames, live, max);
+    let kept: Vec<FrameIn> = frames.iter().zip(&stale).filter(|(_, r)| r.is_none()).map(|(f, _)| f.clone()).collect();
+    let mut kept = verify_chain(mem, syms, &kept, &resolver).into_iter();
+    let mut out = Vec::with_capacity(frames.len());
+    for (f, reason) in frames.iter().zip(stale) {
+        let Some(reason) = reason else {
+            out.extend(kept.next());
+            continue;
+        };
+        let Some(mut r) = verify_chain(mem, syms, std::slice::from_ref(f), &resolver).pop() else { continue };
+        if reason == Reason::CpuInUserMode {
+            // Disproved whatever else could or could not be checked (the stack is often not even in the dump).
+            r.verdict = Verdict::Bogus;
+            r.reasons = vec![reason];
+        } else {
+            r.flag(Verdict::Bogus, reason);
+        }
+        out.push(r);
     }
-    reports
+    out
 }
 
 /// The registers of the CPU a crash task header names (`CPU: N`), when the dump has them.
@@ -108,18 +127,19 @@ const KERNEL_STACK: u64 = 0x4000;
 /// and a slot inside a frame of stackproof's own chain from the registers (not one
 /// of its return address slots) lies inside that frame. Frames that are in the own
 /// chain (same pc and sp) are never flagged.
-fn against_live_cpu<M: Memory, S: Symbols>(mem: &M, syms: &S, reports: &mut [FrameReport], live: &LiveCpu, max: usize) {
+fn against_live_cpu<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    frames: &[FrameIn],
+    live: &LiveCpu,
+    max: usize,
+) -> Vec<Option<Reason>> {
     if live.user_mode {
-        // Disproved whatever else could or could not be checked (the stack is often not even in the dump).
-        for r in reports.iter_mut().filter(|r| r.slot.is_some()) {
-            r.verdict = Verdict::Bogus;
-            r.reasons = vec![Reason::CpuInUserMode];
-        }
-        return;
+        return frames.iter().map(|f| f.slot.map(|_| Reason::CpuInUserMode)).collect();
     }
     let sp = live.start.sp;
     let own = unwind(mem, syms, &live.start, max);
-    let in_own = |r: &FrameReport| own.frames.iter().any(|f| f.frame.pc == r.pc && f.frame.sp == r.sp);
+    let in_own = |r: &FrameIn| own.frames.iter().any(|f| f.frame.pc == r.pc && f.frame.sp == r.sp);
     // (lo, hi, function): [frame sp, caller's return address slot) of consecutive own
     // frames on one stack, both found from registers or by the layout.
     let mut stretches = Vec::new();
@@ -137,15 +157,17 @@ fn against_live_cpu<M: Memory, S: Symbols>(mem: &M, syms: &S, reports: &mut [Fra
         let sym = if is_ra { function_of_ra(syms, f.frame.pc) } else { syms.lookup(f.frame.pc) };
         stretches.push((lo, hi, sym.map_or_else(|| format!("{:#x}", f.frame.pc), |s| s.name)));
     }
-    for r in reports.iter_mut() {
-        let Some(slot) = r.slot else { continue };
-        if in_own(r) {
-            continue;
-        }
-        if slot < sp && sp - slot < KERNEL_STACK {
-            r.flag(Verdict::Bogus, Reason::BelowSp(sp));
-        } else if let Some((_, _, name)) = stretches.iter().find(|(lo, hi, _)| (*lo..*hi).contains(&slot)) {
-            r.flag(Verdict::Bogus, Reason::InsideFrameOf(name.clone()));
-        }
-    }
+    frames
+        .iter()
+        .map(|r| {
+            let slot = r.slot?;
+            if in_own(r) {
+                None
+            } else if slot < sp && sp - slot < KERNEL_STACK {
+                Some(Reason::BelowSp(sp))
+            } else {
+                stretches.iter().find(|(lo, hi, _)| (*lo..*hi).contains(&slot)).map(|(_, _, n)| Reason::InsideFrameOf(n.clone()))
+            }
+        })
+        .collect()
 }

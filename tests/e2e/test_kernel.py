@@ -292,6 +292,26 @@ def test_crash_bt_below_sp_names_the_live_sp():
     assert "below-sp 0xffffc900000d0fc0" in res.stdout, res.describe()
 
 
+def test_crash_bt_slot_inside_a_live_frame(tmp_path):
+    """A crash-style text with a slot inside panic's live frame: drgn has panic at sp
+    ffffc90000013b88 and sysrq_handle_crash at sp ...3c08 (so panic's return address slot is
+    ...3c00); ...3ba8 holds _printk+0x68 (a return address of an earlier call, x/gx on the
+    core). CPU 0 is gdb's thread 1: the own chain from its registers shows the slot is
+    inside panic's frame; the frames around it are drgn's and stay checked as a chain."""
+    text = tmp_path / "inside.txt"
+    text.write_text('PID: 1        TASK: ffff888003e0c800  CPU: 0    COMMAND: "init"\n'
+                    " #0 [ffffc90000013b80] panic at ffffffff819c5141\n"
+                    " #1 [ffffc90000013ba8] _printk at ffffffff819cac0f\n"
+                    " #2 [ffffc90000013c00] sysrq_handle_crash at ffffffff816a4c76\n")
+    doc = kernel_json("panic", "verify-bt --crash-bt %s --json" % text)
+    f0, f1, f2 = doc["threads"][0]["frames"]
+    assert f1["verdict"] == "bogus" and f1["reasons"] == ["inside-frame-of"], f1
+    drgn = drgn_cpus("panic")[0]
+    for fr in (f0, f2):
+        assert frame_key(fr) in drgn and fr["verdict"] == "ok", fr
+    assert f2["call"]["target_function"] == "panic", f2
+
+
 # ---- --task: a sleeping task's saved context --------------------------------------
 
 def manifest_tasks(scenario):
