@@ -9,7 +9,7 @@ use crate::regs::scan::{scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
 use crate::resolve::{ChainResolver, ConsistencyResolver, Either};
 use crate::unwind::{unwind, Start, Unwound};
-use crate::verify::{verify_chain, FrameIn, FrameKind, FrameReport};
+use crate::verify::{function_of_ra, verify_chain, FrameIn, FrameKind, FrameReport, Reason, Trust, Verdict};
 
 pub struct Checked {
     pub reports: Vec<FrameReport>,
@@ -93,21 +93,46 @@ fn check_unscoped<M: Memory, S: Symbols>(
     Checked { reports, chain, invented, lost }
 }
 
+/// How far beyond the printed slots a pt_regs crash misread may reach.
+const PT_REGS_REACH: u64 = 0x400;
+
 /// Verify one task of a crash `bt` text. crash sometimes prints an interrupt's
 /// `pt_regs.ip` word as a frame (seed 002's `#6`): a live pt_regs found on the
 /// stack whose `ip` sits at a frame's slot turns that frame into the interrupted
 /// one, with the pt_regs' sp and bp, so its layout can be checked.
-pub fn check_crash_task<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTask, max: usize) -> Vec<FrameReport> {
-    crate::x86::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, max))
+pub fn check_crash_task<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    task: &CrashTask,
+    live: Option<&LiveCpu>,
+    max: usize,
+) -> Vec<FrameReport> {
+    crate::x86::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, live, max))
 }
 
-fn check_crash_task_unscoped<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &CrashTask, max: usize) -> Vec<FrameReport> {
+fn check_crash_task_unscoped<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    task: &CrashTask,
+    live: Option<&LiveCpu>,
+    max: usize,
+) -> Vec<FrameReport> {
     let (mut frames, _) = task_chain(task);
     frames.truncate(max);
-    let slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();
-    // The stretch crash printed: a pt_regs it misread lies between its frames' slots.
-    if let (Some(lo), Some(hi)) = (slots.iter().min(), slots.iter().max()) {
-        let scan = scan_memory(mem, *lo, hi.saturating_add(8), syms, &ScanOptions::default());
+    let mut slots: Vec<u64> = frames.iter().filter_map(|f| f.slot).collect();
+    slots.sort_unstable();
+    // One scan per stack the slots are on (an IRQ stack and the task stack can be
+    // megabytes apart: scanning between them would probe every page of the gap).
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &s in &slots {
+        match spans.last_mut() {
+            Some((_, hi)) if s - *hi < KERNEL_STACK => *hi = s,
+            _ => spans.push((s, s)),
+        }
+    }
+    for (lo, hi) in spans {
+        let lo = lo.saturating_sub(PT_REGS_REACH) & !7;
+        let scan = scan_memory(mem, lo, hi.saturating_add(PT_REGS_REACH), syms, &ScanOptions::default());
         for found in scan.found.iter().filter(|f| f.layout == Layout::PtRegs && f.status == Status::Live) {
             let ip_slot = found.address.saturating_add(16 * 8);
             for f in frames.iter_mut().filter(|f| f.slot == Some(ip_slot) && Some(f.pc) == found.reg("ip")) {
@@ -118,7 +143,90 @@ fn check_crash_task_unscoped<M: Memory, S: Symbols>(mem: &M, syms: &S, task: &Cr
             }
         }
     }
-    verify_chain(mem, syms, &frames, &ConsistencyResolver { mem, syms })
+    let resolver = ConsistencyResolver { mem, syms };
+    let Some(live) = live else { return verify_chain(mem, syms, &frames, &resolver) };
+    // Frames the live CPU disproves are checked on their own, so they are not
+    // taken as the callee of the frame above them.
+    let stale = against_live_cpu(mem, syms, &frames, live, max);
+    let kept: Vec<FrameIn> = frames.iter().zip(&stale).filter(|(_, r)| r.is_none()).map(|(f, _)| f.clone()).collect();
+    let mut kept = verify_chain(mem, syms, &kept, &resolver).into_iter();
+    let mut out = Vec::with_capacity(frames.len());
+    for (f, reason) in frames.iter().zip(stale) {
+        let Some(reason) = reason else {
+            out.extend(kept.next());
+            continue;
+        };
+        let Some(mut r) = verify_chain(mem, syms, std::slice::from_ref(f), &resolver).pop() else { continue };
+        if reason == Reason::CpuInUserMode {
+            // Disproved whatever else could or could not be checked (the stack is often not even in the dump).
+            r.verdict = Verdict::Bogus;
+            r.reasons = vec![reason];
+        } else {
+            r.flag(Verdict::Bogus, reason);
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// The registers of the CPU a crash task header names (`CPU: N`), when the dump has them.
+pub struct LiveCpu {
+    pub start: Start,
+    /// The registers are user mode (`cs & 3 == 3`, or a user-space pc).
+    pub user_mode: bool,
+}
+
+const KERNEL_STACK: u64 = 0x4000;
+
+/// crash starts a running task's backtrace from its own guess, not from the CPU's
+/// registers: check its frames against the live CPU. In user mode no kernel frame
+/// is live; in kernel mode a slot below the live sp (on the same stack) is stale,
+/// and a slot inside a frame of stackproof's own chain from the registers (not one
+/// of its return address slots) lies inside that frame. Frames that are in the own
+/// chain (same pc and sp) are never flagged.
+fn against_live_cpu<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    frames: &[FrameIn],
+    live: &LiveCpu,
+    max: usize,
+) -> Vec<Option<Reason>> {
+    if live.user_mode {
+        return frames.iter().map(|f| f.slot.map(|_| Reason::CpuInUserMode)).collect();
+    }
+    let sp = live.start.sp;
+    let own = unwind(mem, syms, &live.start, max);
+    let in_own = |r: &FrameIn| own.frames.iter().any(|f| f.frame.pc == r.pc && f.frame.sp == r.sp);
+    // (lo, hi, function): [frame sp, caller's return address slot) of consecutive own
+    // frames on one stack, both found from registers or by the layout.
+    let mut stretches = Vec::new();
+    for w in own.frames.windows(2) {
+        let (f, caller) = (&w[0], &w[1]);
+        let (Some(lo), Some(hi)) = (f.frame.sp, caller.frame.slot) else { continue };
+        let found = |t: Trust| matches!(t, Trust::Registers | Trust::Layout);
+        if caller.frame.kind != FrameKind::Normal || !found(caller.frame.trust) || !found(f.frame.trust) {
+            continue;
+        }
+        if hi <= lo || hi - lo >= KERNEL_STACK {
+            continue;
+        }
+        let is_ra = f.frame.level > 0 && f.frame.kind == FrameKind::Normal;
+        let sym = if is_ra { function_of_ra(syms, f.frame.pc) } else { syms.lookup(f.frame.pc) };
+        stretches.push((lo, hi, sym.map_or_else(|| format!("{:#x}", f.frame.pc), |s| s.name)));
+    }
+    frames
+        .iter()
+        .map(|r| {
+            let slot = r.slot?;
+            if in_own(r) {
+                None
+            } else if slot < sp && sp - slot < KERNEL_STACK {
+                Some(Reason::BelowSp(sp))
+            } else {
+                stretches.iter().find(|(lo, hi, _)| (*lo..*hi).contains(&slot)).map(|(_, _, n)| Reason::InsideFrameOf(n.clone()))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -145,6 +253,10 @@ mod tests {
 
     fn seed_002() -> (Regions, SymbolTable) {
         let mut m = Regions::new();
+        // Dumps hold whole pages; the note printed only these words. The rest of the
+        // stack page gets a pattern that is neither code, stack nor a register set.
+        let page = BASE & !0xfff;
+        m.add_u64s(page, &[0x5a5a_5a5a_5a5a_5a5a; 1024]);
         m.add_u64s(BASE, &WORDS);
         m.add_u64s(BASE + 8 * WORDS.len() as u64, &MORE);
         // nopl 0x0(%rax,%rax,1); push %rbp; mov %rsp,%rbp; and $-32,%rsp; sub $0x40,%rsp;
@@ -173,7 +285,7 @@ mod tests {
     fn seed_002_stale_search_extable_is_inside_the_interrupted_frame() {
         let (mem, syms) = seed_002();
         let tasks = crate::crashbt::parse(SEED_BT).expect("seed text parses");
-        let r = check_crash_task(&mem, &syms, &tasks[0], 64);
+        let r = check_crash_task(&mem, &syms, &tasks[0], None, 64);
         let by_level = |l: u32| r.iter().find(|f| f.level == l).expect("frame present");
         // #6 is the pc the timer interrupt stopped (pt_regs.ip at ...af8), not a call's return.
         assert_eq!(by_level(6).kind, FrameKind::Interrupted);

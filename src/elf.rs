@@ -24,13 +24,15 @@ struct RawSymbol {
     name: String,
     value: u64,
     size: u64,
-    section: Option<String>,
+    /// Index of its section (named in `RawTable::section_names`).
+    section: Option<SectionIndex>,
 }
 
 #[derive(Debug)]
 struct RawTable {
     relocatable: bool,
     sections: HashMap<String, u64>,
+    section_names: HashMap<SectionIndex, String>,
     syms: Vec<RawSymbol>,
 }
 
@@ -76,14 +78,13 @@ fn parse(path: &Path) -> Result<Arc<RawTable>, String> {
             return None;
         }
         let name = sym.name().ok().filter(|n| !n.is_empty())?;
-        let section = sym.section_index().and_then(|i| section_names.get(&i).cloned());
-        Some(RawSymbol { name: name.to_string(), value: sym.address(), size: sym.size(), section })
+        Some(RawSymbol { name: name.to_string(), value: sym.address(), size: sym.size(), section: sym.section_index() })
     };
     let mut syms: Vec<RawSymbol> = file.symbols().filter_map(text).collect();
     if syms.is_empty() {
         syms = file.dynamic_symbols().filter_map(text).collect();
     }
-    let t = Arc::new(RawTable { relocatable, sections, syms });
+    let t = Arc::new(RawTable { relocatable, sections, section_names, syms });
     if let Ok(mut m) = PARSED.lock() {
         m.insert(key, t.clone());
     }
@@ -98,7 +99,7 @@ pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) ->
         let start = match placement {
             Placement::Bias(b) => s.value.wrapping_add(*b),
             Placement::Sections(map) => {
-                let Some(base) = s.section.as_ref().and_then(|n| map.get(n)) else { continue };
+                let Some(base) = s.section.and_then(|i| t.section_names.get(&i)).and_then(|n| map.get(n)) else { continue };
                 // In ET_REL the value is an offset in its section.
                 if t.relocatable {
                     base.wrapping_add(s.value)

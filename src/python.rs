@@ -304,15 +304,23 @@ type CheckResult<'py> =
     (Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64, Vec<u32>, Vec<usize>);
 
 /// Verify every task of a crash `bt` text. Returns a list of
+
+/// `(pc, sp, {callee-saved name: value}, user mode)` of a CPU's registers.
+type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
+
+/// Verify every task of a crash `bt` text; `cpus`: the registers of the CPUs the
+/// task headers name (`CPU: N`), when the dump has them. Returns a list of
 /// `(title, frame dicts, [(level, name, line)] of frames without an address)`;
 /// a line that does not parse is a ValueError naming it.
 #[pyfunction]
+#[pyo3(signature = (read, symtab, text, max_frames, cpus=None))]
 fn verify_crash_bt<'py>(
     py: Python<'py>,
     read: Py<PyAny>,
     symtab: &Symtab,
     text: &str,
     max_frames: usize,
+    cpus: Option<std::collections::HashMap<u32, CpuRegs>>,
 ) -> PyResult<Vec<(String, Bound<'py, PyList>, Vec<(u32, String, usize)>)>> {
     let tasks = crate::crashbt::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if tasks.iter().all(|t| t.frames.is_empty()) {
@@ -322,7 +330,16 @@ fn verify_crash_bt<'py>(
     let mut out = Vec::new();
     for t in &tasks {
         let (_, unplaced) = crate::crashbt::task_chain(t);
-        let reports = guarded("verify-bt", || Ok(crate::check::check_crash_task(&mem, symtab, t, max_frames)))?;
+        let live = t.cpu.and_then(|c| cpus.as_ref()?.get(&c)).map(|(pc, sp, regs, user_mode)| crate::check::LiveCpu {
+            start: crate::unwind::Start {
+                pc: *pc,
+                sp: *sp,
+                callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
+            },
+            user_mode: *user_mode,
+        });
+        let reports =
+            guarded("verify-bt", || Ok(crate::check::check_crash_task(&mem, symtab, t, live.as_ref(), max_frames)))?;
         let list = PyList::empty(py);
         for r in &reports {
             list.append(report_dict(py, r)?)?;

@@ -86,14 +86,18 @@ impl SymbolTable {
     pub fn new(mut syms: Vec<Symbol>) -> Self {
         // Among aliases at one address keep the sized one, then the shorter name
         // (`memcpy` over `__memcpy`), so lookups are stable.
-        syms.sort_by(|a, b| {
-            a.start
-                .cmp(&b.start)
-                .then((b.size != 0).cmp(&(a.size != 0)))
+        // By address first (a cheap key), then each run of aliases by the full order.
+        syms.sort_unstable_by_key(|s| s.start);
+        let alias_order = |a: &Symbol, b: &Symbol| {
+            (b.size != 0)
+                .cmp(&(a.size != 0))
                 .then(a.name.starts_with('_').cmp(&b.name.starts_with('_')))
                 .then(a.name.len().cmp(&b.name.len()))
                 .then(a.name.cmp(&b.name))
-        });
+        };
+        for run in syms.chunk_by_mut(|a, b| a.start == b.start).filter(|r| r.len() > 1) {
+            run.sort_unstable_by(alias_order);
+        }
         syms.dedup_by(|later, first| later.start == first.start);
         SymbolTable { syms }
     }

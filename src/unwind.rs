@@ -92,12 +92,17 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
         } else {
             step_layout(mem, syms, cur, is_ra, level)
         };
-        let next = match stepped {
-            Ok(f) => Some(f),
+        // A stack switch (pt_regs crossing, IRQ stack back to the task stack) may go down.
+        let (next, switched) = match stepped {
+            Ok(f) => (Some(f), None),
             Err(why) => {
                 cur.layout_note = Some(why.to_string());
                 let cur = cur.clone();
-                step_pt_regs(mem, syms, &cur, level).or_else(|| step_scan(mem, syms, &cur, is_ra, level))
+                match step_pt_regs(mem, syms, &cur, level) {
+                    Some((Some(entry), f)) => (Some(entry), Some(f)),
+                    Some((None, f)) => (Some(f), None),
+                    None => (step_scan(mem, syms, &cur, is_ra, level), None),
+                }
             }
         };
         let Some(next) = next else {
@@ -105,19 +110,39 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
             break;
         };
         let (Some(cur_sp), Some(next_sp)) = (frames.last().and_then(|f| f.frame.sp), next.frame.sp) else { break };
-        if next_sp <= cur_sp && next.frame.kind != FrameKind::Interrupted {
+        let crossing = next.frame.kind == FrameKind::Interrupted || switched.is_some();
+        if next_sp <= cur_sp && !crossing {
             stop = Some(format!("stack went backwards at frame #{level} (sp {next_sp:#x})"));
             break;
         }
-        if let Some(Origin::RegisterSet { addr, layout: "pt_regs" }) = next.regs[0].as_ref().map(|r| r.origin.clone()) {
-            if next.frame.pc < 0x0000_8000_0000_0000 && cur_sp >= 0xffff_8000_0000_0000 {
-                stop = Some(format!("user-mode pt_regs at {addr:#x}: ip {:#x} sp {next_sp:#x}", next.frame.pc));
+        let mut pending = vec![next];
+        if let Some(mut f) = switched {
+            f.frame.level = level + 1;
+            pending.push(f);
+        }
+        for next in pending {
+            if frames.len() >= max {
                 break;
             }
+            let user = match next.regs[0].as_ref().map(|r| &r.origin) {
+                Some(Origin::RegisterSet { addr, layout: "pt_regs" })
+                    if next.frame.pc < 0x0000_8000_0000_0000 && cur_sp >= 0xffff_8000_0000_0000 =>
+                {
+                    Some(format!("user-mode pt_regs at {addr:#x}: ip {:#x} sp {:#x}", next.frame.pc, next.frame.sp.unwrap_or(0)))
+                }
+                _ => None,
+            };
+            frames.push(next);
+            if user.is_some() {
+                // The user-mode frame ends the kernel chain (drgn lists it too).
+                stop = user;
+            }
         }
-        frames.push(next);
+        if stop.is_some() {
+            break;
+        }
     }
-    if frames.len() >= max {
+    if frames.len() >= max && stop.is_none() {
         stop = Some(format!("stopped after {max} frames"));
     }
     Unwound { frames, stop }
@@ -233,31 +258,37 @@ fn step_sigframe<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u
     })
 }
 
-/// A live `struct pt_regs` just above sp, or above the stack an IRQ stack's top points back to.
-fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
+/// A live `struct pt_regs` just above sp, or above the stack pointer an IRQ stack's
+/// top word saved. Returns the interrupted frame and, when the slot just below the
+/// pt_regs holds a return address into the entry code (`asm_sysvec_*`), that frame
+/// first (drgn lists it: `asm_sysvec_apic_timer_interrupt+22` at sp = the pt_regs).
+fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<(Option<Frame>, Frame)> {
     let sp = cur.frame.sp?;
     let mut places = vec![sp];
     if sp >= 0xffff_8000_0000_0000 {
-        // The top word of a kernel IRQ stack holds the interrupted stack pointer.
-        let top = (sp | (KERNEL_STACK - 1)).checked_sub(7)?;
-        if let Ok(prev) = mem.read_u64(top) {
-            if prev >= 0xffff_8000_0000_0000 && prev & 7 == 0 && (prev ^ sp) >= KERNEL_STACK {
-                places.push(prev);
+        // 6.1's call_on_irqstack: `mov %rsp, (tos); mov tos, %rsp; call func; pop %rsp`,
+        // so at the handler's frame (sp = tos) the word at sp is the interrupted stack
+        // pointer. Older kernels keep it in the top word of the (16 KiB or page) block.
+        let tops = [Some(sp), (sp | (KERNEL_STACK - 1)).checked_sub(7), (sp | 0xfff).checked_sub(7)];
+        for top in tops.into_iter().flatten() {
+            if let Ok(prev) = mem.read_u64(top) {
+                if prev >= 0xffff_8000_0000_0000 && prev & 7 == 0 && (prev ^ sp) >= KERNEL_STACK && !places.contains(&prev) {
+                    places.push(prev);
+                }
             }
         }
     }
     for lo in places {
         let opts = ScanOptions { live_sp: Some(lo), sigframes: false, ..ScanOptions::default() };
         let scan = scan_memory(mem, lo, lo.saturating_add(PT_REGS_WINDOW), syms, &opts);
-        let Some(found) = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live)
-        else {
+        let Some(found) = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live) else {
             continue;
         };
         let (Some(ip), Some(rsp)) = (found.reg("ip"), found.reg("sp")) else { continue };
         let addr = found.address;
         let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "pt_regs" } });
         let regs = [pick("bx"), pick("bp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
-        return Some(Frame {
+        let interrupted = Frame {
             frame: FrameIn {
                 level,
                 pc: ip,
@@ -271,7 +302,27 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
             regs,
             cfa: None,
             layout_note: None,
+        };
+        let entry = addr.checked_sub(8).filter(|slot| *slot >= lo).and_then(|slot| {
+            let ra = mem.read_u64(slot).ok()?;
+            return_address_in(mem, syms, ra)?;
+            Some(Frame {
+                frame: FrameIn {
+                    level,
+                    pc: ra,
+                    sp: Some(addr),
+                    slot: Some(slot),
+                    bp: None,
+                    kind: FrameKind::Normal,
+                    name: None,
+                    trust: Trust::Scan,
+                },
+                regs: Default::default(),
+                cfa: None,
+                layout_note: Some("its caller is the interrupted frame of the pt_regs just above".to_string()),
+            })
         });
+        return Some((entry, interrupted));
     }
     None
 }

@@ -96,6 +96,10 @@ pub enum Reason {
     NoSymbol,
     CalleeBogus,
     TargetUnreadable(u64),
+    /// The slot is below the live stack pointer of the CPU the task runs on.
+    BelowSp(u64),
+    /// The CPU the task runs on is in user mode: no kernel frame of it is live.
+    CpuInUserMode,
 }
 
 impl Reason {
@@ -116,6 +120,8 @@ impl Reason {
             Reason::NoSymbol => "no-symbol",
             Reason::CalleeBogus => "callee-bogus",
             Reason::TargetUnreadable(_) => "target-unreadable",
+            Reason::BelowSp(_) => "below-sp",
+            Reason::CpuInUserMode => "cpu-in-user-mode",
         }
     }
 }
@@ -126,6 +132,7 @@ impl fmt::Display for Reason {
             Reason::Unreadable(a) => write!(f, "unreadable at {a:#x}"),
             Reason::TargetUnreadable(a) => write!(f, "target-unreadable at {a:#x}"),
             Reason::InsideFrameOf(func) => write!(f, "inside-frame-of {func}"),
+            Reason::BelowSp(sp) => write!(f, "below-sp {sp:#x}"),
             other => f.write_str(other.code()),
         }
     }
@@ -182,7 +189,7 @@ impl FrameReport {
     }
 
     /// Record a finding; the verdict only ever gets worse.
-    fn flag(&mut self, v: Verdict, r: Reason) {
+    pub(crate) fn flag(&mut self, v: Verdict, r: Reason) {
         self.verdict = self.verdict.max(v);
         if !self.reasons.contains(&r) {
             self.reasons.push(r);

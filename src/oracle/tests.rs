@@ -62,22 +62,10 @@ fn gcc_shapes_agree_with_eh_frame() {
 #[test]
 #[ignore]
 fn kernel_orc_agrees() {
-    let xz = PathBuf::from("/work/shared/fixtures/kernel/vmlinux-text-orc.xz");
-    if !xz.exists() {
-        eprintln!("skipped: no kernel fixture");
-        return;
-    }
-    let out = std::env::temp_dir().join(format!("stackproof-vmlinux-{}", std::process::id()));
-    let Ok(file) = std::fs::File::create(&out) else { return };
-    let ok = Command::new("xz").arg("-dc").arg(&xz).stdout(file).status().is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: xz failed");
-        return;
-    }
+    let out = crate::testdata::kernel_fixture("vmlinux-text-orc").unwrap();
     let img = Image::load(&out).unwrap();
     let table = img.orc().unwrap();
     let r = check(&img, &table, None);
-    let _ = std::fs::remove_file(&out);
     eprintln!("{}", r.summary());
     assert!(r.covered > 2_000_000);
     assert!(r.answered as f64 / r.covered as f64 > 0.99);

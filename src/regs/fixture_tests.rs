@@ -1,12 +1,11 @@
-//! Scans of the real kernel fixtures (/work/shared/fixtures/kernel), compared with what
-//! crash 8.0.6 (`bt -e -a`) and drgn 0.3.0 report, and every kept stack checked for
-//! false live frames. Skipped (with a message) when the fixtures or `xz` are absent.
+//! Scans of the real kernel fixtures (tests/fixtures/kernel, unpacked by
+//! `crate::testdata::kernel_fixture`), compared with what crash 8.0.6 (`bt -e -a`) and
+//! drgn 0.3.0 report, and every kept stack checked for false live frames.
 #![cfg(test)]
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -17,30 +16,7 @@ use crate::elf::{load_symbols, Placement};
 use crate::memory::{Memory, ReadError};
 use crate::symbols::{Symbol, SymbolTable};
 
-const FIXTURES: &str = "/work/shared/fixtures/kernel";
 const THREAD_SIZE: u64 = 0x4000;
-
-fn skip(why: &str) {
-    eprintln!("skip: {why}");
-}
-
-/// `xz -dc` into a per-user temp dir once; renamed into place so parallel tests agree.
-fn unxz(src: &Path, name: &str) -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join("stackproof-regs-fixtures");
-    let dst = dir.join(name);
-    if dst.metadata().is_ok_and(|m| m.len() > 0) {
-        return Some(dst);
-    }
-    fs::create_dir_all(&dir).ok()?;
-    let out = Command::new("xz").arg("-dc").arg(src).output().ok()?;
-    if !out.status.success() || out.stdout.is_empty() {
-        return None;
-    }
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
-    fs::write(&tmp, &out.stdout).ok()?;
-    fs::rename(&tmp, &dst).ok()?;
-    Some(dst)
-}
 
 /// The mini core's PT_LOAD segments; a read may span adjacent ones.
 struct Core {
@@ -103,21 +79,10 @@ struct Scenario {
     dir: PathBuf,
 }
 
-fn load(name: &str) -> Option<Scenario> {
-    let root = Path::new(FIXTURES);
-    let dir = root.join(name);
-    if !dir.is_dir() {
-        skip(&format!("{} absent", dir.display()));
-        return None;
-    }
-    let Some(core) = unxz(&dir.join("minicore.elf.xz"), &format!("{name}-minicore.elf")) else {
-        skip("cannot decompress the mini core (xz missing?)");
-        return None;
-    };
-    let Some(vmlinux) = unxz(&root.join("vmlinux.sym.xz"), "vmlinux.sym") else {
-        skip("cannot decompress vmlinux.sym");
-        return None;
-    };
+fn load(name: &str) -> Scenario {
+    let dir = crate::testdata::fixture("kernel").join(name);
+    let core = crate::testdata::kernel_fixture(&format!("{name}/minicore.elf")).unwrap();
+    let vmlinux = crate::testdata::kernel_fixture("vmlinux.sym").unwrap();
     let kaslr = fs::read_to_string(dir.join("kaslr.txt")).unwrap();
     let off = u64::from_str_radix(kaslr.trim().trim_start_matches("KERNELOFFSET="), 16).unwrap();
     let mut syms = load_symbols(&vmlinux, &Placement::Bias(off), None).unwrap();
@@ -129,7 +94,7 @@ fn load(name: &str) -> Option<Scenario> {
         .match_indices("\"RSP\": \"")
         .map(|(i, m)| u64::from_str_radix(&manifest[i + m.len()..i + m.len() + 16], 16).unwrap())
         .collect();
-    Some(Scenario { mem: core_memory(&core), syms, cpu_sp, dir })
+    Scenario { mem: core_memory(&core), syms, cpu_sp, dir }
 }
 
 /// crash's name for a pt_regs field.
@@ -224,8 +189,8 @@ fn assert_regs(f: &Found, want: &HashMap<&'static str, u64>, who: &str) {
 }
 
 /// Every exception frame crash reports is found at its address with crash's values.
-fn check_scenario(name: &str, stale: &[u64]) -> Option<Scenario> {
-    let s = load(name)?;
+fn check_scenario(name: &str, stale: &[u64]) -> Scenario {
+    let s = load(name);
     let text = fs::read_to_string(s.dir.join("expected-crash-8.0.6-bt-e-a.txt")).unwrap();
     let frames = crash_frames(&text);
     assert!(!frames.is_empty());
@@ -246,12 +211,12 @@ fn check_scenario(name: &str, stale: &[u64]) -> Option<Scenario> {
         assert_eq!(f.check("segments").map(|c| c.detail.contains("kernel")), Some(*kernel));
         assert!(f.checks.iter().all(|c| c.ok), "{name} {addr:#x}: {:#?}", f.checks);
     }
-    Some(s)
+    s
 }
 
 #[test]
 fn irq_fixture_frames_match_crash_and_drgn() {
-    let Some(s) = check_scenario("irq", &[]) else { return };
+    let s = check_scenario("irq", &[]);
     // The kernel-mode frame the README names, against drgn as well.
     let found = scan_stack(&s, 0xffffc9000043ba58, 1).found;
     let f = found.iter().find(|f| f.address == 0xffffc9000043ba58).unwrap();
@@ -278,7 +243,7 @@ fn busy_fixture_stale_frame_is_stale() {
 
 #[test]
 fn panic_fixture_frames_match_crash() {
-    let Some(s) = check_scenario("panic", &[]) else { return };
+    let s = check_scenario("panic", &[]);
     // CPU 1 was stopped by the reboot IPI inside s_next.
     let found = scan_stack(&s, 0xffffc900004739f8, 1).found;
     let f = found.iter().find(|f| f.address == 0xffffc900004739f8).unwrap();
@@ -324,7 +289,7 @@ fn saved_sp(s: &Scenario, task: u64, lo: u64) -> Option<u64> {
 #[test]
 fn no_false_live_frames_on_any_fixture_stack() {
     for name in ["irq", "busy", "panic"] {
-        let Some(s) = load(name) else { return };
+        let s = load(name);
         let manifest = fs::read_to_string(s.dir.join("manifest.json")).unwrap();
         let crash = fs::read_to_string(s.dir.join("expected-crash-8.0.6-bt-e-a.txt")).unwrap();
         let crash_addrs: Vec<u64> = crash_frames(&crash).iter().map(|f| f.0).collect();
@@ -354,5 +319,66 @@ fn no_false_live_frames_on_any_fixture_stack() {
             }
         }
         eprintln!("{name}: {stale_seen} stale frames");
+    }
+}
+
+/// `"KEY": "hex"` values of the manifest's `cpu_registers`, one per CPU in order.
+fn cpu_reg(manifest: &str, key: &str) -> Vec<u64> {
+    let pat = format!("\"{key}\": \"");
+    manifest
+        .match_indices(&pat)
+        .filter_map(|(i, m)| {
+            let rest = &manifest[i + m.len()..];
+            u64::from_str_radix(&rest[..rest.find('"')?], 16).ok()
+        })
+        .collect()
+}
+
+/// drgn's frames per CPU, `(pc, sp)` in order, without the repeats it prints for
+/// inlined functions.
+fn drgn_chains(text: &str) -> Vec<Vec<(u64, u64)>> {
+    let mut out: Vec<Vec<(u64, u64)>> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("== CPU ") {
+            out.push(Vec::new());
+            continue;
+        }
+        let t = line.trim_start();
+        let (Some(pc), Some(sp)) = (t.split(" pc=0x").nth(1), t.split(" sp=0x").nth(1)) else { continue };
+        let hex = |s: &str| u64::from_str_radix(s.split_whitespace().next().unwrap_or(""), 16).ok();
+        let (Some(pc), Some(sp), Some(cur)) = (hex(pc), hex(sp), out.last_mut()) else { continue };
+        if cur.last() != Some(&(pc, sp)) {
+            cur.push((pc, sp));
+        }
+    }
+    out
+}
+
+/// stackproof's own unwinder from each CPU's registers (the manifest's, as gdb reads
+/// them from NT_PRSTATUS) gives drgn's chain: pt_regs crossings, the IRQ stack's
+/// return to the task stack, down to the user-mode frame of the syscall. busy CPU 1
+/// is in user mode and its user stack is not in the mini core: frame 0 only.
+#[test]
+fn own_chain_from_cpu_registers_is_drgns() {
+    use crate::unwind::{unwind, Start};
+    for name in ["panic", "irq", "busy"] {
+        let s = load(name);
+        let manifest = fs::read_to_string(s.dir.join("manifest.json")).unwrap();
+        let drgn = drgn_chains(&fs::read_to_string(s.dir.join("expected-drgn-0.3.0-cpus.txt")).unwrap());
+        let reg = |k: &str| cpu_reg(&manifest, k);
+        let (rip, rsp) = (reg("RIP"), reg("RSP"));
+        let callee: Vec<Vec<u64>> = ["RBX", "RBP", "R12", "R13", "R14", "R15"].iter().map(|k| reg(k)).collect();
+        assert_eq!((rip.len(), rsp.len(), drgn.len()), (2, 2, 2), "{name}");
+        for cpu in 0..2 {
+            let start = Start {
+                pc: rip[cpu],
+                sp: rsp[cpu],
+                callee_saved: [0, 1, 2, 3, 4, 5].map(|i| callee[i].get(cpu).copied()),
+            };
+            let got: Vec<(u64, u64)> =
+                unwind(&s.mem, &s.syms, &start, 64).frames.iter().map(|f| (f.frame.pc, f.frame.sp.unwrap_or(0))).collect();
+            let want = if (name, cpu) == ("busy", 1) { &drgn[cpu][..1] } else { &drgn[cpu][..] };
+            assert_eq!(got, want, "{name} CPU {cpu}");
+        }
     }
 }

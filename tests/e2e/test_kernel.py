@@ -89,7 +89,8 @@ def drgn_task_functions(scenario):
         if m:
             cur = out.setdefault(int(m.group(1), 16), [])
             continue
-        m = re.match(r"^#\d+\s+([A-Za-z_][\w.]*)", line)
+        # A function, or the user-mode pc of a syscall's pt_regs (`#12 0x4bfde3`).
+        m = re.match(r"^#\d+\s+([A-Za-z_][\w.]*|0x[0-9a-f]+$)", line)
         if m and cur is not None:
             cur.append(m.group(1))
     return out
@@ -179,21 +180,72 @@ def test_panic_thread1_junk_is_gdbs():
     assert t1["stop"] is not None
 
 
+# ---- the independent chain (stackproof's own unwinding) against drgn --------------
+
+def drgn_chains(scenario):
+    """{cpu: [(pc, sp, interrupted)]}: drgn's frames in order, without the repeats it
+    prints for inlined functions (same pc and sp)."""
+    out = {}
+    cpu = None
+    for line in (KFIX / scenario / "expected-drgn-0.3.0-cpus.txt").read_text().splitlines():
+        m = re.match(r"^== CPU (\d+):", line)
+        if m:
+            cpu = int(m.group(1))
+            out[cpu] = []
+            continue
+        m = re.match(r"^\s+#\d+\s+pc=0x([0-9a-f]+) sp=0x([0-9a-f]+) interrupted=(True|False)", line)
+        if m and cpu is not None:
+            fr = (int(m.group(1), 16), int(m.group(2), 16), m.group(3) == "True")
+            if not out[cpu] or out[cpu][-1][:2] != fr[:2]:
+                out[cpu].append(fr)
+    return out
+
+
+# Where the mini core ends the chain before drgn (which read the full dump):
+# busy CPU 1 is in user mode and its user stack (sp 7ffdd7d33a80) is not in the
+# mini core (NOTES.md), so only frame 0 (the registers) is there; drgn's #1
+# (pc f000ff53f000e2c3, sp 0x10) came from that user stack.
+CHAIN_CUT = {("busy", 1): (1, "no caller found")}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_independent_chain_is_drgns(scenario):
+    """Each thread's `chain` (stackproof's unwinding from the thread's registers) is drgn's
+    frame list, pc and sp, across the pt_regs crossings (interrupted frames) and the IRQ
+    stack's return to the task stack, down to the user-mode frame of the syscall."""
+    doc = kernel_json(scenario, "verify-bt -a --json")
+    drgn = drgn_chains(scenario)
+    for t in doc["threads"]:
+        cpu = t["thread"] - 1
+        want = drgn[cpu]
+        got = [(hexint(c["pc"]), hexint(c["sp"])) for c in t["chain"]]
+        cut = CHAIN_CUT.get((scenario, cpu))
+        if cut is not None:
+            n, stop = cut
+            want = want[:n]
+            assert t["chain_stop"].startswith(stop), t["chain_stop"]
+        else:
+            # The last frame is the user-mode one the syscall entry's pt_regs names.
+            assert want[-1][0] < 1 << 47 and want[-1][2], want[-1]
+            assert t["chain_stop"].startswith("user-mode pt_regs at "), t["chain_stop"]
+        assert got == [w[:2] for w in want], (scenario, cpu, [(hex(a), hex(b)) for a, b in got])
+        # Frames after the first: drgn's interrupted ones are stackproof's pt_regs frames.
+        kinds = [c["kind"] == "interrupted" for c in t["chain"][1:]]
+        assert kinds == [w[2] for w in want[1:]], (scenario, cpu, kinds)
+
+
 # ---- verify-bt --crash-bt (crash's bt -f -a) -------------------------------------
 
-# crash frames that are not in drgn's live chain: (scenario, cpu, level, pc) -> why they are stale.
-INSIDE_FRAME = ("needs the frame-layout check (inside-frame-of): the slot holds a stale return "
-                "address; the lead is wiring the layout engine in")
-USER_MODE = ("needs a check that is not there yet: CPU 1's registers are user mode (cs 0x33), so no "
-             "kernel frame of its current task is live; the stack is not even in the mini core")
+# crash frames that are not in drgn's live chain: (scenario, cpu, level, pc) -> the reasons.
 CRASH_STALE = {
     # stop_this_cpu left a return address at ...0fb8, below the live sp ...0fc0 of
     # stop_this_cpu+99 (drgn: native_halt inlined there): crash starts from that slot.
-    ("panic", 1, 0, 0xffffffff8103cfc5): ("inside-frame-of", INSIDE_FRAME),
-    ("busy", 1, 0, 0xffffffffa103dfdc): (None, USER_MODE),
-    ("busy", 1, 1, 0xffffffffa1137222): (None, USER_MODE),
-    ("busy", 1, 2, 0xffffffffa19ff11c): (None, USER_MODE),
-    ("busy", 1, 3, 0xffffffffa1c00ec6): (None, USER_MODE),
+    ("panic", 1, 0, 0xffffffff8103cfc5): ["below-sp"],
+    # CPU 1's registers are user mode (cs 0x33, NOTES.md): none of crash's kernel frames is live.
+    ("busy", 1, 0, 0xffffffffa103dfdc): ["cpu-in-user-mode"],
+    ("busy", 1, 1, 0xffffffffa1137222): ["cpu-in-user-mode"],
+    ("busy", 1, 2, 0xffffffffa19ff11c): ["cpu-in-user-mode"],
+    ("busy", 1, 3, 0xffffffffa1c00ec6): ["cpu-in-user-mode"],
 }
 
 
@@ -221,34 +273,43 @@ def test_crash_bt_frames_in_drgn_not_bogus(scenario):
     assert stale == {k for k in CRASH_STALE if k[0] == scenario}
 
 
-def _stale_params():
-    out = []
-    for key, (reason, why) in CRASH_STALE.items():
-        marks = [pytest.mark.xfail(strict=True, reason=why)]
-        out.append(pytest.param(key, reason, id="%s-cpu%d-#%d" % key[:3], marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("key,reason", _stale_params())
-def test_crash_bt_stale_frame_flagged(key, reason):
+@pytest.mark.parametrize("key", list(CRASH_STALE), ids=["%s-cpu%d-#%d" % k[:3] for k in CRASH_STALE])
+def test_crash_bt_stale_frame_flagged(key):
     scenario, cpu, level, pc = key
     doc, cpus = crash_doc(scenario)
     [fr] = [f for t, c in zip(doc["threads"], cpus) if c == cpu for f in t["frames"]
             if f["level"] == level and hexint(f["pc"]) == pc]
-    assert fr["verdict"] == "bogus", fr
-    if reason is not None:
-        assert reason in fr["reasons"], fr
+    assert fr["verdict"] == "bogus" and fr["reasons"] == CRASH_STALE[key], fr
 
 
-def test_crash_bt_stale_frames_today():
-    """What verify-bt says today about crash's stale frames (the stale slot holds
-    its return address after a real call, so only the layout check can tell)."""
+def test_crash_bt_below_sp_names_the_live_sp():
+    """panic CPU 1 (gdb thread 2, LWP 2): the stale slot ...0fb8 holds stop_this_cpu's return
+    address; the live sp from the registers is ffffc900000d0fc0 (NOTES.md)."""
     doc, cpus = crash_doc("panic")
     fr = doc["threads"][cpus.index(1)]["frames"][0]
     assert hexint(fr["slot"]) == 0xffffc900000d0fb8 and hexint(fr["slot_value"]) == 0xffffffff8103cfc5
-    doc, cpus = crash_doc("busy")
-    for fr in doc["threads"][cpus.index(1)]["frames"]:
-        assert fr["verdict"] == "unknown" and "unreadable" in fr["reasons"], fr
+    res = kernel_gdb("panic", ["verify-bt --crash-bt %s" % (KFIX / "panic" / "expected-crash-8.0.6-bt-f-a.txt")])
+    assert "below-sp 0xffffc900000d0fc0" in res.stdout, res.describe()
+
+
+def test_crash_bt_slot_inside_a_live_frame(tmp_path):
+    """A crash-style text with a slot inside panic's live frame: drgn has panic at sp
+    ffffc90000013b88 and sysrq_handle_crash at sp ...3c08 (so panic's return address slot is
+    ...3c00); ...3ba8 holds _printk+0x68 (a return address of an earlier call, x/gx on the
+    core). CPU 0 is gdb's thread 1: the own chain from its registers shows the slot is
+    inside panic's frame; the frames around it are drgn's and stay checked as a chain."""
+    text = tmp_path / "inside.txt"
+    text.write_text('PID: 1        TASK: ffff888003e0c800  CPU: 0    COMMAND: "init"\n'
+                    " #0 [ffffc90000013b80] panic at ffffffff819c5141\n"
+                    " #1 [ffffc90000013ba8] _printk at ffffffff819cac0f\n"
+                    " #2 [ffffc90000013c00] sysrq_handle_crash at ffffffff816a4c76\n")
+    doc = kernel_json("panic", "verify-bt --crash-bt %s --json" % text)
+    f0, f1, f2 = doc["threads"][0]["frames"]
+    assert f1["verdict"] == "bogus" and f1["reasons"] == ["inside-frame-of"], f1
+    drgn = drgn_cpus("panic")[0]
+    for fr in (f0, f2):
+        assert frame_key(fr) in drgn and fr["verdict"] == "ok", fr
+    assert f2["call"]["target_function"] == "panic", f2
 
 
 # ---- --task: a sleeping task's saved context --------------------------------------
@@ -414,13 +475,15 @@ def _same_function(ours, drgn):
 
 
 def task_chain_unflagged(scenario, task):
-    """Frames of `verify-bt --task` that are neither drgn's (in order) nor bogus."""
+    """Frames of `verify-bt --task` that are neither drgn's (in order) nor bogus (a frame
+    without a function is drgn's when its pc is: the user-mode frame of the syscall)."""
     doc = kernel_json(scenario, "verify-bt --task %#x --json" % task)
     want = drgn_task_functions(scenario)[task]
     i = 0
     wrong = []
     for fr in doc["threads"][0]["frames"]:
-        j = next((k for k in range(i, len(want)) if _same_function(fr["function"], want[k])), None)
+        name = fr["function"] or "%#x" % hexint(fr["pc"])
+        j = next((k for k in range(i, len(want)) if _same_function(name, want[k])), None)
         if j is not None:
             i = j + 1
             assert fr["verdict"] != "bogus", fr

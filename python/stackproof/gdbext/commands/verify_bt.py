@@ -60,7 +60,7 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
         if args.crash_bt is not None:
             text = _read_text(args.crash_bt)
             try:
-                tasks = _core.verify_crash_bt(read, symtab, text, args.max_frames)
+                tasks = _core.verify_crash_bt(read, symtab, text, args.max_frames, _cpu_registers(inf))
             except ValueError as e:
                 raise UserError("verify-bt: %s: %s" % (args.crash_bt, e))
             for title, reports, unplaced in tasks:
@@ -125,6 +125,30 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
             t["compare"] = {"agree": not invented and not lost, "invented": list(invented),
                             "lost": [chain[i] for i in lost] if chain else []}
         return t
+
+
+def _cpu_registers(inf):
+    """{cpu: (pc, sp, callee-saved regs, user mode)} for crash's `CPU: N` headers. In QEMU's
+    dumps (`dump-guest-memory`) each CPU is an NT_PRSTATUS whose pid is CPU+1, so gdb's
+    `LWP N+1` is CPU N; other cores (a process's LWPs) get no mapping."""
+    selected = gdb.selected_thread()
+    out = {}
+    try:
+        threads = sorted(inf.threads(), key=lambda t: t.num)
+        if not threads or [t.ptid[1] for t in threads] != list(range(1, len(threads) + 1)):
+            return out
+        for th in threads:
+            th.switch()
+            try:
+                pc, sp, regs = target.frame0_registers()
+                cs = int(gdb.newest_frame().read_register("cs"))
+            except (gdb.error, ValueError):
+                continue
+            out[th.ptid[1] - 1] = (pc, sp, regs, (cs & 3) == 3 or pc < (1 << 47))
+    finally:
+        if selected is not None and selected.is_valid():
+            selected.switch()
+    return out
 
 
 def _resume_frame(symtab, frames, pc, sp):
