@@ -104,13 +104,8 @@ def layout_figures():
     print("frame-layout engine vs the binaries' own unwind tables")
     for path, check in LAYOUT_TARGETS:
         if path.startswith("kernel:"):
-            sys.path.insert(0, str(REPO / "tests" / "e2e"))
-            src = REPO / "tests" / "fixtures" / "kernel" / (path[7:] + ".xz")
-            path = str(BUILD / "kernel" / path[7:])
-            if not Path(path).exists():
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "wb") as f:
-                    subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
+            from conftest import kernel_fixture
+            path = str(kernel_fixture(path[7:]))
         if not Path(path).exists():
             print("  %s: absent, skipped" % path)
             continue

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from conftest import BUILD, QUIET_GDB  # noqa: E402
+from conftest import BUILD, QUIET_GDB, kernel_fixture  # noqa: E402
 
 GDB_SCRIPT = Path(__file__).resolve().parent / "bench_gdb.py"
 KFIX = REPO / "tests" / "fixtures" / "kernel"
@@ -33,16 +33,7 @@ SCENARIOS = ("panic", "irq", "busy")
 BASE = "thread apply all bt"
 
 
-def unpack(rel):
-    """tests/fixtures/kernel/<rel>.xz -> tests/build/kernel/<rel> (as the e2e tests do)."""
-    src, dst = KFIX / (rel + ".xz"), BUILD / "kernel" / rel
-    if not (dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp%d" % os.getpid())
-        with open(tmp, "wb") as out:
-            subprocess.run(["xz", "-dc", str(src)], stdout=out, check=True)
-        os.replace(tmp, dst)
-    return dst
+unpack = kernel_fixture
 
 
 def bench_scenario(scenario, prefix, repeat):

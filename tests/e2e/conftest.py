@@ -69,6 +69,28 @@ QUIET_GDB = ["-ex", "set debuginfod enabled off", "-ex", "set pagination off",
              "-ex", "set confirm off"]
 
 
+KERNEL_FIXTURES = REPO / "tests" / "fixtures" / "kernel"
+
+
+def kernel_fixture(rel):
+    """tests/fixtures/kernel/<rel>, unpacked from <rel>.xz into tests/build/kernel once
+    (as src/testdata.rs does for the Rust tests). Skips when xz is missing."""
+    plain = KERNEL_FIXTURES / rel
+    if plain.exists():
+        return plain
+    src, dst = KERNEL_FIXTURES / (rel + ".xz"), BUILD / "kernel" / rel
+    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
+        return dst
+    if shutil.which("xz") is None:
+        pytest.skip("xz is not installed: cannot unpack the kernel fixtures")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp%d" % os.getpid())
+    with open(tmp, "wb") as out:
+        subprocess.run(["xz", "-dc", str(src)], stdout=out, check=True)
+    os.replace(tmp, dst)
+    return dst
+
+
 def _env(extra=None):
     env = dict(os.environ)
     env.update(extra or {})

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BUILD, REPO, assert_no_crash, check_schema, gdb_stackproof, hexint,
+from conftest import (BUILD, REPO, kernel_fixture, assert_no_crash, check_schema, gdb_stackproof, hexint,
                       parse_verify_json)
 
 KFIX = REPO / "tests" / "fixtures" / "kernel"
@@ -25,20 +25,7 @@ SCENARIOS = ("panic", "irq", "busy")
 
 # ---- fixtures -------------------------------------------------------------------
 
-def unpack(rel):
-    """tests/fixtures/kernel/<rel>.xz decompressed into tests/build/kernel/<rel> (as src/testdata.rs does)."""
-    src = KFIX / (rel + ".xz")
-    dst = KBUILD / rel
-    if dst.exists() and dst.stat().st_mtime >= src.stat().st_mtime:
-        return dst
-    if shutil.which("xz") is None:
-        pytest.skip("xz is not installed: cannot unpack the kernel fixtures")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp%d" % os.getpid())
-    with open(tmp, "wb") as out:
-        subprocess.run(["xz", "-dc", str(src)], stdout=out, check=True)
-    os.replace(tmp, dst)
-    return dst
+unpack = kernel_fixture
 
 
 def kaslr(scenario):

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, REPO, assert_no_crash, gdb_stackproof
+from conftest import BUILD, REPO, assert_no_crash, gdb_stackproof, kernel_fixture
 
 KERNEL_FIXTURES = REPO / "tests" / "fixtures" / "kernel"
 ALIVE = "stackproof-test-alive"
@@ -45,23 +45,7 @@ def _frame_dump_command():
 FRAME_DUMP = _frame_dump_command()
 
 
-def kernel_file(rel):
-    """tests/fixtures/kernel/<rel>, unpacked from <rel>.xz into tests/build/kernel."""
-    plain = KERNEL_FIXTURES / rel
-    if plain.exists():
-        return plain
-    src = KERNEL_FIXTURES / (rel + ".xz")
-    out = BUILD / "kernel" / rel
-    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-        return out
-    if shutil.which("xz") is None:
-        pytest.skip("xz is not installed: cannot unpack the kernel fixtures")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp%d" % os.getpid())
-    with open(tmp, "wb") as f:
-        subprocess.run(["xz", "-dc", str(src)], stdout=f, check=True)
-    os.replace(tmp, out)
-    return out
+kernel_file = kernel_fixture
 
 
 def kernel_gdb(scenario, cmds):
