@@ -77,11 +77,11 @@ fn check_unscoped<M: Memory, S: Symbols>(
     let consistent = ConsistencyResolver { mem, syms };
     let reports = match &chain {
         Some(c) => {
+            let recovered = ChainResolver::new(mem, &c.frames);
             for f in frames.iter_mut().filter(|f| f.bp.is_none()) {
-                let same = c.frames.iter().find(|u| u.frame.pc == f.pc && u.frame.sp == f.sp);
+                let same = recovered.frame(f.pc, f.sp);
                 f.bp = same.and_then(|u| u.regs[1].as_ref()).map(|r| r.value);
             }
-            let recovered = ChainResolver { mem, frames: &c.frames };
             verify_chain(mem, syms, &frames, &Either(&recovered, &consistent))
         }
         None => verify_chain(mem, syms, &frames, &consistent),
@@ -212,7 +212,7 @@ fn against_live_cpu<M: Memory, S: Symbols>(
         }
         let is_ra = f.frame.level > 0 && f.frame.kind == FrameKind::Normal;
         let sym = if is_ra { function_of_ra(syms, f.frame.pc) } else { syms.lookup(f.frame.pc) };
-        stretches.push((lo, hi, sym.map_or_else(|| format!("{:#x}", f.frame.pc), |s| s.name)));
+        stretches.push((lo, hi, sym.map_or_else(|| format!("{:#x}", f.frame.pc), |s| s.name.to_string())));
     }
     frames
         .iter()

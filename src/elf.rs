@@ -108,7 +108,7 @@ pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) ->
                 }
             }
         };
-        out.push(Symbol { name: s.name.clone(), start, size: s.size, module: module.map(str::to_string) });
+        out.push(Symbol { name: s.name.as_str().into(), start, size: s.size, module: module.map(Into::into) });
     }
     Ok(out)
 }

@@ -90,6 +90,9 @@ pub struct BlockCache<M> {
     inner: M,
     block: u64,
     pages: RefCell<HashMap<u64, Option<Rc<[u8]>>>>,
+    /// In pages that are not wholly readable: the readable bytes from a probed address
+    /// to the first unreadable one (a page may hold pieces that start mid-page).
+    pieces: RefCell<std::collections::BTreeMap<u64, Rc<[u8]>>>,
     requests: Cell<u64>,
 }
 
@@ -97,7 +100,7 @@ impl<M: Memory> BlockCache<M> {
     /// `block` is rounded up to a power of two of at least one page.
     pub fn new(inner: M, block: u64) -> Self {
         let block = block.max(PAGE).checked_next_power_of_two().unwrap_or(PAGE);
-        BlockCache { inner, block, pages: RefCell::new(HashMap::new()), requests: Cell::new(0) }
+        BlockCache { inner, block, pages: Default::default(), pieces: Default::default(), requests: Cell::new(0) }
     }
 
     pub fn inner(&self) -> &M {
@@ -107,6 +110,12 @@ impl<M: Memory> BlockCache<M> {
     /// How many reads were issued to the inner source.
     pub fn requests(&self) -> u64 {
         self.requests.get()
+    }
+
+    /// Forget everything read (the target ran, memory was written).
+    pub fn clear(&self) {
+        self.pages.borrow_mut().clear();
+        self.pieces.borrow_mut().clear();
     }
 
     fn fetch(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
@@ -170,6 +179,26 @@ impl<M: Memory> BlockCache<M> {
         lo
     }
 
+    /// The readable bytes from `addr` (in a page not wholly readable), at most `max`:
+    /// a known piece covering `addr`, else probed once and remembered.
+    fn piece(&self, addr: u64, max: usize) -> Rc<[u8]> {
+        if let Some((&start, bytes)) = self.pieces.borrow().range(..=addr).next_back() {
+            let skip = (addr - start) as usize;
+            if skip < bytes.len() || (skip == bytes.len() && start == addr) {
+                return Rc::from(&bytes[skip.min(bytes.len())..]);
+            }
+        }
+        let n = self.readable_len(addr, max);
+        let mut got = vec![0u8; n];
+        self.requests.set(self.requests.get() + 1);
+        if n > 0 && self.inner.read(addr, &mut got).is_err() {
+            got.clear();
+        }
+        let got: Rc<[u8]> = Rc::from(got);
+        self.pieces.borrow_mut().insert(addr, got.clone());
+        got
+    }
+
     /// The bytes from `addr` up to the first unreadable one, at most `max`.
     pub fn readable_prefix(&self, addr: u64, max: usize) -> Vec<u8> {
         let mut out = vec![0u8; max];
@@ -205,12 +234,11 @@ impl<M: Memory> Memory for BlockCache<M> {
                 Some(p) => buf[done..done + take].copy_from_slice(&p[off..off + take]),
                 // A partly readable page (a segment ending mid-page): the readable prefix.
                 None => {
-                    let n = self.readable_len(a, take);
-                    if n < take {
-                        return Err(ReadError { addr: a + n as u64 });
+                    let piece = self.piece(a, PAGE as usize - off);
+                    if piece.len() < take {
+                        return Err(ReadError { addr: a + piece.len() as u64 });
                     }
-                    self.requests.set(self.requests.get() + 1);
-                    self.inner.read(a, &mut buf[done..done + take])?
+                    buf[done..done + take].copy_from_slice(&piece[..take]);
                 }
             }
             done += take;
@@ -256,6 +284,27 @@ mod tests {
         let n = c.requests();
         c.read_u64(0x10010).unwrap();
         assert_eq!(c.requests(), n, "cached pages cost no new request");
+    }
+
+    #[test]
+    fn pieces_of_a_page_are_probed_once() {
+        // Two pieces inside one page, starting mid-page (as in the seed 000 replay).
+        let mut m = Regions::new();
+        m.add(0x30800, vec![1; 0x100]);
+        m.add(0x30c00, vec![2; 0x10]);
+        let c = BlockCache::new(&m, 0x10000);
+        assert_eq!(c.read_u64(0x30800).unwrap(), 0x0101_0101_0101_0101);
+        let n = c.requests();
+        assert_eq!(c.read_u64(0x308f8).unwrap(), 0x0101_0101_0101_0101);
+        assert_eq!(c.read_u64(0x308fc), Err(ReadError { addr: 0x30900 }));
+        assert_eq!(c.requests(), n, "a known piece costs no new request");
+        assert_eq!(c.read_u64(0x30c08).unwrap(), 0x0202_0202_0202_0202);
+        assert_eq!(c.read_u64(0x30c0c), Err(ReadError { addr: 0x30c10 }));
+        assert_eq!(c.read_u64(0x30a00), Err(ReadError { addr: 0x30a00 }));
+        c.clear();
+        let n = c.requests();
+        assert_eq!(c.read_u64(0x30c00).unwrap(), 0x0202_0202_0202_0202);
+        assert!(c.requests() > n, "cleared: read again");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::intern;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::elf::{self, Placement};
 use crate::memory::{BlockCache, Memory, ReadError};
@@ -35,6 +36,60 @@ impl Memory for PyMemory {
 
 /// Stacks are read 64 KiB at a time: one call per stack in most cases.
 const BLOCK: u64 = 64 * 1024;
+
+/// Target memory for a whole session: `read(addr, n) -> bytes | None` behind a block
+/// cache kept until `clear()`, which the gdb layer calls when the target runs or its
+/// memory is written. Callable like `read` itself, with the cache in between.
+#[pyclass(module = "stackproof._core", unsendable)]
+pub struct TargetMemory {
+    cache: BlockCache<PyMemory>,
+}
+
+#[pymethods]
+impl TargetMemory {
+    #[new]
+    fn new(read: Py<PyAny>) -> Self {
+        TargetMemory { cache: BlockCache::new(PyMemory { read }, BLOCK) }
+    }
+
+    fn clear(&self) {
+        self.cache.clear()
+    }
+
+    /// Reads issued to `read` so far.
+    #[getter]
+    fn requests(&self) -> u64 {
+        self.cache.requests()
+    }
+
+    fn __call__<'py>(&self, py: Python<'py>, addr: u64, n: usize) -> Option<Bound<'py, PyBytes>> {
+        let bytes = guarded("read", || Ok(self.cache.bytes(addr, n).ok())).ok().flatten()?;
+        Some(PyBytes::new(py, &bytes))
+    }
+}
+
+/// The memory a call works on: the session's `TargetMemory`, or a plain `read`
+/// callable behind a cache for this call only.
+enum CallMemory<'py> {
+    Session(PyRef<'py, TargetMemory>),
+    Fresh(BlockCache<PyMemory>),
+}
+
+impl<'py> CallMemory<'py> {
+    fn new(read: &Bound<'py, PyAny>) -> Self {
+        match read.extract::<PyRef<'py, TargetMemory>>() {
+            Ok(m) => CallMemory::Session(m),
+            Err(_) => CallMemory::Fresh(BlockCache::new(PyMemory { read: read.clone().unbind() }, BLOCK)),
+        }
+    }
+
+    fn cache(&self) -> &BlockCache<PyMemory> {
+        match self {
+            CallMemory::Session(m) => &m.cache,
+            CallMemory::Fresh(c) => c,
+        }
+    }
+}
 
 /// Run core code; a panic becomes a Python RuntimeError instead of killing the session.
 fn guarded<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
@@ -72,7 +127,7 @@ impl Symbols for Symtab {
         let found = Python::attach(|py| {
             let r = fb.call1(py, (addr,)).ok()?;
             let (name, start, size, module): (String, u64, u64, Option<String>) = r.extract(py).ok()?;
-            Some(Symbol { name, start, size, module })
+            Some(Symbol { name: name.into(), start, size, module: module.map(Into::into) })
         });
         if let Ok(mut m) = self.asked.lock() {
             if m.len() < 1 << 16 {
@@ -117,7 +172,7 @@ impl Symtab {
 
     /// Add symbols given directly: a list of `(name, start, size, module)`.
     fn add_symbols(&mut self, syms: Vec<(String, u64, u64, Option<String>)>) {
-        let v = syms.into_iter().map(|(name, start, size, module)| Symbol { name, start, size, module }).collect();
+        let v = syms.into_iter().map(|(name, start, size, module)| Symbol { name: name.into(), start, size, module: module.map(Into::into) }).collect();
         self.table.merge(v);
     }
 
@@ -127,7 +182,7 @@ impl Symtab {
     }
 
     fn lookup(&self, addr: u64) -> Option<(String, u64, u64, Option<String>)> {
-        Symbols::lookup(self, addr).map(|s| (s.name, s.start, s.size, s.module))
+        Symbols::lookup(self, addr).map(|s| (s.name.to_string(), s.start, s.size, s.module.map(|m| m.to_string())))
     }
 
     fn __len__(&self) -> usize {
@@ -173,35 +228,44 @@ fn kind_str(k: FrameKind) -> &'static str {
     }
 }
 
+/// A Python string for one of the core's fixed words (kinds, verdicts, trust levels,
+/// reason codes), made once: a deep stack repeats them thousands of times.
+fn word<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
+    thread_local! {
+        static WORDS: std::cell::RefCell<std::collections::HashMap<&'static str, Py<PyString>>> = Default::default();
+    }
+    WORDS.with(|w| w.borrow_mut().entry(s).or_insert_with(|| PyString::intern(py, s).unbind()).bind(py).clone())
+}
+
 fn report_dict<'py>(py: Python<'py>, r: &FrameReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("level", r.level)?;
-    d.set_item("pc", r.pc)?;
-    d.set_item("sp", r.sp)?;
-    d.set_item("kind", kind_str(r.kind))?;
-    d.set_item("function", r.function.as_ref().map(|s| s.name.clone()))?;
-    d.set_item("function_start", r.function.as_ref().map(|s| s.start))?;
-    d.set_item("module", r.function.as_ref().and_then(|s| s.module.clone()))?;
-    d.set_item("describe", r.describe())?;
-    d.set_item("slot", r.slot)?;
-    d.set_item("slot_value", r.slot_value)?;
-    d.set_item("verdict", r.verdict.as_str())?;
-    d.set_item("reasons", r.reasons.iter().map(|x| x.code()).collect::<Vec<_>>())?;
-    d.set_item("reason_text", r.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
-    d.set_item("trust", r.trust.as_str())?;
-    d.set_item("expected_slot", r.expected_slot)?;
+    d.set_item(intern!(py, "level"), r.level)?;
+    d.set_item(intern!(py, "pc"), r.pc)?;
+    d.set_item(intern!(py, "sp"), r.sp)?;
+    d.set_item(intern!(py, "kind"), word(py, kind_str(r.kind)))?;
+    d.set_item(intern!(py, "function"), r.function.as_ref().map(|s| &*s.name))?;
+    d.set_item(intern!(py, "function_start"), r.function.as_ref().map(|s| s.start))?;
+    d.set_item(intern!(py, "module"), r.function.as_ref().and_then(|s| s.module.as_deref()))?;
+    d.set_item(intern!(py, "describe"), r.describe())?;
+    d.set_item(intern!(py, "slot"), r.slot)?;
+    d.set_item(intern!(py, "slot_value"), r.slot_value)?;
+    d.set_item(intern!(py, "verdict"), word(py, r.verdict.as_str()))?;
+    d.set_item(intern!(py, "reasons"), PyList::new(py, r.reasons.iter().map(|x| word(py, x.code())))?)?;
+    d.set_item(intern!(py, "reason_text"), r.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+    d.set_item(intern!(py, "trust"), word(py, r.trust.as_str()))?;
+    d.set_item(intern!(py, "expected_slot"), r.expected_slot)?;
     match &r.call {
-        None => d.set_item("call", py.None())?,
+        None => d.set_item(intern!(py, "call"), py.None())?,
         Some(c) => {
             let cd = PyDict::new(py);
-            cd.set_item("address", c.site.addr)?;
-            cd.set_item("text", c.site.text.clone())?;
-            cd.set_item("kind", verify::call_kind(&c.site.target))?;
-            cd.set_item("target", c.target)?;
-            cd.set_item("target_function", c.target_function.clone())?;
-            cd.set_item("via", c.via.clone())?;
-            cd.set_item("resolution", c.resolution.clone())?;
-            d.set_item("call", cd)?;
+            cd.set_item(intern!(py, "address"), c.site.addr)?;
+            cd.set_item(intern!(py, "text"), c.site.text.clone())?;
+            cd.set_item(intern!(py, "kind"), word(py, verify::call_kind(&c.site.target)))?;
+            cd.set_item(intern!(py, "target"), c.target)?;
+            cd.set_item(intern!(py, "target_function"), c.target_function.clone())?;
+            cd.set_item(intern!(py, "via"), c.via.clone())?;
+            cd.set_item(intern!(py, "resolution"), c.resolution.clone())?;
+            d.set_item(intern!(py, "call"), cd)?;
         }
     }
     Ok(d)
@@ -223,18 +287,18 @@ fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
 fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let fr = &f.frame;
-    d.set_item("level", fr.level)?;
-    d.set_item("pc", fr.pc)?;
-    d.set_item("sp", fr.sp)?;
-    d.set_item("slot", fr.slot)?;
-    d.set_item("kind", kind_str(fr.kind))?;
-    d.set_item("trust", fr.trust.as_str())?;
+    d.set_item(intern!(py, "level"), fr.level)?;
+    d.set_item(intern!(py, "pc"), fr.pc)?;
+    d.set_item(intern!(py, "sp"), fr.sp)?;
+    d.set_item(intern!(py, "slot"), fr.slot)?;
+    d.set_item(intern!(py, "kind"), word(py, kind_str(fr.kind)))?;
+    d.set_item(intern!(py, "trust"), word(py, fr.trust.as_str()))?;
     let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
     let sym = if is_ra { verify::function_of_ra(symtab, fr.pc) } else { Symbols::lookup(symtab, fr.pc) };
-    d.set_item("function", sym.as_ref().map(|s| s.name.clone()))?;
-    d.set_item("module", sym.as_ref().and_then(|s| s.module.clone()))?;
-    d.set_item("describe", sym.map_or_else(|| "??".to_string(), |s| s.describe(fr.pc)))?;
-    d.set_item("layout_note", f.layout_note.clone())?;
+    d.set_item(intern!(py, "function"), sym.as_ref().map(|s| &*s.name))?;
+    d.set_item(intern!(py, "module"), sym.as_ref().and_then(|s| s.module.as_deref()))?;
+    d.set_item(intern!(py, "describe"), sym.map_or_else(|| "??".to_string(), |s| s.describe(fr.pc)))?;
+    d.set_item(intern!(py, "layout_note"), f.layout_note.clone())?;
     if !with_regs {
         return Ok(d);
     }
@@ -252,7 +316,7 @@ fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, w
             None => regs.append((name, None::<u64>, format!("{name} unknown"), None::<u64>))?,
         }
     }
-    d.set_item("regs", regs)?;
+    d.set_item(intern!(py, "regs"), regs)?;
     Ok(d)
 }
 
@@ -265,7 +329,7 @@ fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, w
 #[pyo3(signature = (read, symtab, frames, start, max_frames, with_regs=false, chain="always"))]
 fn check_chain<'py>(
     py: Python<'py>,
-    read: Py<PyAny>,
+    read: &Bound<'py, PyAny>,
     symtab: &Symtab,
     frames: Option<Vec<FrameTuple>>,
     start: Option<(u64, u64, std::collections::HashMap<String, u64>)>,
@@ -279,8 +343,10 @@ fn check_chain<'py>(
         sp,
         callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
     });
-    let mem = BlockCache::new(PyMemory { read }, BLOCK);
-    let checked = guarded("verify-bt", || Ok(crate::check::check(&mem, symtab, frames, start.as_ref(), max_frames)))?;
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
+    let reads_before = mem.requests();
+    let checked = guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
     let list = PyList::empty(py);
     for r in &checked.reports {
         list.append(report_dict(py, r)?)?;
@@ -297,7 +363,7 @@ fn check_chain<'py>(
         }
         None => (None, None),
     };
-    Ok((list, chain, stop, mem.requests(), checked.invented, checked.lost))
+    Ok((list, chain, stop, mem.requests() - reads_before, checked.invented, checked.lost))
 }
 
 type CheckResult<'py> =
@@ -316,7 +382,7 @@ type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
 #[pyo3(signature = (read, symtab, text, max_frames, cpus=None))]
 fn verify_crash_bt<'py>(
     py: Python<'py>,
-    read: Py<PyAny>,
+    read: &Bound<'py, PyAny>,
     symtab: &Symtab,
     text: &str,
     max_frames: usize,
@@ -326,7 +392,8 @@ fn verify_crash_bt<'py>(
     if tasks.iter().all(|t| t.frames.is_empty()) {
         return Err(PyValueError::new_err("no crash `bt` frame lines (`#N [slot] function at address`) in the text"));
     }
-    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
     let mut out = Vec::new();
     for t in &tasks {
         let (_, unplaced) = crate::crashbt::task_chain(t);
@@ -339,7 +406,7 @@ fn verify_crash_bt<'py>(
             user_mode: *user_mode,
         });
         let reports =
-            guarded("verify-bt", || Ok(crate::check::check_crash_task(&mem, symtab, t, live.as_ref(), max_frames)))?;
+            guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
         let list = PyList::empty(py);
         for r in &reports {
             list.append(report_dict(py, r)?)?;
@@ -360,20 +427,20 @@ fn verify_crash_bt<'py>(
 
 fn found_dict<'py>(py: Python<'py>, f: &crate::regs::scan::Found) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("address", f.address)?;
-    d.set_item("layout", f.layout.name())?;
-    d.set_item("status", f.status.name())?;
-    d.set_item("status_reason", f.status_reason.clone())?;
-    d.set_item("copy_of", f.copy_of)?;
-    d.set_item("score", f.score)?;
-    d.set_item("summary", f.summary.clone())?;
-    d.set_item("regs", f.regs.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>())?;
+    d.set_item(intern!(py, "address"), f.address)?;
+    d.set_item(intern!(py, "layout"), f.layout.name())?;
+    d.set_item(intern!(py, "status"), f.status.name())?;
+    d.set_item(intern!(py, "status_reason"), f.status_reason.clone())?;
+    d.set_item(intern!(py, "copy_of"), f.copy_of)?;
+    d.set_item(intern!(py, "score"), f.score)?;
+    d.set_item(intern!(py, "summary"), f.summary.clone())?;
+    d.set_item(intern!(py, "regs"), f.regs.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>())?;
     let checks = PyList::empty(py);
     for c in &f.checks {
         checks.append((c.name, c.ok, c.required, c.detail.clone()))?;
     }
-    d.set_item("checks", checks)?;
-    d.set_item("labels", crate::regs::annotate::frame_labels(f))?;
+    d.set_item(intern!(py, "checks"), checks)?;
+    d.set_item(intern!(py, "labels"), crate::regs::annotate::frame_labels(f))?;
     Ok(d)
 }
 
@@ -386,21 +453,23 @@ fn scan_options(live_sp: Option<u64>) -> crate::regs::scan::ScanOptions {
 #[pyo3(signature = (read, symtab, lo, hi, live_sp=None))]
 fn scan_regs<'py>(
     py: Python<'py>,
-    read: Py<PyAny>,
+    read: &Bound<'py, PyAny>,
     symtab: &Symtab,
     lo: u64,
     hi: u64,
     live_sp: Option<u64>,
 ) -> PyResult<(Bound<'py, PyList>, Vec<(u64, u64)>, Option<u64>, u64)> {
-    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
+    let reads_before = mem.requests();
     let scan = guarded("regs-from-stack", || {
-        Ok(crate::regs::scan::scan_memory(&mem, lo, hi, symtab, &scan_options(live_sp)))
+        Ok(crate::regs::scan::scan_memory(mem, lo, hi, symtab, &scan_options(live_sp)))
     })?;
     let list = PyList::empty(py);
     for f in &scan.found {
         list.append(found_dict(py, f)?)?;
     }
-    Ok((list, scan.unreadable.clone(), scan.truncated_at, mem.requests()))
+    Ok((list, scan.unreadable.clone(), scan.truncated_at, mem.requests() - reads_before))
 }
 
 /// Decode one register set at `addr` as `layout` (`pt_regs`, `sigframe`, `ucontext`).
@@ -408,7 +477,7 @@ fn scan_regs<'py>(
 #[pyo3(signature = (read, symtab, addr, layout, live_sp=None))]
 fn decode_regs<'py>(
     py: Python<'py>,
-    read: Py<PyAny>,
+    read: &Bound<'py, PyAny>,
     symtab: &Symtab,
     addr: u64,
     layout: &str,
@@ -421,9 +490,10 @@ fn decode_regs<'py>(
         "ucontext" => Layout::Ucontext,
         other => return Err(PyValueError::new_err(format!("unknown layout {other:?} (pt_regs, sigframe, ucontext)"))),
     };
-    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
     let f = guarded("regs-from-stack", || {
-        crate::regs::scan::decode_at(&mem, addr, layout, symtab, &scan_options(live_sp))
+        crate::regs::scan::decode_at(mem, addr, layout, symtab, &scan_options(live_sp))
             .map_err(|e| PyValueError::new_err(e.to_string()))
     })?;
     found_dict(py, &f)
@@ -432,14 +502,15 @@ fn decode_regs<'py>(
 /// The words of `[lo, hi)`: `(address, value or None if unreadable, "func+off" when the
 /// value is a return address: code right after a call)`.
 #[pyfunction]
-fn stack_words(read: Py<PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<(u64, Option<u64>, Option<String>)>> {
-    let mem = BlockCache::new(PyMemory { read }, BLOCK);
+fn stack_words(read: &Bound<'_, PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<(u64, Option<u64>, Option<String>)>> {
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
     guarded("regs-from-stack", || {
         let n = (hi.saturating_sub(lo) / 8).min(1 << 20);
         let mut out = Vec::with_capacity(n as usize);
         for a in (0..n).map(|i| lo + i * 8) {
             let v = mem.read_u64(a).ok();
-            let ra = v.and_then(|v| crate::unwind::return_address_in(&mem, symtab, v));
+            let ra = v.and_then(|v| crate::unwind::return_address_in(mem, symtab, v));
             out.push((a, v, ra));
         }
         Ok(out)
@@ -459,7 +530,7 @@ mod _core {
     #[pymodule_export]
     use super::{
         decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, check_chain, verify_crash_bt,
-        Symtab,
+        Symtab, TargetMemory,
     };
 
     #[pymodule_init]

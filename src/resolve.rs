@@ -49,13 +49,30 @@ fn evaluate<M: Memory>(mem: &M, site: &CallSite, value: &dyn Fn(Reg) -> Option<(
 /// Uses the callee-saved registers recovered for each frame of an unwound chain
 /// (frames matched by pc and sp).
 pub struct ChainResolver<'a, M> {
-    pub mem: &'a M,
-    pub frames: &'a [Frame],
+    mem: &'a M,
+    frames: &'a [Frame],
+    /// `(pc, sp)` -> first frame with them: deep chains are looked up once per frame.
+    index: std::collections::HashMap<(u64, Option<u64>), usize>,
+}
+
+impl<'a, M> ChainResolver<'a, M> {
+    pub fn new(mem: &'a M, frames: &'a [Frame]) -> Self {
+        let mut index = std::collections::HashMap::with_capacity(frames.len());
+        for (i, u) in frames.iter().enumerate() {
+            index.entry((u.frame.pc, u.frame.sp)).or_insert(i);
+        }
+        ChainResolver { mem, frames, index }
+    }
+
+    /// The chain's frame with this pc and sp.
+    pub fn frame(&self, pc: u64, sp: Option<u64>) -> Option<&'a Frame> {
+        self.index.get(&(pc, sp)).and_then(|&i| self.frames.get(i))
+    }
 }
 
 impl<M: Memory> IndirectResolver for ChainResolver<'_, M> {
     fn resolve(&self, frame: &FrameIn, site: &CallSite) -> Option<(u64, Vec<String>)> {
-        let fr = self.frames.iter().find(|u| u.frame.pc == frame.pc && u.frame.sp == frame.sp)?;
+        let fr = self.frame(frame.pc, frame.sp)?;
         let value = |reg: Reg| {
             let i = callee_saved_index(reg)?;
             let v = fr.regs.get(i)?.as_ref()?;

@@ -4,20 +4,20 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Symbol {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub start: u64,
     /// 0 when unknown (assembly labels); such a symbol reaches the next one.
     pub size: u64,
     /// Loadable module or shared object holding it (`kvm`, `libc.so.6`); None for the main image.
-    pub module: Option<String>,
+    pub module: Option<std::sync::Arc<str>>,
 }
 
 impl Symbol {
-    pub fn new(name: impl Into<String>, start: u64, size: u64) -> Self {
+    pub fn new(name: impl Into<std::sync::Arc<str>>, start: u64, size: u64) -> Self {
         Symbol { name: name.into(), start, size, module: None }
     }
 
-    pub fn in_module(mut self, module: impl Into<String>) -> Self {
+    pub fn in_module(mut self, module: impl Into<std::sync::Arc<str>>) -> Self {
         self.module = Some(module.into());
         self
     }
@@ -30,7 +30,7 @@ impl Symbol {
     pub fn describe(&self, addr: u64) -> String {
         let off = addr.wrapping_sub(self.start);
         if off == 0 {
-            self.name.clone()
+            self.name.to_string()
         } else {
             format!("{}+{:#x}", self.name, off)
         }
@@ -80,6 +80,8 @@ impl<S: Symbols + ?Sized> Symbols for &S {
 #[derive(Default, Clone, Debug)]
 pub struct SymbolTable {
     syms: Vec<Symbol>,
+    /// Name -> lowest address, built on the first by-name lookup (kernel tables are large).
+    by_name: once_cell::sync::OnceCell<std::collections::HashMap<std::sync::Arc<str>, u64>>,
 }
 
 impl SymbolTable {
@@ -99,7 +101,7 @@ impl SymbolTable {
             run.sort_unstable_by(alias_order);
         }
         syms.dedup_by(|later, first| later.start == first.start);
-        SymbolTable { syms }
+        SymbolTable { syms, by_name: Default::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -139,7 +141,14 @@ impl Symbols for SymbolTable {
     }
 
     fn address_of(&self, name: &str) -> Option<u64> {
-        self.syms.iter().find(|s| s.name == name).map(|s| s.start)
+        let index = self.by_name.get_or_init(|| {
+            let mut m = std::collections::HashMap::with_capacity(self.syms.len());
+            for s in &self.syms {
+                m.entry(s.name.clone()).or_insert(s.start);
+            }
+            m
+        });
+        index.get(name).copied()
     }
 }
 
@@ -169,11 +178,11 @@ mod tests {
             Symbol::new("label", 0x2000, 0),
             Symbol::new("next", 0x2100, 0x10),
         ]);
-        assert_eq!(t.lookup(0x1000).unwrap().name, "memcpy");
-        assert_eq!(t.lookup(0x103f).unwrap().name, "memcpy");
+        assert_eq!(&*t.lookup(0x1000).unwrap().name, "memcpy");
+        assert_eq!(&*t.lookup(0x103f).unwrap().name, "memcpy");
         assert!(t.lookup(0x1040).is_none(), "gap after a sized symbol");
-        assert_eq!(t.lookup(0x20ff).unwrap().name, "label");
-        assert_eq!(t.lookup(0x2100).unwrap().name, "next");
+        assert_eq!(&*t.lookup(0x20ff).unwrap().name, "label");
+        assert_eq!(&*t.lookup(0x2100).unwrap().name, "next");
         assert!(t.lookup(0x2110).is_none());
         assert!(t.lookup(0xfff).is_none());
         assert_eq!(t.address_of("next"), Some(0x2100));

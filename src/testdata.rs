@@ -146,7 +146,7 @@ mod seed000 {
         let place = |a: u64| Placement::Sections(HashMap::from([(".text".to_string(), a)]));
         let kvmi = load_symbols(&fixture("seed000/kvm-intel.ko"), &place(0xffffffffc0a40000), Some("kvm_intel")).unwrap();
         let callee = kvmi.iter().find(|s| s.contains(target)).unwrap();
-        assert_eq!((callee.name.as_str(), callee.start), ("vmx_set_cr3", target));
+        assert_eq!((&*callee.name, callee.start), ("vmx_set_cr3", target));
         // Its prologue: push %rbp; mov %rsp,%rbp; push %r12; push %rbx (rbx lands at ...bcf0).
         let mut p = [0u8; 12];
         mem.read(target, &mut p).unwrap();
@@ -154,10 +154,10 @@ mod seed000 {
         assert_eq!(mem.read_u64(0xffff88003e5ebcf0).unwrap(), 0xffff88043ea73280);
 
         let kvm = load_symbols(&fixture("seed000/kvm.ko"), &place(0xffffffffc0970000), Some("kvm")).unwrap();
-        let mmu = kvm.iter().find(|s| s.name == "kvm_mmu_load").unwrap();
+        let mmu = kvm.iter().find(|s| &*s.name == "kvm_mmu_load").unwrap();
         assert_eq!(mmu.describe(0xffffffffc09a9833), "kvm_mmu_load+0x293");
         let vm = load_symbols(&fixture("seed000/vmlinux-seed000"), &Placement::Bias(0), None).unwrap();
-        assert!(vm.iter().any(|s| s.name == "__schedule" && s.contains(rip)));
+        assert!(vm.iter().any(|s| &*s.name == "__schedule" && s.contains(rip)));
     }
 }
 

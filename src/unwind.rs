@@ -232,7 +232,7 @@ fn saver(layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u6
 
 /// A signal handler "returns" to `__restore_rt`, whose address the kernel wrote.
 pub fn is_restore_rt<S: Symbols>(syms: &S, addr: u64) -> bool {
-    syms.lookup(addr).is_some_and(|s| s.start == addr && s.name == "__restore_rt")
+    syms.lookup(addr).is_some_and(|s| s.start == addr && &*s.name == "__restore_rt")
 }
 
 /// The frame a signal interrupted: the rt_sigframe starts at the trampoline frame's sp - 8.

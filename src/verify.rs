@@ -332,7 +332,7 @@ pub fn expected_slot<M: Memory, S: Symbols>(mem: &M, syms: &S, fr: &FrameIn, rep
         crate::layout::Cfa::Rbp(n) => fr.bp?.checked_add_signed(n)?,
         _ => return None,
     };
-    Some((cfa.checked_sub(8)?, sym.name))
+    Some((cfa.checked_sub(8)?, sym.name.to_string()))
 }
 
 /// The slot must hold the return address; unreadable is `unknown`, never a match.

@@ -37,6 +37,10 @@ pub fn rule_at<M: Memory, S: Symbols>(mem: &M, syms: &S, pc: u64) -> Result<(Sym
 
 /// The (cached) layout of a function; a `.cold` part starts from its parent's jumps into it.
 pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
+    crate::x86::memo::layout((sym.start, sym.size), || layout_uncached(mem, syms, sym))
+}
+
+fn layout_uncached<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
     if sym.size == 0 {
         // An assembly label (entry code, a label inside a function): neither its
         // extent nor the state it is entered in is known.

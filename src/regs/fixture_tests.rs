@@ -280,7 +280,7 @@ fn saved_sp(s: &Scenario, task: u64, lo: u64) -> Option<u64> {
             && s.mem.read_u64(v + 0x30)
                 .ok()
                 .and_then(|ret| crate::symbols::Symbols::lookup(&s.syms, ret))
-                .is_some_and(|f| f.name == "__schedule")
+                .is_some_and(|f| &*f.name == "__schedule")
     })
 }
 

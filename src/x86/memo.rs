@@ -8,15 +8,21 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use super::callsite::CallCheck;
 use super::target::TargetMatch;
+use crate::layout::FunctionLayout;
 use crate::memory::ReadError;
+
+type LayoutResult = Result<Arc<FunctionLayout>, &'static str>;
 
 #[derive(Default)]
 struct Memo {
     calls: HashMap<(u64, Option<u64>), Result<CallCheck, ReadError>>,
-    targets: HashMap<(u64, u64, String), TargetMatch>,
+    targets: HashMap<(u64, u64, Arc<str>), TargetMatch>,
     savers: HashMap<(u64, usize, i32), Option<(u64, String)>>,
+    layouts: HashMap<(u64, u64), LayoutResult>,
 }
 
 thread_local! {
@@ -58,7 +64,7 @@ pub(super) fn call(key: (u64, Option<u64>), compute: impl FnOnce() -> Result<Cal
     r
 }
 
-pub(super) fn target(key: (u64, u64, String), compute: impl FnOnce() -> TargetMatch) -> TargetMatch {
+pub(super) fn target(key: (u64, u64, Arc<str>), compute: impl FnOnce() -> TargetMatch) -> TargetMatch {
     if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.targets.get(&key).cloned())) {
         return hit;
     }
@@ -80,6 +86,20 @@ pub fn saver(key: (u64, usize, i32), compute: impl FnOnce() -> Option<(u64, Stri
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
             m.savers.insert(key, r.clone());
+        }
+    });
+    r
+}
+
+/// A function's layout (start, size): its code is read and looked up once per check.
+pub fn layout(key: (u64, u64), compute: impl FnOnce() -> LayoutResult) -> LayoutResult {
+    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.layouts.get(&key).cloned())) {
+        return hit;
+    }
+    let r = compute();
+    MEMO.with(|m| {
+        if let Some(m) = m.borrow_mut().as_mut() {
+            m.layouts.insert(key, r.clone());
         }
     });
     r

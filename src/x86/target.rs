@@ -100,7 +100,7 @@ pub fn thunk_register(name: &str) -> Option<Reg> {
 pub fn thunk_array_register(sym: &Symbol, addr: u64) -> Option<Reg> {
     const BY_ENCODING: [&str; 16] =
         ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
-    if sym.name != "__x86_indirect_thunk_array" {
+    if &*sym.name != "__x86_indirect_thunk_array" {
         return None;
     }
     let off = addr.checked_sub(sym.start)?;
@@ -209,7 +209,7 @@ impl<M: Memory + ?Sized, S: Symbols + ?Sized> Search<'_, M, S> {
             }
             if let Some(reg) = thunk_register(&sym.name).or_else(|| thunk_array_register(sym, addr)) {
                 if hops.is_empty() {
-                    return Visit::Found(TargetMatch::IndirectRegister { reg, thunk: sym.name.clone() });
+                    return Visit::Found(TargetMatch::IndirectRegister { reg, thunk: sym.name.to_string() });
                 }
                 let at = hops.last().map_or(addr, |h| match h {
                     Hop::TailJump { at, .. } | Hop::Slot { at, .. } => *at,
@@ -292,7 +292,7 @@ impl<M: Memory + ?Sized, S: Symbols + ?Sized> Search<'_, M, S> {
             match i.flow {
                 Flow::Jump | Flow::CondJump => {
                     if let Some(to) = i.near_target.filter(|&t| !inside(t)) {
-                        e.hops.push(Hop::TailJump { from: sym.name.clone(), at: i.addr, to });
+                        e.hops.push(Hop::TailJump { from: sym.name.to_string(), at: i.addr, to });
                     }
                 }
                 Flow::IndirectJump if i.instr.is_ip_rel_memory_operand() => match self.through_slot(&i) {
@@ -347,12 +347,12 @@ mod tests {
     }
 
     fn follow(m: &Regions, t: &SymbolTable, target: u64, callee: &str) -> TargetMatch {
-        let c = t.iter().find(|s| s.name == callee).cloned().unwrap_or_else(|| panic!("no {callee}"));
+        let c = t.iter().find(|s| &*s.name == callee).cloned().unwrap_or_else(|| panic!("no {callee}"));
         follow_target(m, t, target, &c, &Limits::default())
     }
 
     fn sym(t: &SymbolTable, name: &str) -> Symbol {
-        t.iter().find(|s| s.name == name).cloned().unwrap_or_else(|| panic!("no {name}"))
+        t.iter().find(|s| &*s.name == name).cloned().unwrap_or_else(|| panic!("no {name}"))
     }
 
     #[test]

@@ -5,6 +5,7 @@ internal error become one gdb error line, never a traceback or an exit.
 """
 
 import argparse
+import gc
 import shlex
 
 import gdb
@@ -59,6 +60,10 @@ class StackproofCommand(gdb.Command):
 
     def invoke(self, argument, from_tty):
         self.dont_repeat()
+        # A deep stack makes tens of thousands of small dicts, all alive until the
+        # command ends: the cyclic collector would walk them again and again.
+        gc_was_on = gc.isenabled()
+        gc.disable()
         try:
             args = self.parser.parse_args(shlex.split(argument))
             self.run(args)
@@ -76,3 +81,6 @@ class StackproofCommand(gdb.Command):
             if isinstance(e, SystemExit):
                 raise gdb.GdbError("%s: refused to exit gdb" % self.name)
             raise gdb.GdbError(_one_line("%s: internal error: %s: %s" % (self.name, type(e).__name__, e)))
+        finally:
+            if gc_was_on:
+                gc.enable()

@@ -32,8 +32,7 @@ def require_target():
     return inf
 
 
-def memory_reader(inf):
-    """`read(addr, n) -> bytes | None` for the core; unreadable is None, never zeros."""
+def _raw_reader(inf):
     read_memory = inf.read_memory
 
     def read(addr, n):
@@ -43,6 +42,37 @@ def memory_reader(inf):
             return None
 
     return read
+
+
+# The session's memory cache: kept across commands while the target cannot have
+# changed (a core, a stopped process), dropped when it runs or memory is written.
+_memory = {"key": None, "mem": None}
+
+
+def _forget_memory(*_args):
+    _memory.update(key=None, mem=None)
+
+
+for _ev in ("cont", "stop", "exited", "memory_changed", "inferior_call", "new_objfile",
+            "clear_objfiles", "new_inferior", "inferior_deleted", "new_thread"):
+    if hasattr(gdb.events, _ev):
+        getattr(gdb.events, _ev).connect(_forget_memory)
+
+
+def memory_reader(inf):
+    """`read(addr, n) -> bytes | None` for the target; unreadable is None, never zeros.
+
+    Reads go through a block cache shared by the session's commands; it is
+    dropped on every event that can change memory, and not kept at all while
+    any thread runs (non-stop)."""
+    threads = inf.threads()
+    if any(t.is_running() for t in threads):
+        return _core.TargetMemory(_raw_reader(inf))
+    # Thread numbers are never reused in a session: a new core or process has new ones.
+    key = (inf.num, inf.pid, tuple(t.global_num for t in threads))
+    if _memory["key"] != key:
+        _memory.update(key=key, mem=_core.TargetMemory(_raw_reader(inf)))
+    return _memory["mem"]
 
 
 def parse_address(expr, what="address"):
