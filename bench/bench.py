@@ -8,10 +8,13 @@ times, from cold caches each run:
 
     bt                          (gdb resolving entry-value arguments)
     bt -frame-arguments none
+    (python: gdb's frames)      reading gdb's frames (pc, sp) from Python: the
+                                floor of any check of gdb's own backtrace
     verify-bt
     verify-bt --json
+    regs-from-stack --all --json / --scan --json
 
-and prints the median/min in ms and the ratio to `bt -frame-arguments none`.
+and prints the median/min in ms and the ratio to `bt`.
 Memory-read counts: printed when `verify-bt --json` carries a "stats" object
 (e.g. {"memory_reads": N, "bytes_read": M}).
 
@@ -35,7 +38,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 from conftest import BUILD, OPT_LEVELS, Builder, QUIET_GDB  # noqa: E402
 
 GDB_SCRIPT = Path(__file__).resolve().parent / "bench_gdb.py"
-BT_CMDS = ["bt", "bt -frame-arguments none"]
+BT_CMDS = ["bt", "bt -frame-arguments none", "(python: gdb's frames, all threads)"]  # the last: bench_gdb.FRAME_WALK
 SP_CMDS = ["verify-bt --max-frames 100000", "verify-bt --json --max-frames 100000",
            "regs-from-stack --all --json", "regs-from-stack --scan --json"]
 

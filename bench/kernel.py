@@ -31,6 +31,7 @@ GDB_SCRIPT = Path(__file__).resolve().parent / "bench_gdb.py"
 KFIX = REPO / "tests" / "fixtures" / "kernel"
 SCENARIOS = ("panic", "irq", "busy")
 BASE = "thread apply all bt"
+FRAME_WALK = "(python: gdb's frames, all threads)"   # bench_gdb.py: the floor of any check of gdb's frames
 
 
 unpack = kernel_fixture
@@ -40,7 +41,7 @@ def bench_scenario(scenario, prefix, repeat):
     init = Path(prefix) / "lib" / "stackproof" / "stackproof-gdbinit.py"
     offset = int(re.search(r"KERNELOFFSET=([0-9a-fA-F]+)", (KFIX / scenario / "kaslr.txt").read_text()).group(1), 16)
     crash = KFIX / scenario / "expected-crash-8.0.6-bt-f-a.txt"
-    cmds = [BASE]
+    cmds = [BASE, FRAME_WALK]
     args = ["gdb", "-batch", "-nx"] + QUIET_GDB
     if init.is_file():
         args += ["-ex", "source %s" % init]
@@ -76,7 +77,7 @@ def run(prefix, repeat):
                 print("  %-36s %10s %10s %10s %8s  error: %s" % (name, "-", "-", "-", "-", c["error"]))
                 continue
             ratio = (c["median_ms"] / base["median_ms"]) if base and base["median_ms"] else None
-            print("  %-36s %10.1f %10.1f %10.1f %8s" % (name, c["median_ms"], c["min_ms"], c["first_ms"],
+            print("  %-36s %10.2f %10.2f %10.2f %8s" % (name, c["median_ms"], c["min_ms"], c["first_ms"],
                                                        "%.2fx" % ratio if ratio is not None else "-"))
     return report
 

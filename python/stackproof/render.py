@@ -39,20 +39,24 @@ def _why(fr):
     return ", ".join(parts)
 
 
+_VERDICT_COLOUR = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}
+
+
 def frame_line(fr, colour=False):
     """`#N [slot] function+off at ra   trust verdict reasons`, crash style; `?` marks bogus."""
-    bogus = fr["verdict"] == "bogus"
-    mark = "?" if bogus else " "
-    slot = "[%016x] " % fr["slot"] if fr.get("slot") is not None else ""
-    at = " at %016x" % fr["pc"] if fr.get("pc") is not None else ""
+    verdict = fr["verdict"]
+    slot = fr.get("slot")
+    pc = fr.get("pc")
+    slot = "[%016x] " % slot if slot is not None else ""
+    at = " at %016x" % pc if pc is not None else ""
     if fr.get("kind") == "interrupted":
         head = "     [exception RIP: %s]%s" % (_name(fr), at)
     else:
-        head = "%s#%-3d %s%s%s" % (mark, fr["level"], slot, _name(fr), at)
-    verdict = fr["verdict"].upper() if bogus else fr["verdict"]
-    col = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}[fr["verdict"]]
-    painted = _paint(verdict, col, colour) + " " * (8 - len(verdict))
-    return ("%-72s %-9s %s %s" % (head, fr["trust"], painted, _why(fr))).rstrip()
+        head = "%s#%-3d %s%s%s" % ("?" if verdict == "bogus" else " ", fr["level"], slot, _name(fr), at)
+    shown = verdict.upper() if verdict == "bogus" else verdict
+    painted = _paint(shown, _VERDICT_COLOUR[verdict], colour) + " " * (8 - len(shown))
+    why = _why(fr) if fr["reasons"] else ""
+    return ("%-72s %-9s %s %s" % (head, fr["trust"], painted, why)).rstrip()
 
 
 def chain_lines(t):

@@ -270,6 +270,7 @@ def gdb_frames(max_frames):
     f = gdb.newest_frame()
     stop = None
     from_sets = _unwound_from_sets()
+    rsp = _register(f, "rsp")
     while f is not None:
         if len(frames) >= max_frames:
             stop = "stopped after %d frames (--max-frames)" % max_frames
@@ -277,7 +278,7 @@ def gdb_frames(max_frames):
         level = len(frames)
         pc = f.pc()
         try:
-            sp = int(f.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+            sp = int(f.read_register(rsp)) & 0xFFFFFFFFFFFFFFFF
         except (gdb.error, ValueError):
             sp = None
         kind = _KINDS.get(f.type(), "normal")
@@ -300,6 +301,14 @@ def gdb_frames(max_frames):
 
 
 CALLEE_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+
+
+def _register(frame, name):
+    """The register's descriptor (a name is looked up anew on every read), or the name."""
+    try:
+        return frame.architecture().registers().find(name) or name
+    except (AttributeError, gdb.error):
+        return name
 
 
 def frame0_registers():
