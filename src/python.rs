@@ -7,6 +7,7 @@ use std::path::Path;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::intern;
+use pyo3::IntoPyObjectExt;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::elf::{self, Placement};
@@ -237,39 +238,85 @@ fn word<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
     WORDS.with(|w| w.borrow_mut().entry(s).or_insert_with(|| PyString::intern(py, s).unbind()).bind(py).clone())
 }
 
-fn report_dict<'py>(py: Python<'py>, r: &FrameReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item(intern!(py, "level"), r.level)?;
-    d.set_item(intern!(py, "pc"), r.pc)?;
-    d.set_item(intern!(py, "sp"), r.sp)?;
-    d.set_item(intern!(py, "kind"), word(py, kind_str(r.kind)))?;
-    d.set_item(intern!(py, "function"), r.function.as_ref().map(|s| &*s.name))?;
-    d.set_item(intern!(py, "function_start"), r.function.as_ref().map(|s| s.start))?;
-    d.set_item(intern!(py, "module"), r.function.as_ref().and_then(|s| s.module.as_deref()))?;
-    d.set_item(intern!(py, "describe"), r.describe())?;
-    d.set_item(intern!(py, "slot"), r.slot)?;
-    d.set_item(intern!(py, "slot_value"), r.slot_value)?;
-    d.set_item(intern!(py, "verdict"), word(py, r.verdict.as_str()))?;
-    d.set_item(intern!(py, "reasons"), PyList::new(py, r.reasons.iter().map(|x| word(py, x.code())))?)?;
-    d.set_item(intern!(py, "reason_text"), r.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
-    d.set_item(intern!(py, "trust"), word(py, r.trust.as_str()))?;
-    d.set_item(intern!(py, "expected_slot"), r.expected_slot)?;
-    match &r.call {
-        None => d.set_item(intern!(py, "call"), py.None())?,
-        Some(c) => {
-            let cd = PyDict::new(py);
-            cd.set_item(intern!(py, "address"), c.site.addr)?;
-            cd.set_item(intern!(py, "text"), c.site.text.clone())?;
-            cd.set_item(intern!(py, "kind"), word(py, verify::call_kind(&c.site.target)))?;
-            cd.set_item(intern!(py, "target"), c.target)?;
-            cd.set_item(intern!(py, "target_function"), c.target_function.clone())?;
-            cd.set_item(intern!(py, "via"), c.via.clone())?;
-            cd.set_item(intern!(py, "resolution"), c.resolution.clone())?;
-            d.set_item(intern!(py, "call"), cd)?;
-        }
+/// One verified frame, read like a dict (`r["verdict"]`, `r.get("slot")`): a field
+/// becomes a Python object only when it is asked for (a deep stack has thousands
+/// of frames and the text output reads a few fields of each).
+#[pyclass(module = "stackproof._core", name = "FrameReport", frozen)]
+pub struct Report(FrameReport);
+
+const REPORT_KEYS: [&str; 16] = [
+    "level", "pc", "sp", "kind", "function", "function_start", "module", "describe", "slot", "slot_value",
+    "verdict", "reasons", "reason_text", "trust", "expected_slot", "call",
+];
+
+impl Report {
+    fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let r = &self.0;
+        let v = match key {
+            "level" => r.level.into_bound_py_any(py)?,
+            "pc" => r.pc.into_bound_py_any(py)?,
+            "sp" => r.sp.into_bound_py_any(py)?,
+            "kind" => word(py, kind_str(r.kind)).into_any(),
+            "function" => r.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
+            "function_start" => r.function.as_ref().map(|s| s.start).into_bound_py_any(py)?,
+            "module" => r.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
+            "describe" => r.describe().into_bound_py_any(py)?,
+            "slot" => r.slot.into_bound_py_any(py)?,
+            "slot_value" => r.slot_value.into_bound_py_any(py)?,
+            "verdict" => word(py, r.verdict.as_str()).into_any(),
+            "reasons" => PyList::new(py, r.reasons.iter().map(|x| word(py, x.code())))?.into_any(),
+            "reason_text" => r.reasons.iter().map(|x| x.to_string()).collect::<Vec<_>>().into_bound_py_any(py)?,
+            "trust" => word(py, r.trust.as_str()).into_any(),
+            "expected_slot" => r.expected_slot.into_bound_py_any(py)?,
+            "call" => match &r.call {
+                None => py.None().into_bound(py),
+                Some(c) => {
+                    let cd = PyDict::new(py);
+                    cd.set_item(intern!(py, "address"), c.site.addr)?;
+                    cd.set_item(intern!(py, "text"), &c.site.text)?;
+                    cd.set_item(intern!(py, "kind"), word(py, verify::call_kind(&c.site.target)))?;
+                    cd.set_item(intern!(py, "target"), c.target)?;
+                    cd.set_item(intern!(py, "target_function"), &c.target_function)?;
+                    cd.set_item(intern!(py, "via"), &c.via)?;
+                    cd.set_item(intern!(py, "resolution"), &c.resolution)?;
+                    cd.into_any()
+                }
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
     }
-    Ok(d)
 }
+
+/// `r[key]`, `r.get(key, default)`, `key in r`, `r.keys()`: the read-only part of a dict.
+macro_rules! mapping_methods {
+    ($ty:ty, $keys:expr) => {
+        #[pymethods]
+        impl $ty {
+            fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+                self.field(py, key)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_string()))
+            }
+
+            #[pyo3(signature = (key, default=None))]
+            fn get<'py>(&self, py: Python<'py>, key: &str, default: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+                Ok(match self.field(py, key)? {
+                    Some(v) => v,
+                    None => default.unwrap_or_else(|| py.None().into_bound(py)),
+                })
+            }
+
+            fn __contains__(&self, key: &str) -> bool {
+                $keys.contains(&key)
+            }
+
+            fn keys(&self) -> Vec<&'static str> {
+                $keys.to_vec()
+            }
+        }
+    };
+}
+
+mapping_methods!(Report, REPORT_KEYS);
 
 /// `(name, link-time address)` of a function of `path` to locate the file through gdb.
 #[pyfunction]
@@ -284,41 +331,74 @@ fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
     Ok(FrameIn { level, pc, sp, slot, bp: None, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? })
 }
 
-fn chain_dict<'py>(py: Python<'py>, symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let fr = &f.frame;
-    d.set_item(intern!(py, "level"), fr.level)?;
-    d.set_item(intern!(py, "pc"), fr.pc)?;
-    d.set_item(intern!(py, "sp"), fr.sp)?;
-    d.set_item(intern!(py, "slot"), fr.slot)?;
-    d.set_item(intern!(py, "kind"), word(py, kind_str(fr.kind)))?;
-    d.set_item(intern!(py, "trust"), word(py, fr.trust.as_str()))?;
-    let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
-    let sym = if is_ra { verify::function_of_ra(symtab, fr.pc) } else { Symbols::lookup(symtab, fr.pc) };
-    d.set_item(intern!(py, "function"), sym.as_ref().map(|s| &*s.name))?;
-    d.set_item(intern!(py, "module"), sym.as_ref().and_then(|s| s.module.as_deref()))?;
-    d.set_item(intern!(py, "describe"), sym.map_or_else(|| "??".to_string(), |s| s.describe(fr.pc)))?;
-    d.set_item(intern!(py, "layout_note"), f.layout_note.clone())?;
-    if !with_regs {
-        return Ok(d);
-    }
-    let regs = PyList::empty(py);
-    for (i, r) in f.regs.iter().enumerate() {
-        let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
-        match r {
-            Some(v) => {
-                let at = match v.origin {
-                    crate::unwind::Origin::Saved { addr, .. } => Some(addr),
-                    _ => None,
-                };
-                regs.append((name, Some(v.value), crate::unwind::describe_origin(i, v), at))?
-            }
-            None => regs.append((name, None::<u64>, format!("{name} unknown"), None::<u64>))?,
-        }
-    }
-    d.set_item(intern!(py, "regs"), regs)?;
-    Ok(d)
+/// A frame of stackproof's own chain, read like a dict (see [`Report`]).
+#[pyclass(module = "stackproof._core", name = "ChainFrame", frozen)]
+pub struct ChainFrame {
+    frame: FrameIn,
+    function: Option<Symbol>,
+    layout_note: Option<String>,
+    /// `(name, value, provenance, saved at)` per callee-saved register, when asked for.
+    regs: Option<Vec<(&'static str, Option<u64>, String, Option<u64>)>>,
 }
+
+const CHAIN_KEYS: [&str; 11] =
+    ["level", "pc", "sp", "slot", "kind", "trust", "function", "module", "describe", "layout_note", "regs"];
+
+impl ChainFrame {
+    fn new(symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> Self {
+        let fr = &f.frame;
+        let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
+        let function = if is_ra { verify::function_of_ra(symtab, fr.pc) } else { Symbols::lookup(symtab, fr.pc) };
+        let regs = with_regs.then(|| {
+            f.regs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+                    match r {
+                        Some(v) => {
+                            let at = match v.origin {
+                                crate::unwind::Origin::Saved { addr, .. } => Some(addr),
+                                _ => None,
+                            };
+                            (name, Some(v.value), crate::unwind::describe_origin(i, v), at)
+                        }
+                        None => (name, None, format!("{name} unknown"), None),
+                    }
+                })
+                .collect()
+        });
+        ChainFrame { frame: fr.clone(), function, layout_note: f.layout_note.clone(), regs }
+    }
+
+    fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let fr = &self.frame;
+        let v = match key {
+            "level" => fr.level.into_bound_py_any(py)?,
+            "pc" => fr.pc.into_bound_py_any(py)?,
+            "sp" => fr.sp.into_bound_py_any(py)?,
+            "slot" => fr.slot.into_bound_py_any(py)?,
+            "kind" => word(py, kind_str(fr.kind)).into_any(),
+            "trust" => word(py, fr.trust.as_str()).into_any(),
+            "function" => self.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
+            "module" => self.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
+            "describe" => self
+                .function
+                .as_ref()
+                .map_or_else(|| "??".to_string(), |s| s.describe(fr.pc))
+                .into_bound_py_any(py)?,
+            "layout_note" => self.layout_note.as_deref().into_bound_py_any(py)?,
+            "regs" => match &self.regs {
+                Some(r) => r.clone().into_bound_py_any(py)?,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
+    }
+}
+
+mapping_methods!(ChainFrame, CHAIN_KEYS);
 
 /// Check a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`, or None to
 /// check stackproof's own chain; `start`: `(pc, sp, {"rbx": v, ...})` registers of frame 0.
@@ -348,8 +428,8 @@ fn check_chain<'py>(
     let reads_before = mem.requests();
     let checked = guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
     let list = PyList::empty(py);
-    for r in &checked.reports {
-        list.append(report_dict(py, r)?)?;
+    for r in checked.reports {
+        list.append(Report(r))?;
     }
     let agree = checked.invented.is_empty() && checked.lost.is_empty();
     let (chain, stop) = match &checked.chain {
@@ -357,7 +437,7 @@ fn check_chain<'py>(
         Some(c) => {
             let l = PyList::empty(py);
             for f in &c.frames {
-                l.append(chain_dict(py, symtab, f, with_regs)?)?;
+                l.append(ChainFrame::new(symtab, f, with_regs))?;
             }
             (Some(l), c.stop.clone())
         }
@@ -408,8 +488,8 @@ fn verify_crash_bt<'py>(
         let reports =
             guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
         let list = PyList::empty(py);
-        for r in &reports {
-            list.append(report_dict(py, r)?)?;
+        for r in reports {
+            list.append(Report(r))?;
         }
         let title = match (t.pid, t.task, t.cpu, &t.command) {
             (Some(pid), Some(task), cpu, cmd) => format!(
@@ -530,7 +610,7 @@ mod _core {
     #[pymodule_export]
     use super::{
         decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, check_chain, verify_crash_bt,
-        Symtab, TargetMemory,
+        Symtab, TargetMemory, Report, ChainFrame,
     };
 
     #[pymodule_init]
