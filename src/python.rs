@@ -312,6 +312,21 @@ macro_rules! mapping_methods {
             fn keys(&self) -> Vec<&'static str> {
                 $keys.to_vec()
             }
+
+            /// Several fields at once, as a tuple (`None` for a missing one): one call per frame.
+            #[pyo3(signature = (*names))]
+            fn fields<'py>(
+                &self,
+                py: Python<'py>,
+                names: &Bound<'py, pyo3::types::PyTuple>,
+            ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+                let mut out = Vec::with_capacity(names.len());
+                for n in names.iter() {
+                    let n = n.cast::<PyString>()?;
+                    out.push(self.field(py, &n.to_cow()?)?.unwrap_or_else(|| py.None().into_bound(py)));
+                }
+                pyo3::types::PyTuple::new(py, out)
+            }
         }
     };
 }

@@ -42,21 +42,29 @@ def _why(fr):
 _VERDICT_COLOUR = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}
 
 
+_LINE_FIELDS = ("level", "slot", "pc", "kind", "describe", "module", "verdict", "trust", "reasons")
+
+
+def _fields(fr, names):
+    """Several fields of a frame: one call for the core's frames, lookups for a dict."""
+    many = getattr(fr, "fields", None)
+    return many(*names) if many is not None else tuple(fr.get(n) for n in names)
+
+
 def frame_line(fr, colour=False):
     """`#N [slot] function+off at ra   trust verdict reasons`, crash style; `?` marks bogus."""
-    verdict = fr["verdict"]
-    slot = fr.get("slot")
-    pc = fr.get("pc")
+    level, slot, pc, kind, describe, module, verdict, trust, reasons = _fields(fr, _LINE_FIELDS)
+    name = "%s [%s]" % (describe, module) if module else describe
     slot = "[%016x] " % slot if slot is not None else ""
     at = " at %016x" % pc if pc is not None else ""
-    if fr.get("kind") == "interrupted":
-        head = "     [exception RIP: %s]%s" % (_name(fr), at)
+    if kind == "interrupted":
+        head = "     [exception RIP: %s]%s" % (name, at)
     else:
-        head = "%s#%-3d %s%s%s" % ("?" if verdict == "bogus" else " ", fr["level"], slot, _name(fr), at)
+        head = "%s#%-3d %s%s%s" % ("?" if verdict == "bogus" else " ", level, slot, name, at)
     shown = verdict.upper() if verdict == "bogus" else verdict
     painted = _paint(shown, _VERDICT_COLOUR[verdict], colour) + " " * (8 - len(shown))
-    why = _why(fr) if fr["reasons"] else ""
-    return ("%-72s %-9s %s %s" % (head, fr["trust"], painted, why)).rstrip()
+    why = _why(fr) if reasons else ""
+    return ("%-72s %-9s %s %s" % (head, trust, painted, why)).rstrip()
 
 
 def chain_lines(t):
@@ -129,46 +137,56 @@ def thread_text(thread, verbose=False, colour=False):
     return "\n".join(lines)
 
 
+_JSON_FIELDS = ("level", "pc", "sp", "slot", "slot_value", "function", "module", "kind", "verdict",
+                "reasons", "trust", "expected_slot", "call")
+
+
 def _frame_json(fr):
-    c = fr.get("call")
+    (level, pc, sp, slot, slot_value, function, module, kind, verdict, reasons, trust, expected_slot,
+     c) = _fields(fr, _JSON_FIELDS)
     call = None
     if c:
+        target = c.get("target")
         call = {
-            "address": hexa(c["address"]),
+            "address": "0x%x" % c["address"],
             "text": c["text"],
             "kind": c["kind"],
-            "target": hexa(c.get("target")),
+            "target": None if target is None else "0x%x" % target,
             "target_function": c.get("target_function"),
             "via": c.get("via") or [],
             "resolution": c.get("resolution") or [],
         }
     return {
-        "level": fr["level"],
-        "pc": hexa(fr["pc"]),
-        "sp": hexa(fr.get("sp")),
-        "slot": hexa(fr.get("slot")),
-        "slot_value": hexa(fr.get("slot_value")),
-        "function": fr.get("function"),
-        "module": fr.get("module"),
-        "kind": fr["kind"],
-        "verdict": fr["verdict"],
-        "reasons": list(fr["reasons"]),
-        "trust": fr["trust"],
-        "expected_slot": hexa(fr.get("expected_slot")),
+        "level": level,
+        "pc": None if pc is None else "0x%x" % pc,
+        "sp": None if sp is None else "0x%x" % sp,
+        "slot": None if slot is None else "0x%x" % slot,
+        "slot_value": None if slot_value is None else "0x%x" % slot_value,
+        "function": function,
+        "module": module,
+        "kind": kind,
+        "verdict": verdict,
+        "reasons": list(reasons),
+        "trust": trust,
+        "expected_slot": None if expected_slot is None else "0x%x" % expected_slot,
         "call": call,
     }
 
 
+_CHAIN_FIELDS = ("level", "pc", "sp", "slot", "function", "module", "kind", "trust")
+
+
 def _chain_json(c):
+    level, pc, sp, slot, function, module, kind, trust = _fields(c, _CHAIN_FIELDS)
     return {
-        "level": c["level"],
-        "pc": hexa(c["pc"]),
-        "sp": hexa(c["sp"]),
-        "slot": hexa(c.get("slot")),
-        "function": c.get("function"),
-        "module": c.get("module"),
-        "kind": c["kind"],
-        "trust": c["trust"],
+        "level": level,
+        "pc": "0x%x" % pc,
+        "sp": None if sp is None else "0x%x" % sp,
+        "slot": None if slot is None else "0x%x" % slot,
+        "function": function,
+        "module": module,
+        "kind": kind,
+        "trust": trust,
     }
 
 
@@ -187,4 +205,4 @@ def verify_json(threads):
             "invented": (t.get("compare") or {}).get("invented", []),
             "lost": [_chain_json(c) for c in (t.get("compare") or {}).get("lost", [])],
         })
-    return json.dumps(doc, separators=(",", ":"))
+    return json.dumps(doc, separators=(",", ":"), check_circular=False)

@@ -49,14 +49,15 @@ def _raw_reader(inf):
 _memory = {"key": None, "mem": None}
 
 
-def _forget_memory(*_args):
+def forget_memory(*_args):
+    """Drop the session's memory cache (an event handler, and for benchmarks)."""
     _memory.update(key=None, mem=None)
 
 
 for _ev in ("cont", "stop", "exited", "memory_changed", "inferior_call", "new_objfile",
             "clear_objfiles", "new_inferior", "inferior_deleted", "new_thread"):
     if hasattr(gdb.events, _ev):
-        getattr(gdb.events, _ev).connect(_forget_memory)
+        getattr(gdb.events, _ev).connect(forget_memory)
 
 
 def memory_reader(inf):
@@ -267,26 +268,33 @@ def gdb_frames(max_frames):
     Returns (frames, stop_reason) where stop_reason says why gdb stopped, if not at the end.
     """
     frames = []
+    append = frames.append
     f = gdb.newest_frame()
     stop = None
     from_sets = _unwound_from_sets()
     rsp = _register(f, "rsp")
+    kinds = _KINDS
+    level = 0
     while f is not None:
-        if len(frames) >= max_frames:
+        if level >= max_frames:
             stop = "stopped after %d frames (--max-frames)" % max_frames
             break
-        level = len(frames)
         pc = f.pc()
         try:
             sp = int(f.read_register(rsp)) & 0xFFFFFFFFFFFFFFFF
         except (gdb.error, ValueError):
             sp = None
-        kind = _KINDS.get(f.type(), "normal")
-        trust = "registers" if level == 0 else "cfi"
-        if level > 0 and kind == "normal" and (pc, sp) in from_sets:
-            kind, trust = "interrupted", "registers"  # from a register set: regs-from-stack --use, stackproof-unwinder
-        name = f.name() if kind != "normal" or level == 0 else None
-        frames.append((level, pc, sp, None, kind, name, trust))
+        kind = kinds.get(f.type(), "normal")
+        if level == 0:
+            append((0, pc, sp, None, kind, f.name(), "registers"))
+        elif kind != "normal":
+            append((level, pc, sp, None, kind, f.name(), "cfi"))
+        elif from_sets and (pc, sp) in from_sets:
+            # from a register set: regs-from-stack --use, stackproof-unwinder
+            append((level, pc, sp, None, "interrupted", f.name(), "registers"))
+        else:
+            append((level, pc, sp, None, "normal", None, "cfi"))
+        level += 1
         try:
             older = f.older()
         except gdb.error as e:

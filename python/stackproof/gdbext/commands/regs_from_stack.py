@@ -125,7 +125,7 @@ unwinding back. See also `stackproof-unwinder`."""
                             for a, v, labels in words]
 
         if args.json:
-            sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+            sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
             return
         out = []
         if lo is not None:
@@ -235,7 +235,7 @@ unwinding back. See also `stackproof-unwinder`."""
                     entry["registers"][name] = {"value": render.hexa(value), "origin": renumber(origin)}
             doc["frames"].append(entry)
         if args.json:
-            sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+            sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
             return
         out = []
         for e in doc["frames"]:
