@@ -6,6 +6,7 @@
 pub mod check;
 pub mod crashbt;
 pub mod elf;
+pub mod json;
 pub mod layout;
 pub mod oracle;
 pub mod memory;

@@ -219,16 +219,6 @@ fn parse_trust(s: &str) -> PyResult<Trust> {
     })
 }
 
-fn kind_str(k: FrameKind) -> &'static str {
-    match k {
-        FrameKind::Normal => "normal",
-        FrameKind::Inline => "inline",
-        FrameKind::TailCall => "tailcall",
-        FrameKind::SigTramp => "sigtramp",
-        FrameKind::Interrupted => "interrupted",
-    }
-}
-
 /// A Python string for one of the core's fixed words (kinds, verdicts, trust levels,
 /// reason codes), made once: a deep stack repeats them thousands of times.
 fn word<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
@@ -242,7 +232,13 @@ fn word<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
 /// becomes a Python object only when it is asked for (a deep stack has thousands
 /// of frames and the text output reads a few fields of each).
 #[pyclass(module = "stackproof._core", name = "FrameReport", frozen)]
-pub struct Report(FrameReport);
+pub struct Report(Checked);
+
+enum Checked {
+    Frame(FrameReport),
+    /// A frame crash printed without an address: nothing to check.
+    Unplaced { level: u32, function: String },
+}
 
 const REPORT_KEYS: [&str; 16] = [
     "level", "pc", "sp", "kind", "function", "function_start", "module", "describe", "slot", "slot_value",
@@ -251,12 +247,15 @@ const REPORT_KEYS: [&str; 16] = [
 
 impl Report {
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let r = &self.0;
+        let r = match &self.0 {
+            Checked::Frame(r) => r,
+            Checked::Unplaced { level, function } => return Self::unplaced_field(py, *level, function, key),
+        };
         let v = match key {
             "level" => r.level.into_bound_py_any(py)?,
             "pc" => r.pc.into_bound_py_any(py)?,
             "sp" => r.sp.into_bound_py_any(py)?,
-            "kind" => word(py, kind_str(r.kind)).into_any(),
+            "kind" => word(py, r.kind.as_str()).into_any(),
             "function" => r.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
             "function_start" => r.function.as_ref().map(|s| s.start).into_bound_py_any(py)?,
             "module" => r.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
@@ -288,7 +287,8 @@ impl Report {
     }
 }
 
-/// `r[key]`, `r.get(key, default)`, `key in r`, `r.keys()`: the read-only part of a dict.
+/// `r[key]`, `r.get(key, default)`, `key in r`, `r.keys()`: the read-only part of a dict;
+/// `r.fields(k1, k2, ...)` several at once; `r.json()` the frame's JSON text.
 macro_rules! mapping_methods {
     ($ty:ty, $keys:expr) => {
         #[pymethods]
@@ -313,6 +313,11 @@ macro_rules! mapping_methods {
                 $keys.to_vec()
             }
 
+            /// The frame as JSON text (schema stackproof/verify-bt/1, docs/json.md).
+            fn json(&self) -> String {
+                self.json_text()
+            }
+
             /// Several fields at once, as a tuple (`None` for a missing one): one call per frame.
             #[pyo3(signature = (*names))]
             fn fields<'py>(
@@ -329,6 +334,32 @@ macro_rules! mapping_methods {
             }
         }
     };
+}
+
+impl Report {
+    fn unplaced_field<'py>(py: Python<'py>, level: u32, function: &str, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let none = || py.None().into_bound(py);
+        let v = match key {
+            "level" => level.into_bound_py_any(py)?,
+            "function" | "describe" => function.into_bound_py_any(py)?,
+            "kind" => word(py, FrameKind::Normal.as_str()).into_any(),
+            "verdict" => word(py, verify::Verdict::Unknown.as_str()).into_any(),
+            "reasons" | "reason_text" => PyList::new(py, [word(py, "no-address")])?.into_any(),
+            "trust" => word(py, Trust::Scan.as_str()).into_any(),
+            k if REPORT_KEYS.contains(&k) => none(),
+            _ => return Ok(None),
+        };
+        Ok(Some(v))
+    }
+}
+
+impl Report {
+    fn json_text(&self) -> String {
+        match &self.0 {
+            Checked::Frame(r) => crate::json::frame_report(r),
+            Checked::Unplaced { level, function } => crate::json::unplaced_frame(*level, function),
+        }
+    }
 }
 
 mapping_methods!(Report, REPORT_KEYS);
@@ -393,7 +424,7 @@ impl ChainFrame {
             "pc" => fr.pc.into_bound_py_any(py)?,
             "sp" => fr.sp.into_bound_py_any(py)?,
             "slot" => fr.slot.into_bound_py_any(py)?,
-            "kind" => word(py, kind_str(fr.kind)).into_any(),
+            "kind" => word(py, fr.kind.as_str()).into_any(),
             "trust" => word(py, fr.trust.as_str()).into_any(),
             "function" => self.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
             "module" => self.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
@@ -410,6 +441,12 @@ impl ChainFrame {
             _ => return Ok(None),
         };
         Ok(Some(v))
+    }
+}
+
+impl ChainFrame {
+    fn json_text(&self) -> String {
+        crate::json::chain_frame(&self.frame, self.function.as_ref())
     }
 }
 
@@ -444,7 +481,7 @@ fn check_chain<'py>(
     let checked = guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
     let list = PyList::empty(py);
     for r in checked.reports {
-        list.append(Report(r))?;
+        list.append(Report(Checked::Frame(r)))?;
     }
     let agree = checked.invented.is_empty() && checked.lost.is_empty();
     let (chain, stop) = match &checked.chain {
@@ -464,15 +501,13 @@ fn check_chain<'py>(
 type CheckResult<'py> =
     (Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64, Vec<u32>, Vec<usize>);
 
-/// Verify every task of a crash `bt` text. Returns a list of
-
 /// `(pc, sp, {callee-saved name: value}, user mode)` of a CPU's registers.
 type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
 
 /// Verify every task of a crash `bt` text; `cpus`: the registers of the CPUs the
 /// task headers name (`CPU: N`), when the dump has them. Returns a list of
-/// `(title, frame dicts, [(level, name, line)] of frames without an address)`;
-/// a line that does not parse is a ValueError naming it.
+/// `(title, frames)`, the frames crash printed without an address last (verdict
+/// `unknown`, `no-address`); a line that does not parse is a ValueError naming it.
 #[pyfunction]
 #[pyo3(signature = (read, symtab, text, max_frames, cpus=None))]
 fn verify_crash_bt<'py>(
@@ -482,7 +517,7 @@ fn verify_crash_bt<'py>(
     text: &str,
     max_frames: usize,
     cpus: Option<std::collections::HashMap<u32, CpuRegs>>,
-) -> PyResult<Vec<(String, Bound<'py, PyList>, Vec<(u32, String, usize)>)>> {
+) -> PyResult<Vec<(String, Bound<'py, PyList>)>> {
     let tasks = crate::crashbt::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if tasks.iter().all(|t| t.frames.is_empty()) {
         return Err(PyValueError::new_err("no crash `bt` frame lines (`#N [slot] function at address`) in the text"));
@@ -504,7 +539,7 @@ fn verify_crash_bt<'py>(
             guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
         let list = PyList::empty(py);
         for r in reports {
-            list.append(Report(r))?;
+            list.append(Report(Checked::Frame(r)))?;
         }
         let title = match (t.pid, t.task, t.cpu, &t.command) {
             (Some(pid), Some(task), cpu, cmd) => format!(
@@ -514,8 +549,10 @@ fn verify_crash_bt<'py>(
             ),
             _ => String::new(),
         };
-        let unplaced = unplaced.iter().map(|f| (f.level, f.function.clone(), f.line_no)).collect();
-        out.push((title, list, unplaced));
+        for f in &unplaced {
+            list.append(Report(Checked::Unplaced { level: f.level, function: f.function.clone() }))?;
+        }
+        out.push((title, list));
     }
     Ok(out)
 }

@@ -20,6 +20,18 @@ pub enum FrameKind {
     Interrupted,
 }
 
+impl FrameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Normal => "normal",
+            FrameKind::Inline => "inline",
+            FrameKind::TailCall => "tailcall",
+            FrameKind::SigTramp => "sigtramp",
+            FrameKind::Interrupted => "interrupted",
+        }
+    }
+}
+
 /// Where a chain came from, which decides how far each frame is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {

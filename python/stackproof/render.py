@@ -137,72 +137,31 @@ def thread_text(thread, verbose=False, colour=False):
     return "\n".join(lines)
 
 
-_JSON_FIELDS = ("level", "pc", "sp", "slot", "slot_value", "function", "module", "kind", "verdict",
-                "reasons", "trust", "expected_slot", "call")
+def _dumps(v):
+    return json.dumps(v, separators=(",", ":"))
 
 
-def _frame_json(fr):
-    (level, pc, sp, slot, slot_value, function, module, kind, verdict, reasons, trust, expected_slot,
-     c) = _fields(fr, _JSON_FIELDS)
-    call = None
-    if c:
-        target = c.get("target")
-        call = {
-            "address": "0x%x" % c["address"],
-            "text": c["text"],
-            "kind": c["kind"],
-            "target": None if target is None else "0x%x" % target,
-            "target_function": c.get("target_function"),
-            "via": c.get("via") or [],
-            "resolution": c.get("resolution") or [],
-        }
-    return {
-        "level": level,
-        "pc": None if pc is None else "0x%x" % pc,
-        "sp": None if sp is None else "0x%x" % sp,
-        "slot": None if slot is None else "0x%x" % slot,
-        "slot_value": None if slot_value is None else "0x%x" % slot_value,
-        "function": function,
-        "module": module,
-        "kind": kind,
-        "verdict": verdict,
-        "reasons": list(reasons),
-        "trust": trust,
-        "expected_slot": None if expected_slot is None else "0x%x" % expected_slot,
-        "call": call,
-    }
-
-
-_CHAIN_FIELDS = ("level", "pc", "sp", "slot", "function", "module", "kind", "trust")
-
-
-def _chain_json(c):
-    level, pc, sp, slot, function, module, kind, trust = _fields(c, _CHAIN_FIELDS)
-    return {
-        "level": level,
-        "pc": "0x%x" % pc,
-        "sp": None if sp is None else "0x%x" % sp,
-        "slot": None if slot is None else "0x%x" % slot,
-        "function": function,
-        "module": module,
-        "kind": kind,
-        "trust": trust,
-    }
+def _frames_json(frames):
+    """The core writes each frame's JSON (src/json.rs): thousands of frames, one call each."""
+    return "[" + ",".join(f.json() for f in frames) + "]"
 
 
 def verify_json(threads):
-    doc = {"schema": VERIFY_SCHEMA, "threads": [],
-           "stats": {"memory_reads": sum(t.get("reads") or 0 for t in threads)}}
+    """The `stackproof/verify-bt/1` document (docs/json.md), compact, on one line."""
+    out = []
     for t in threads:
-        doc["threads"].append({
-            "thread": t.get("thread"),
-            "source": t["source"],
-            "stop": t.get("stop"),
-            "frames": [_frame_json(fr) for fr in t["frames"]],
-            "bogus": [fr["level"] for fr in t["frames"] if fr["verdict"] == "bogus"],
-            "chain": [_chain_json(c) for c in t["chain"]] if t.get("chain") else None,
-            "chain_stop": t.get("chain_stop"),
-            "invented": (t.get("compare") or {}).get("invented", []),
-            "lost": [_chain_json(c) for c in (t.get("compare") or {}).get("lost", [])],
-        })
-    return json.dumps(doc, separators=(",", ":"), check_circular=False)
+        cmp_ = t.get("compare") or {}
+        chain = t.get("chain")
+        out.append("{" + ",".join([
+            '"thread":' + _dumps(t.get("thread")),
+            '"source":' + _dumps(t["source"]),
+            '"stop":' + _dumps(t.get("stop")),
+            '"frames":' + _frames_json(t["frames"]),
+            '"bogus":' + _dumps([fr["level"] for fr in t["frames"] if fr["verdict"] == "bogus"]),
+            '"chain":' + (_frames_json(chain) if chain else "null"),
+            '"chain_stop":' + _dumps(t.get("chain_stop")),
+            '"invented":' + _dumps(cmp_.get("invented", [])),
+            '"lost":' + _frames_json(cmp_.get("lost", [])),
+        ]) + "}")
+    stats = {"memory_reads": sum(t.get("reads") or 0 for t in threads)}
+    return '{"schema":%s,"threads":[%s],"stats":%s}' % (_dumps(VERIFY_SCHEMA), ",".join(out), _dumps(stats))

@@ -63,8 +63,7 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                 tasks = _core.verify_crash_bt(read, symtab, text, args.max_frames, _cpu_registers(inf))
             except ValueError as e:
                 raise UserError("verify-bt: %s: %s" % (args.crash_bt, e))
-            for title, reports, unplaced in tasks:
-                reports = list(reports) + [_unplaced(level, name) for level, name, _line in unplaced]
+            for title, reports in tasks:
                 threads.append({"source": "crash-bt", "title": title or None, "thread": current,
                                 "stop": None, "frames": reports})
         elif args.task is not None:
@@ -171,13 +170,6 @@ def _read_text(path):
             return f.read()
     except OSError as e:
         raise UserError("verify-bt: cannot read %s: %s" % (path, e.strerror or e))
-
-
-def _unplaced(level, name):
-    """A frame crash printed without an address: nothing to check."""
-    return {"level": level, "pc": None, "sp": None, "kind": "normal", "function": name, "function_start": None,
-            "module": None, "describe": name, "slot": None, "slot_value": None, "verdict": "unknown",
-            "reasons": ["no-address"], "reason_text": ["no-address"], "trust": "scan", "call": None}
 
 
 VerifyBt()
