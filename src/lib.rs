@@ -13,6 +13,7 @@ pub mod memory;
 pub mod regs;
 pub mod resolve;
 pub mod symbols;
+pub mod text;
 pub mod unwind;
 pub mod verify;
 pub mod x86;

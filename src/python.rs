@@ -240,8 +240,8 @@ enum Checked {
     Unplaced { level: u32, function: String },
 }
 
-const REPORT_KEYS: [&str; 16] = [
-    "level", "pc", "sp", "kind", "function", "function_start", "module", "describe", "slot", "slot_value",
+const REPORT_KEYS: [&str; 17] = [
+    "level", "pc", "sp", "kind", "function", "function_start", "module", "describe", "name", "slot", "slot_value",
     "verdict", "reasons", "reason_text", "trust", "expected_slot", "call",
 ];
 
@@ -260,6 +260,7 @@ impl Report {
             "function_start" => r.function.as_ref().map(|s| s.start).into_bound_py_any(py)?,
             "module" => r.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
             "describe" => r.describe().into_bound_py_any(py)?,
+            "name" => crate::text::frame_name(r).into_bound_py_any(py)?,
             "slot" => r.slot.into_bound_py_any(py)?,
             "slot_value" => r.slot_value.into_bound_py_any(py)?,
             "verdict" => word(py, r.verdict.as_str()).into_any(),
@@ -290,9 +291,11 @@ impl Report {
 /// `r[key]`, `r.get(key, default)`, `key in r`, `r.keys()`: the read-only part of a dict;
 /// `r.fields(k1, k2, ...)` several at once; `r.json()` the frame's JSON text.
 macro_rules! mapping_methods {
-    ($ty:ty, $keys:expr) => {
+    ($ty:ty, $keys:expr $(, $extra:item)*) => {
         #[pymethods]
         impl $ty {
+            $($extra)*
+
             fn __getitem__<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
                 self.field(py, key)?.ok_or_else(|| pyo3::exceptions::PyKeyError::new_err(key.to_string()))
             }
@@ -341,7 +344,7 @@ impl Report {
         let none = || py.None().into_bound(py);
         let v = match key {
             "level" => level.into_bound_py_any(py)?,
-            "function" | "describe" => function.into_bound_py_any(py)?,
+            "function" | "describe" | "name" => function.into_bound_py_any(py)?,
             "kind" => word(py, FrameKind::Normal.as_str()).into_any(),
             "verdict" => word(py, verify::Verdict::Unknown.as_str()).into_any(),
             "reasons" | "reason_text" => PyList::new(py, [word(py, "no-address")])?.into_any(),
@@ -362,7 +365,18 @@ impl Report {
     }
 }
 
-mapping_methods!(Report, REPORT_KEYS);
+mapping_methods!(
+    Report,
+    REPORT_KEYS,
+    /// The frame's line of text (crash style; `colour`: ANSI colours for the verdict).
+    #[pyo3(signature = (colour=false))]
+    fn line(&self, colour: bool) -> String {
+        match &self.0 {
+            Checked::Frame(r) => crate::text::frame_line(r, colour),
+            Checked::Unplaced { level, function } => crate::text::unplaced_line(*level, function, colour),
+        }
+    }
+);
 
 /// `(name, link-time address)` of a function of `path` to locate the file through gdb.
 #[pyfunction]
@@ -387,8 +401,8 @@ pub struct ChainFrame {
     regs: Option<Vec<(&'static str, Option<u64>, String, Option<u64>)>>,
 }
 
-const CHAIN_KEYS: [&str; 11] =
-    ["level", "pc", "sp", "slot", "kind", "trust", "function", "module", "describe", "layout_note", "regs"];
+const CHAIN_KEYS: [&str; 12] =
+    ["level", "pc", "sp", "slot", "kind", "trust", "function", "module", "describe", "name", "layout_note", "regs"];
 
 impl ChainFrame {
     fn new(symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> Self {
@@ -417,6 +431,10 @@ impl ChainFrame {
         ChainFrame { frame: fr.clone(), function, layout_note: f.layout_note.clone(), regs }
     }
 
+    fn describe(&self) -> String {
+        self.function.as_ref().map_or_else(|| "??".to_string(), |s| s.describe(self.frame.pc))
+    }
+
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let fr = &self.frame;
         let v = match key {
@@ -428,10 +446,8 @@ impl ChainFrame {
             "trust" => word(py, fr.trust.as_str()).into_any(),
             "function" => self.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
             "module" => self.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
-            "describe" => self
-                .function
-                .as_ref()
-                .map_or_else(|| "??".to_string(), |s| s.describe(fr.pc))
+            "describe" => self.describe().into_bound_py_any(py)?,
+            "name" => crate::text::with_module(self.describe(), self.function.as_ref().and_then(|s| s.module.as_deref()))
                 .into_bound_py_any(py)?,
             "layout_note" => self.layout_note.as_deref().into_bound_py_any(py)?,
             "regs" => match &self.regs {

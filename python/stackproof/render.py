@@ -1,70 +1,18 @@
-"""Text and JSON renderings of the core's results. No gdb here: testable anywhere.
+"""Text and JSON documents of the core's results. No gdb here: testable anywhere.
 
-JSON schemas are documented in docs/json.md; bump the version on any
-incompatible change.
+Each verified frame writes its own line and JSON object (`fr.line()`,
+`fr.json()`: src/text.rs, src/json.rs), a deep stack has thousands; the rest
+of each document is here. JSON schemas are documented in docs/json.md; bump
+the version on any incompatible change.
 """
 
 import json
 
 VERIFY_SCHEMA = "stackproof/verify-bt/1"
 
-_RED, _YELLOW, _GREEN, _DIM, _RESET = "\033[31m", "\033[33m", "\033[32m", "\033[2m", "\033[0m"
-
 
 def hexa(v):
     return None if v is None else "0x%x" % v
-
-
-def _paint(text, colour, on):
-    return "%s%s%s" % (colour, text, _RESET) if on else text
-
-
-def _name(fr):
-    text = fr["describe"]
-    if fr.get("module"):
-        text += " [%s]" % fr["module"]
-    return text
-
-
-def _why(fr):
-    parts = []
-    for code, text in zip(fr["reasons"], fr["reason_text"]):
-        if code == "slot-mismatch" and fr.get("slot_value") is not None:
-            text = "slot-mismatch (slot holds %016x)" % fr["slot_value"]
-        if code == "wrong-target" and fr.get("call") and fr["call"].get("target_function"):
-            text = "wrong-target (call goes to %s)" % fr["call"]["target_function"]
-        if code == "callee-bogus" and fr.get("call") and fr["call"].get("target_function"):
-            text = "callee-bogus (it calls %s)" % fr["call"]["target_function"]
-        parts.append(text)
-    return ", ".join(parts)
-
-
-_VERDICT_COLOUR = {"bogus": _RED, "probable": _YELLOW, "unknown": _YELLOW, "ok": _GREEN}
-
-
-_LINE_FIELDS = ("level", "slot", "pc", "kind", "describe", "module", "verdict", "trust", "reasons")
-
-
-def _fields(fr, names):
-    """Several fields of a frame: one call for the core's frames, lookups for a dict."""
-    many = getattr(fr, "fields", None)
-    return many(*names) if many is not None else tuple(fr.get(n) for n in names)
-
-
-def frame_line(fr, colour=False):
-    """`#N [slot] function+off at ra   trust verdict reasons`, crash style; `?` marks bogus."""
-    level, slot, pc, kind, describe, module, verdict, trust, reasons = _fields(fr, _LINE_FIELDS)
-    name = "%s [%s]" % (describe, module) if module else describe
-    slot = "[%016x] " % slot if slot is not None else ""
-    at = " at %016x" % pc if pc is not None else ""
-    if kind == "interrupted":
-        head = "     [exception RIP: %s]%s" % (name, at)
-    else:
-        head = "%s#%-3d %s%s%s" % ("?" if verdict == "bogus" else " ", level, slot, name, at)
-    shown = verdict.upper() if verdict == "bogus" else verdict
-    painted = _paint(shown, _VERDICT_COLOUR[verdict], colour) + " " * (8 - len(shown))
-    why = _why(fr) if reasons else ""
-    return ("%-72s %-9s %s %s" % (head, trust, painted, why)).rstrip()
 
 
 def chain_lines(t):
@@ -77,8 +25,7 @@ def chain_lines(t):
     out = ["stackproof's own unwinding (from the registers; trust per frame):"]
     for c in chain:
         slot = "[%016x] " % c["slot"] if c.get("slot") is not None else ""
-        mod = " [%s]" % c["module"] if c.get("module") else ""
-        out.append("  #%-3d %s%s%s at %016x  %s" % (c["level"], slot, c["describe"], mod, c["pc"], c["trust"]))
+        out.append("  #%-3d %s%s at %016x  %s" % (c["level"], slot, c["name"], c["pc"], c["trust"]))
     if t.get("chain_stop"):
         out.append("  (stopped: %s)" % t["chain_stop"])
     if cmp_["invented"]:
@@ -122,7 +69,7 @@ def thread_text(thread, verbose=False, colour=False):
     if title:
         lines.append(title)
     for fr in thread["frames"]:
-        lines.append(frame_line(fr, colour))
+        lines.append(fr.line(colour))  # src/text.rs
         if verbose:
             lines.extend("        " + e for e in evidence_lines(fr))
     if thread.get("stop"):
@@ -133,7 +80,7 @@ def thread_text(thread, verbose=False, colour=False):
         kept = [fr for fr in thread["frames"] if fr["verdict"] != "bogus"]
         lines.append("Corrected chain (without %s): %s" % (
             ", ".join("#%d" % b for b in bogus),
-            " <- ".join(_name(fr) for fr in kept) or "(empty)"))
+            " <- ".join(fr["name"] for fr in kept) or "(empty)"))
     return "\n".join(lines)
 
 
