@@ -3,12 +3,19 @@
 //! the gdb layer's. Text matches Python's `json.dumps(..., separators=(",", ":"))`:
 //! everything outside printable ASCII is `\u` escaped.
 
+use std::fmt::Write;
+
 use crate::symbols::Symbol;
 use crate::verify::{self, FrameIn, FrameReport};
 
 /// A JSON string literal of `s`.
 pub fn string(out: &mut String, s: &str) {
     out.push('"');
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -22,7 +29,7 @@ pub fn string(out: &mut String, s: &str) {
             _ => {
                 let mut units = [0u16; 2];
                 for u in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{u:04x}"));
+                    let _ = write!(out, "\\u{u:04x}");
                 }
             }
         }
@@ -38,7 +45,9 @@ struct Object {
 
 impl Object {
     fn new() -> Self {
-        Object { out: String::from("{"), empty: true }
+        let mut out = String::with_capacity(256);
+        out.push('{');
+        Object { out, empty: true }
     }
 
     fn key(&mut self, k: &str) {
@@ -52,7 +61,7 @@ impl Object {
 
     fn int(mut self, k: &str, v: u32) -> Self {
         self.key(k);
-        self.out.push_str(&v.to_string());
+        let _ = write!(self.out, "{v}");
         self
     }
 
@@ -60,7 +69,9 @@ impl Object {
     fn hex(mut self, k: &str, v: Option<u64>) -> Self {
         self.key(k);
         match v {
-            Some(v) => self.out.push_str(&format!("\"{v:#x}\"")),
+            Some(v) => {
+                let _ = write!(self.out, "\"{v:#x}\"");
+            }
             None => self.out.push_str("null"),
         }
         self

@@ -90,7 +90,7 @@ def _dumps(v):
 
 def _frames_json(frames):
     """The core writes each frame's JSON (src/json.rs): thousands of frames, one call each."""
-    return "[" + ",".join(f.json() for f in frames) + "]"
+    return "[" + ",".join([f.json() for f in frames]) + "]"
 
 
 def verify_json(threads):
