@@ -235,7 +235,7 @@ fn word<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
 pub struct Report(Checked);
 
 enum Checked {
-    Frame(FrameReport),
+    Frame(Box<FrameReport>),
     /// A frame crash printed without an address: nothing to check.
     Unplaced { level: u32, function: String },
 }
@@ -391,6 +391,9 @@ fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
     Ok(FrameIn { level, pc, sp, slot, bp: None, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? })
 }
 
+/// `(name, value, provenance, saved at)` of a callee-saved register.
+type RegRow = (&'static str, Option<u64>, String, Option<u64>);
+
 /// A frame of stackproof's own chain, read like a dict (see [`Report`]).
 #[pyclass(module = "stackproof._core", name = "ChainFrame", frozen)]
 pub struct ChainFrame {
@@ -398,7 +401,7 @@ pub struct ChainFrame {
     function: Option<Symbol>,
     layout_note: Option<String>,
     /// `(name, value, provenance, saved at)` per callee-saved register, when asked for.
-    regs: Option<Vec<(&'static str, Option<u64>, String, Option<u64>)>>,
+    regs: Option<Vec<RegRow>>,
 }
 
 const CHAIN_KEYS: [&str; 12] =
@@ -475,6 +478,7 @@ mapping_methods!(ChainFrame, CHAIN_KEYS);
 /// when `with_regs`; the chain is left out (None) when `chain="on-difference"` and it agrees.
 #[pyfunction]
 #[pyo3(signature = (read, symtab, frames, start, max_frames, with_regs=false, chain="always"))]
+#[allow(clippy::too_many_arguments)] // the Python signature
 fn check_chain<'py>(
     py: Python<'py>,
     read: &Bound<'py, PyAny>,
@@ -497,7 +501,7 @@ fn check_chain<'py>(
     let checked = guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
     let list = PyList::empty(py);
     for r in checked.reports {
-        list.append(Report(Checked::Frame(r)))?;
+        list.append(Report(Checked::Frame(Box::new(r))))?;
     }
     let agree = checked.invented.is_empty() && checked.lost.is_empty();
     let (chain, stop) = match &checked.chain {
@@ -555,7 +559,7 @@ fn verify_crash_bt<'py>(
             guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
         let list = PyList::empty(py);
         for r in reports {
-            list.append(Report(Checked::Frame(r)))?;
+            list.append(Report(Checked::Frame(Box::new(r))))?;
         }
         let title = match (t.pid, t.task, t.cpu, &t.command) {
             (Some(pid), Some(task), cpu, cmd) => format!(
@@ -596,6 +600,9 @@ fn scan_options(live_sp: Option<u64>) -> crate::regs::scan::ScanOptions {
     crate::regs::scan::ScanOptions { live_sp, ..Default::default() }
 }
 
+/// `(found dicts, unreadable ranges, truncated_at, reads)`.
+type ScanResult<'py> = (Bound<'py, PyList>, Vec<(u64, u64)>, Option<u64>, u64);
+
 /// Find register sets in `[lo, hi)`. Returns `(found dicts, unreadable ranges, truncated_at, reads)`.
 #[pyfunction]
 #[pyo3(signature = (read, symtab, lo, hi, live_sp=None))]
@@ -606,7 +613,7 @@ fn scan_regs<'py>(
     lo: u64,
     hi: u64,
     live_sp: Option<u64>,
-) -> PyResult<(Bound<'py, PyList>, Vec<(u64, u64)>, Option<u64>, u64)> {
+) -> PyResult<ScanResult<'py>> {
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     let reads_before = mem.requests();
@@ -647,10 +654,12 @@ fn decode_regs<'py>(
     found_dict(py, &f)
 }
 
+type StackWord = (u64, Option<u64>, Option<String>);
+
 /// The words of `[lo, hi)`: `(address, value or None if unreadable, "func+off" when the
 /// value is a return address: code right after a call)`.
 #[pyfunction]
-fn stack_words(read: &Bound<'_, PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<(u64, Option<u64>, Option<String>)>> {
+fn stack_words(read: &Bound<'_, PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<StackWord>> {
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     guarded("regs-from-stack", || {

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use std::sync::Arc;
 
@@ -51,56 +52,39 @@ pub fn scoped<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-pub(super) fn call(key: (u64, Option<u64>), compute: impl FnOnce() -> Result<CallCheck, ReadError>) -> Result<CallCheck, ReadError> {
-    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.calls.get(&key).cloned())) {
+/// The answer for `key` in one of the memo's tables, computed once per scope.
+fn remembered<K: Eq + Hash, V: Clone>(
+    table: fn(&mut Memo) -> &mut HashMap<K, V>,
+    key: K,
+    compute: impl FnOnce() -> V,
+) -> V {
+    if let Some(hit) = MEMO.with(|m| m.borrow_mut().as_mut().and_then(|m| table(m).get(&key).cloned())) {
         return hit;
     }
+    // Computing may ask the memo again (a `.cold` part's parent layout): no borrow held here.
     let r = compute();
     MEMO.with(|m| {
         if let Some(m) = m.borrow_mut().as_mut() {
-            m.calls.insert(key, r.clone());
+            table(m).insert(key, r.clone());
         }
     });
     r
 }
 
+pub(super) fn call(key: (u64, Option<u64>), compute: impl FnOnce() -> Result<CallCheck, ReadError>) -> Result<CallCheck, ReadError> {
+    remembered(|m| &mut m.calls, key, compute)
+}
+
 pub(super) fn target(key: (u64, u64, Arc<str>), compute: impl FnOnce() -> TargetMatch) -> TargetMatch {
-    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.targets.get(&key).cloned())) {
-        return hit;
-    }
-    let r = compute();
-    MEMO.with(|m| {
-        if let Some(m) = m.borrow_mut().as_mut() {
-            m.targets.insert(key, r.clone());
-        }
-    });
-    r
+    remembered(|m| &mut m.targets, key, compute)
 }
 
 /// The instruction that saved a callee-saved register (function start, register index, CFA offset).
 pub fn saver(key: (u64, usize, i32), compute: impl FnOnce() -> Option<(u64, String)>) -> Option<(u64, String)> {
-    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.savers.get(&key).cloned())) {
-        return hit;
-    }
-    let r = compute();
-    MEMO.with(|m| {
-        if let Some(m) = m.borrow_mut().as_mut() {
-            m.savers.insert(key, r.clone());
-        }
-    });
-    r
+    remembered(|m| &mut m.savers, key, compute)
 }
 
 /// A function's layout (start, size): its code is read and looked up once per check.
 pub fn layout(key: (u64, u64), compute: impl FnOnce() -> LayoutResult) -> LayoutResult {
-    if let Some(hit) = MEMO.with(|m| m.borrow().as_ref().and_then(|m| m.layouts.get(&key).cloned())) {
-        return hit;
-    }
-    let r = compute();
-    MEMO.with(|m| {
-        if let Some(m) = m.borrow_mut().as_mut() {
-            m.layouts.insert(key, r.clone());
-        }
-    });
-    r
+    remembered(|m| &mut m.layouts, key, compute)
 }
