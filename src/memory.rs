@@ -167,7 +167,11 @@ impl<M: Memory> BlockCache<M> {
         if max == 0 || ok(max) {
             return max;
         }
-        let (mut lo, mut hi) = (0usize, max); // lo readable, hi not
+        // Most unreadable addresses are in wholly missing pages: one more probe, not a bisection.
+        if !ok(1) {
+            return 0;
+        }
+        let (mut lo, mut hi) = (1usize, max); // lo readable, hi not
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
             if ok(mid) {
@@ -190,9 +194,11 @@ impl<M: Memory> BlockCache<M> {
         }
         let n = self.readable_len(addr, max);
         let mut got = vec![0u8; n];
-        self.requests.set(self.requests.get() + 1);
-        if n > 0 && self.inner.read(addr, &mut got).is_err() {
-            got.clear();
+        if n > 0 {
+            self.requests.set(self.requests.get() + 1);
+            if self.inner.read(addr, &mut got).is_err() {
+                got.clear();
+            }
         }
         let got: Rc<[u8]> = Rc::from(got);
         self.pieces.borrow_mut().insert(addr, got.clone());
@@ -300,7 +306,9 @@ mod tests {
         assert_eq!(c.requests(), n, "a known piece costs no new request");
         assert_eq!(c.read_u64(0x30c08).unwrap(), 0x0202_0202_0202_0202);
         assert_eq!(c.read_u64(0x30c0c), Err(ReadError { addr: 0x30c10 }));
+        let n = c.requests();
         assert_eq!(c.read_u64(0x30a00), Err(ReadError { addr: 0x30a00 }));
+        assert_eq!(c.requests() - n, 2, "an unreadable address costs two probes");
         c.clear();
         let n = c.requests();
         assert_eq!(c.read_u64(0x30c00).unwrap(), 0x0202_0202_0202_0202);
