@@ -98,11 +98,11 @@ def big_stack_scan(builder, prefix):
     return {"bigstack_scan_ms": float(ms)}
 
 
-def layout_figures():
+def layout_figures(prefix):
     """`python3 -m stackproof layout FILE --check ...` on real binaries: agreement with
     their own unwind tables, and the time for the whole file."""
     import time
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    env = dict(os.environ, PYTHONPATH=str(Path(prefix) / "lib" / "stackproof" / "python"))
     out = []
     print("frame-layout engine vs the binaries' own unwind tables")
     for path, check in LAYOUT_TARGETS:
@@ -116,6 +116,10 @@ def layout_figures():
         p = subprocess.run([sys.executable, "-m", "stackproof", "layout", path, "--check", check],
                            env=env, capture_output=True, text=True, timeout=600)
         dt = time.perf_counter() - t
+        if p.returncode not in (0, 1):
+            print("  %s (--check %s): failed (status %d): %s" % (path, check, p.returncode,
+                                                                p.stderr.strip().splitlines()[-1:]))
+            continue
         summary = [l for l in p.stdout.splitlines() if l and not l.startswith(" ")][:6]
         print("  %s (--check %s): %.2f s" % (path, check, dt))
         for l in summary:
@@ -161,7 +165,7 @@ def main():
                 "%.2fx" % ratio if ratio is not None else "-", "; ".join(notes)))
     report.append(big_stack_scan(builder, args.prefix))
     if not args.no_layout:
-        report.extend(layout_figures())
+        report.extend(layout_figures(args.prefix))
     if not args.no_kernel:
         import kernel  # bench/kernel.py: the kernel mini cores, gdb's `thread apply all bt` as the base
         report.extend(kernel.run(args.prefix, args.repeat))
