@@ -526,8 +526,8 @@ type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
 
 /// Verify every task of a crash `bt` text; `cpus`: the registers of the CPUs the
 /// task headers name (`CPU: N`), when the dump has them. Returns a list of
-/// `(title, frames)`, the frames crash printed without an address last (verdict
-/// `unknown`, `no-address`); a line that does not parse is a ValueError naming it.
+/// `(title, frames)`, with the frames crash printed without an address in their place
+/// (verdict `unknown`, `no-address`); a line that does not parse is a ValueError naming it.
 #[pyfunction]
 #[pyo3(signature = (read, symtab, text, max_frames, cpus=None))]
 fn verify_crash_bt<'py>(
@@ -557,9 +557,17 @@ fn verify_crash_bt<'py>(
         });
         let reports =
             guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
+        // Frames crash could not place go where their level puts them.
+        let mut unplaced = unplaced.iter().peekable();
         let list = PyList::empty(py);
         for r in reports {
+            while let Some(f) = unplaced.next_if(|f| f.level < r.level) {
+                list.append(Report(Checked::Unplaced { level: f.level, function: f.function.clone() }))?;
+            }
             list.append(Report(Checked::Frame(Box::new(r))))?;
+        }
+        for f in unplaced {
+            list.append(Report(Checked::Unplaced { level: f.level, function: f.function.clone() }))?;
         }
         let title = match (t.pid, t.task, t.cpu, &t.command) {
             (Some(pid), Some(task), cpu, cmd) => format!(
@@ -569,9 +577,6 @@ fn verify_crash_bt<'py>(
             ),
             _ => String::new(),
         };
-        for f in &unplaced {
-            list.append(Report(Checked::Unplaced { level: f.level, function: f.function.clone() }))?;
-        }
         out.push((title, list));
     }
     Ok(out)

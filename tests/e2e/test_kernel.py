@@ -425,6 +425,36 @@ def test_seed000_crash_bt():
     assert [f["module"] for f in t["frames"][5:]] == [None, None, None]
 
 
+def test_crash_frame_without_address_is_unknown(tmp_path):
+    """crash prints `#3 kvm_arch_vcpu_ioctl_run` (no slot, no address) when it cannot
+    place a frame: nothing to check; its name, odd characters included, is kept."""
+    lines = (SEED / "crash-bt.txt").read_text().splitlines()
+    odd = 'kvm_arch_vcpu_ioctl_run_\u00e9"x'
+    out = [" #3 %s" % odd if l.startswith(" #3 [") else l for l in lines]
+    assert out != lines
+    text = tmp_path / "unplaced.txt"
+    text.write_text("\n".join(out) + "\n", encoding="utf-8")
+    doc = parse_verify_json(seed_gdb(["verify-bt --crash-bt %s --json" % text]))
+    check_schema(doc)
+    frames = doc["threads"][0]["frames"]
+    assert [f["level"] for f in frames] == list(range(8)), frames  # in crash's order
+    fr = frames[3]
+    assert fr == {"level": 3, "pc": None, "sp": None, "slot": None, "slot_value": None, "function": odd,
+                  "module": None, "kind": "normal", "verdict": "unknown", "reasons": ["no-address"],
+                  "trust": "scan", "expected_slot": None, "call": None}, fr
+    assert [f["pc"] is None for f in frames] == [False] * 3 + [True] + [False] * 4
+    res = seed_gdb(["verify-bt --crash-bt %s" % text])
+    [line] = [l for l in res.stdout.splitlines() if l.startswith(" #3 ")]
+    assert line.split() == ["#3", ascii_escaped(odd), "scan", "unknown", "no-address"], line
+    chain = [l for l in res.stdout.splitlines() if l.startswith("Corrected chain")]
+    assert chain and "[kvm] <- %s <- kvm_vcpu_ioctl+" % ascii_escaped(odd) in chain[0], chain
+
+
+def ascii_escaped(s):
+    """gdb's output goes through an ASCII codec: stackproof escapes the rest."""
+    return s.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def test_seed000_module_names_in_text():
     res = seed_gdb(["verify-bt --crash-bt %s" % (SEED / "crash-bt.txt")])
     assert "kvm_mmu_load+0x293 [kvm] at ffffffffc09a9833" in res.stdout, res.describe()
