@@ -2,12 +2,12 @@
 //! registers, then verdicts on the chain given (or on its own chain), with
 //! rbp and indirect-call targets taken from the registers it recovered.
 
-use crate::memory::Memory;
-use crate::symbols::Symbols;
 use crate::crashbt::{task_chain, CrashTask};
+use crate::memory::Memory;
 use crate::regs::scan::{scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
 use crate::resolve::{ChainResolver, ConsistencyResolver, Either};
+use crate::symbols::Symbols;
 use crate::unwind::{unwind, Start, Unwound};
 use crate::verify::{function_of_ra, verify_chain, FrameIn, FrameKind, FrameReport, Reason, Trust, Verdict};
 
@@ -223,7 +223,10 @@ fn against_live_cpu<M: Memory, S: Symbols>(
             } else if slot < sp && sp - slot < KERNEL_STACK {
                 Some(Reason::BelowSp(sp))
             } else {
-                stretches.iter().find(|(lo, hi, _)| (*lo..*hi).contains(&slot)).map(|(_, _, n)| Reason::InsideFrameOf(n.clone()))
+                stretches
+                    .iter()
+                    .find(|(lo, hi, _)| (*lo..*hi).contains(&slot))
+                    .map(|(_, _, n)| Reason::InsideFrameOf(n.clone()))
             }
         })
         .collect()
@@ -241,13 +244,48 @@ mod tests {
     /// prologue assembled from the note's disassembly.
     const BASE: u64 = 0xffffadd8a8a27a50;
     const WORDS: [u64; 28] = [
-        0xffffffffab268342, 0, 0, 0, 0xffffffffabc01c2a, 0xc, 0xd, 0xffff94753a820900, 0xd, 0xffffadd8a8a27b70,
-        0xffff9474b11c0000, 0x001dd4e7b30b38c0, 0, 0xd01f7b, 0xd01f7b, 0, 0x830, 1, 0x8fb, 0x830,
-        0xffffffffffffff13, 0xffffffffab34ba2e, 0x10, 0x202, 0xffffadd8a8a27b20, 0x18, 0xffffadd8a8a27b38, 0x18,
+        0xffffffffab268342,
+        0,
+        0,
+        0,
+        0xffffffffabc01c2a,
+        0xc,
+        0xd,
+        0xffff94753a820900,
+        0xd,
+        0xffffadd8a8a27b70,
+        0xffff9474b11c0000,
+        0x001dd4e7b30b38c0,
+        0,
+        0xd01f7b,
+        0xd01f7b,
+        0,
+        0x830,
+        1,
+        0x8fb,
+        0x830,
+        0xffffffffffffff13,
+        0xffffffffab34ba2e,
+        0x10,
+        0x202,
+        0xffffadd8a8a27b20,
+        0x18,
+        0xffffadd8a8a27b38,
+        0x18,
     ];
     const MORE: [u64; 12] = [
-        0xffff9474b11c3bb0, 3, 0xffffadd8a8a27b50, 0xb2c55e33b93e3e00, 0xffffffffaba42ce2, 0x2c592a2d4f618700,
-        0x46, 0, 0xffffadd8a8a27c80, 0xffffffffc35dfe83, 0x46, 0xffffffffab267960,
+        0xffff9474b11c3bb0,
+        3,
+        0xffffadd8a8a27b50,
+        0xb2c55e33b93e3e00,
+        0xffffffffaba42ce2,
+        0x2c592a2d4f618700,
+        0x46,
+        0,
+        0xffffadd8a8a27c80,
+        0xffffffffc35dfe83,
+        0x46,
+        0xffffffffab267960,
     ];
     const SCFS: u64 = 0xffffffffab34b960;
 
@@ -261,7 +299,8 @@ mod tests {
         m.add_u64s(BASE + 8 * WORDS.len() as u64, &MORE);
         // nopl 0x0(%rax,%rax,1); push %rbp; mov %rsp,%rbp; and $-32,%rsp; sub $0x40,%rsp;
         // then nops through +0xce (the interrupted ip) and `leave; ret`.
-        let mut code = vec![0x0f, 0x1f, 0x44, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xe4, 0xe0, 0x48, 0x83, 0xec, 0x40];
+        let mut code =
+            vec![0x0f, 0x1f, 0x44, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xe4, 0xe0, 0x48, 0x83, 0xec, 0x40];
         code.resize(0xd0, 0x90);
         code.extend([0xc9, 0xc3]);
         m.add(SCFS, code);

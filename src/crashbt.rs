@@ -159,7 +159,12 @@ impl Parser {
             return Ok(());
         }
         if let Some(section) = parse_stack_section(t) {
-            self.tasks.push(CrashTask { line_no, cpu: Some(section.0), stack_section: Some(section.1), ..Default::default() });
+            self.tasks.push(CrashTask {
+                line_no,
+                cpu: Some(section.0),
+                stack_section: Some(section.1),
+                ..Default::default()
+            });
             self.pending_separator = None;
             return Ok(());
         }
@@ -188,7 +193,8 @@ impl Parser {
         }
         if let Some(rip) = t.strip_prefix("[exception RIP:").and_then(|r| r.strip_suffix(']')) {
             // bt -e prints the `AT:` line first; the RIP line belongs to that block.
-            let joins = was_open && self.last_exception().is_some_and(|e| e.regs.is_empty() && e.exception_rip.is_none());
+            let joins =
+                was_open && self.last_exception().is_some_and(|e| e.regs.is_empty() && e.exception_rip.is_none());
             if joins {
                 if let Some(e) = self.last_exception() {
                     e.exception_rip = Some(rip.trim().to_string());
@@ -200,7 +206,9 @@ impl Parser {
             return Ok(());
         }
         if let Some(regs) = parse_regs(t) {
-            let continues = was_open && !(regs.iter().any(|(n, _)| n == "RIP") && self.last_exception().is_some_and(|e| e.reg("RIP").is_some()));
+            let continues = was_open
+                && !(regs.iter().any(|(n, _)| n == "RIP")
+                    && self.last_exception().is_some_and(|e| e.reg("RIP").is_some()));
             if !continues {
                 self.start_exception(line_no, None, None, None);
             }
@@ -236,7 +244,14 @@ impl Parser {
     fn start_exception(&mut self, line_no: usize, at: Option<u64>, mode: Option<ExceptionMode>, rip: Option<String>) {
         let task = self.task();
         let after_frame = task.frames.len().checked_sub(1);
-        task.exception_frames.push(CrashExceptionFrame { line_no, at, mode, exception_rip: rip, regs: Vec::new(), after_frame });
+        task.exception_frames.push(CrashExceptionFrame {
+            line_no,
+            at,
+            mode,
+            exception_rip: rip,
+            regs: Vec::new(),
+            after_frame,
+        });
     }
 
     /// One frame line, or several in the abbreviated `#3 foo, #4 bar` form.
@@ -371,7 +386,9 @@ fn parse_regs(t: &str) -> Option<Vec<(String, u64)>> {
     for pair in toks.chunks(2) {
         let name = pair.first()?.strip_suffix(':')?;
         let first = name.chars().next()?;
-        if !first.is_ascii_uppercase() || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        if !first.is_ascii_uppercase()
+            || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
             return None;
         }
         out.push((name.to_string(), parse_hex(pair.get(1)?)?));
@@ -548,7 +565,10 @@ mod tests {
     fn busy_kaslr_addresses() {
         let tasks = parse(&read("busy/expected-crash-8.0.6-bt-a.txt")).unwrap();
         let f = frame(&tasks[0], 0);
-        assert_eq!((f.slot, f.function.as_str(), f.ra), (Some(0xffffcfd90046ba78), "vsnprintf", Some(0xffffffffa19b632d)));
+        assert_eq!(
+            (f.slot, f.function.as_str(), f.ra),
+            (Some(0xffffcfd90046ba78), "vsnprintf", Some(0xffffffffa19b632d))
+        );
         let e = parse(&read("busy/expected-crash-8.0.6-bt-e-a.txt")).unwrap();
         assert_eq!(e[0].exception_frames[0].at, Some(0xffffcfd90046b798));
         assert_eq!(e[0].exception_frames[0].exception_rip.as_deref(), Some("number+658"));
@@ -560,13 +580,30 @@ mod tests {
         let tasks = parse(&text).unwrap();
         assert_eq!(tasks.len(), 1);
         let t = &tasks[0];
-        assert_eq!((t.pid, t.task, t.cpu, t.command.as_deref()), (Some(2757), Some(0xffff8803e0e40000), Some(1), Some("qemu-kvm")));
+        assert_eq!(
+            (t.pid, t.task, t.cpu, t.command.as_deref()),
+            (Some(2757), Some(0xffff8803e0e40000), Some(1), Some("qemu-kvm"))
+        );
         assert_eq!(t.frames.len(), 8);
         let f0 = frame(t, 0);
-        assert_eq!((f0.slot, f0.function.as_str(), f0.ra, f0.module.as_deref()), (Some(0xffff88003e5ebce8), "__schedule", Some(0xffffffff816a8f45), None));
-        assert_eq!(f0.raw_words, vec![(0xffff88003e5ebcf0, 0xffff88043ea73280), (0xffff88003e5ebcf8, 0), (0xffff88003e5ebd00, 0xffff88003e5ebd48), (0xffff88003e5ebd08, 0xffffffffc09a9833)]);
+        assert_eq!(
+            (f0.slot, f0.function.as_str(), f0.ra, f0.module.as_deref()),
+            (Some(0xffff88003e5ebce8), "__schedule", Some(0xffffffff816a8f45), None)
+        );
+        assert_eq!(
+            f0.raw_words,
+            vec![
+                (0xffff88003e5ebcf0, 0xffff88043ea73280),
+                (0xffff88003e5ebcf8, 0),
+                (0xffff88003e5ebd00, 0xffff88003e5ebd48),
+                (0xffff88003e5ebd08, 0xffffffffc09a9833)
+            ]
+        );
         let f1 = frame(t, 1);
-        assert_eq!((f1.slot, f1.function.as_str(), f1.ra, f1.module.as_deref()), (Some(0xffff88003e5ebd08), "kvm_mmu_load", Some(0xffffffffc09a9833), Some("kvm")));
+        assert_eq!(
+            (f1.slot, f1.function.as_str(), f1.ra, f1.module.as_deref()),
+            (Some(0xffff88003e5ebd08), "kvm_mmu_load", Some(0xffffffffc09a9833), Some("kvm"))
+        );
         assert_eq!(f1.raw_words.len(), 9);
         assert_eq!(frame(t, 2).raw_words.len(), 16);
         assert!(frame(t, 3).elided && frame(t, 7).elided);
@@ -581,7 +618,19 @@ mod tests {
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].pid, None);
         let names: Vec<&str> = tasks[0].frames.iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(names, ["__schedule", "kvm_mmu_load", "vcpu_enter_guest", "kvm_arch_vcpu_ioctl_run", "kvm_vcpu_ioctl", "do_vfs_ioctl", "sys_ioctl", "system_call_fastpath"]);
+        assert_eq!(
+            names,
+            [
+                "__schedule",
+                "kvm_mmu_load",
+                "vcpu_enter_guest",
+                "kvm_arch_vcpu_ioctl_run",
+                "kvm_vcpu_ioctl",
+                "do_vfs_ioctl",
+                "sys_ioctl",
+                "system_call_fastpath"
+            ]
+        );
         let f6 = frame(&tasks[0], 6);
         assert_eq!((f6.level, f6.slot, f6.ra, f6.line_no), (6, None, None, 4));
 
@@ -591,7 +640,6 @@ mod tests {
         let f = &t[0].frames[0];
         assert_eq!(f.ra, Some(0xffffffffab34ba2e));
         assert_eq!(f.raw_words[3], (0xffffadd8a8a27b18, 0x18));
-
     }
 
     #[test]
@@ -625,7 +673,9 @@ mod tests {
         let t = parse(" #2 [ffffc90000013c08] __handle_sysrq+0x1c at ffffffff819ec9a8\n #3 [ffffc90000013c10] foo+28 at ffffffff819ec9a9\n").unwrap();
         assert_eq!(t[0].frames[0].offset, Some(0x1c));
         assert_eq!(t[0].frames[1].offset, Some(28));
-        let e = parse("PID: 1  TASK: ffff888003e0c800  CPU: 0  COMMAND: \"init\"\n #0 [zzzz] panic at ffffffff819c5141\n").unwrap_err();
+        let e =
+            parse("PID: 1  TASK: ffff888003e0c800  CPU: 0  COMMAND: \"init\"\n #0 [zzzz] panic at ffffffff819c5141\n")
+                .unwrap_err();
         assert_eq!(e.line_no, 2);
         assert!(e.to_string().starts_with("line 2: cannot parse \" #0 [zzzz] panic at ffffffff819c5141\""), "{e}");
         let e = parse("hello world").unwrap_err();
@@ -658,7 +708,25 @@ mod tests {
             let _ = parse_lenient(&text);
             let _ = parse(&text);
         }
-        for s in ["#", "# ", "#x", "#1", "#1 [", "#1 []", "#1 [ffff] f at", "#1 f at zz", "#1 f+ at 1", "PID:", "--- <", ":", "A:", "A: 1 B:", ", #", "#1 a, #", "CPU  STACK:"] {
+        for s in [
+            "#",
+            "# ",
+            "#x",
+            "#1",
+            "#1 [",
+            "#1 []",
+            "#1 [ffff] f at",
+            "#1 f at zz",
+            "#1 f+ at 1",
+            "PID:",
+            "--- <",
+            ":",
+            "A:",
+            "A: 1 B:",
+            ", #",
+            "#1 a, #",
+            "CPU  STACK:",
+        ] {
             let _ = parse_lenient(s);
         }
     }

@@ -99,7 +99,9 @@ pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) ->
         let start = match placement {
             Placement::Bias(b) => s.value.wrapping_add(*b),
             Placement::Sections(map) => {
-                let Some(base) = s.section.and_then(|i| t.section_names.get(&i)).and_then(|n| map.get(n)) else { continue };
+                let Some(base) = s.section.and_then(|i| t.section_names.get(&i)).and_then(|n| map.get(n)) else {
+                    continue;
+                };
                 // In ET_REL the value is an offset in its section.
                 if t.relocatable {
                     base.wrapping_add(s.value)

@@ -5,10 +5,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use pyo3::prelude::*;
 use pyo3::intern;
-use pyo3::IntoPyObjectExt;
+use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::IntoPyObjectExt;
 
 use crate::elf::{self, Placement};
 use crate::memory::{BlockCache, Memory, ReadError};
@@ -173,7 +173,15 @@ impl Symtab {
 
     /// Add symbols given directly: a list of `(name, start, size, module)`.
     fn add_symbols(&mut self, syms: Vec<(String, u64, u64, Option<String>)>) {
-        let v = syms.into_iter().map(|(name, start, size, module)| Symbol { name: name.into(), start, size, module: module.map(Into::into) }).collect();
+        let v = syms
+            .into_iter()
+            .map(|(name, start, size, module)| Symbol {
+                name: name.into(),
+                start,
+                size,
+                module: module.map(Into::into),
+            })
+            .collect();
         self.table.merge(v);
     }
 
@@ -237,12 +245,30 @@ pub struct Report(Checked);
 enum Checked {
     Frame(Box<FrameReport>),
     /// A frame crash printed without an address: nothing to check.
-    Unplaced { level: u32, function: String },
+    Unplaced {
+        level: u32,
+        function: String,
+    },
 }
 
 const REPORT_KEYS: [&str; 17] = [
-    "level", "pc", "sp", "kind", "function", "function_start", "module", "describe", "name", "slot", "slot_value",
-    "verdict", "reasons", "reason_text", "trust", "expected_slot", "call",
+    "level",
+    "pc",
+    "sp",
+    "kind",
+    "function",
+    "function_start",
+    "module",
+    "describe",
+    "name",
+    "slot",
+    "slot_value",
+    "verdict",
+    "reasons",
+    "reason_text",
+    "trust",
+    "expected_slot",
+    "call",
 ];
 
 impl Report {
@@ -340,7 +366,12 @@ macro_rules! mapping_methods {
 }
 
 impl Report {
-    fn unplaced_field<'py>(py: Python<'py>, level: u32, function: &str, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn unplaced_field<'py>(
+        py: Python<'py>,
+        level: u32,
+        function: &str,
+        key: &str,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let none = || py.None().into_bound(py);
         let v = match key {
             "level" => level.into_bound_py_any(py)?,
@@ -450,8 +481,10 @@ impl ChainFrame {
             "function" => self.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
             "module" => self.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
             "describe" => self.describe().into_bound_py_any(py)?,
-            "name" => crate::text::with_module(self.describe(), self.function.as_ref().and_then(|s| s.module.as_deref()))
-                .into_bound_py_any(py)?,
+            "name" => {
+                crate::text::with_module(self.describe(), self.function.as_ref().and_then(|s| s.module.as_deref()))
+                    .into_bound_py_any(py)?
+            }
             "layout_note" => self.layout_note.as_deref().into_bound_py_any(py)?,
             "regs" => match &self.regs {
                 Some(r) => r.clone().into_bound_py_any(py)?,
@@ -518,8 +551,7 @@ fn check_chain<'py>(
     Ok((list, chain, stop, mem.requests() - reads_before, checked.invented, checked.lost))
 }
 
-type CheckResult<'py> =
-    (Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64, Vec<u32>, Vec<usize>);
+type CheckResult<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64, Vec<u32>, Vec<usize>);
 
 /// `(pc, sp, {callee-saved name: value}, user mode)` of a CPU's registers.
 type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
@@ -622,9 +654,8 @@ fn scan_regs<'py>(
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     let reads_before = mem.requests();
-    let scan = guarded("regs-from-stack", || {
-        Ok(crate::regs::scan::scan_memory(mem, lo, hi, symtab, &scan_options(live_sp)))
-    })?;
+    let scan =
+        guarded("regs-from-stack", || Ok(crate::regs::scan::scan_memory(mem, lo, hi, symtab, &scan_options(live_sp))))?;
     let list = PyList::empty(py);
     for f in &scan.found {
         list.append(found_dict(py, f)?)?;
@@ -691,8 +722,8 @@ fn layout_cli(py: Python<'_>, args: Vec<String>) -> PyResult<(String, i32)> {
 mod _core {
     #[pymodule_export]
     use super::{
-        decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, check_chain, verify_crash_bt,
-        Symtab, TargetMemory, Report, ChainFrame,
+        check_chain, decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, verify_crash_bt,
+        ChainFrame, Report, Symtab, TargetMemory,
     };
 
     #[pymodule_init]

@@ -22,7 +22,11 @@ fn callee_saved_index(reg: Reg) -> Option<usize> {
 
 /// Evaluate an indirect call's operand with `value(reg) -> (value, how it is known)`:
 /// the target and the evidence lines.
-fn evaluate<M: Memory>(mem: &M, site: &CallSite, value: &dyn Fn(Reg) -> Option<(u64, String)>) -> Option<(u64, Vec<String>)> {
+fn evaluate<M: Memory>(
+    mem: &M,
+    site: &CallSite,
+    value: &dyn Fn(Reg) -> Option<(u64, String)>,
+) -> Option<(u64, Vec<String>)> {
     match &site.target {
         CallTarget::Register(r) => value(*r).map(|(v, how)| (v, vec![how])),
         CallTarget::Memory(m) if m.segment.is_none() && !m.rip_relative => {

@@ -144,7 +144,8 @@ mod seed000 {
         // [vcpu+0x348] names vmx_set_cr3 in kvm_intel.
         let target = mem.read_u64(0xffff88043ea73280 + 0x348).unwrap();
         let place = |a: u64| Placement::Sections(HashMap::from([(".text".to_string(), a)]));
-        let kvmi = load_symbols(&fixture("seed000/kvm-intel.ko"), &place(0xffffffffc0a40000), Some("kvm_intel")).unwrap();
+        let kvmi =
+            load_symbols(&fixture("seed000/kvm-intel.ko"), &place(0xffffffffc0a40000), Some("kvm_intel")).unwrap();
         let callee = kvmi.iter().find(|s| s.contains(target)).unwrap();
         assert_eq!((&*callee.name, callee.start), ("vmx_set_cr3", target));
         // Its prologue: push %rbp; mov %rsp,%rbp; push %r12; push %rbx (rbx lands at ...bcf0).

@@ -128,7 +128,11 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
                 Some(Origin::RegisterSet { addr, layout: "pt_regs" })
                     if next.frame.pc < 0x0000_8000_0000_0000 && cur_sp >= 0xffff_8000_0000_0000 =>
                 {
-                    Some(format!("user-mode pt_regs at {addr:#x}: ip {:#x} sp {:#x}", next.frame.pc, next.frame.sp.unwrap_or(0)))
+                    Some(format!(
+                        "user-mode pt_regs at {addr:#x}: ip {:#x} sp {:#x}",
+                        next.frame.pc,
+                        next.frame.sp.unwrap_or(0)
+                    ))
                 }
                 _ => None,
             };
@@ -175,7 +179,11 @@ fn step_layout<M: Memory, S: Symbols>(
 ) -> Result<Frame, &'static str> {
     // A return address is read at its call: after a call to a noreturn function
     // at the end of a function, the ra itself is already in the next one.
-    let code_pc = if is_ra { call_site(mem, syms, cur.frame.pc).ok_or("no call before the return address")?.addr } else { cur.frame.pc };
+    let code_pc = if is_ra {
+        call_site(mem, syms, cur.frame.pc).ok_or("no call before the return address")?.addr
+    } else {
+        cur.frame.pc
+    };
     let (_sym, layout, rule) = rule_at(mem, syms, code_pc)?;
     let sp = cur.frame.sp.ok_or("sp unknown")?;
     let cfa = match rule.cfa {
@@ -239,7 +247,9 @@ pub fn is_restore_rt<S: Symbols>(syms: &S, addr: u64) -> bool {
 fn step_sigframe<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
     let addr = cur.frame.sp?.checked_sub(8)?;
     let found = decode_at(mem, addr, Layout::SigFrame, syms, &ScanOptions::default()).ok()?;
-    let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "rt_sigframe" } });
+    let pick = |n: &str| {
+        found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "rt_sigframe" } })
+    };
     let regs = [pick("rbx"), pick("rbp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
     Some(Frame {
         frame: FrameIn {
@@ -272,7 +282,11 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
         let tops = [Some(sp), (sp | (KERNEL_STACK - 1)).checked_sub(7), (sp | 0xfff).checked_sub(7)];
         for top in tops.into_iter().flatten() {
             if let Ok(prev) = mem.read_u64(top) {
-                if prev >= 0xffff_8000_0000_0000 && prev & 7 == 0 && (prev ^ sp) >= KERNEL_STACK && !places.contains(&prev) {
+                if prev >= 0xffff_8000_0000_0000
+                    && prev & 7 == 0
+                    && (prev ^ sp) >= KERNEL_STACK
+                    && !places.contains(&prev)
+                {
                     places.push(prev);
                 }
             }
@@ -281,12 +295,15 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
     for lo in places {
         let opts = ScanOptions { live_sp: Some(lo), sigframes: false, ..ScanOptions::default() };
         let scan = scan_memory(mem, lo, lo.saturating_add(PT_REGS_WINDOW), syms, &opts);
-        let Some(found) = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live) else {
+        let Some(found) = scan.found.into_iter().find(|f| f.layout == Layout::PtRegs && f.status == Status::Live)
+        else {
             continue;
         };
         let (Some(ip), Some(rsp)) = (found.reg("ip"), found.reg("sp")) else { continue };
         let addr = found.address;
-        let pick = |n: &str| found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "pt_regs" } });
+        let pick = |n: &str| {
+            found.reg(n).map(|value| RegValue { value, origin: Origin::RegisterSet { addr, layout: "pt_regs" } })
+        };
         let regs = [pick("bx"), pick("bp"), pick("r12"), pick("r13"), pick("r14"), pick("r15")];
         let interrupted = Frame {
             frame: FrameIn {

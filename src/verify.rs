@@ -331,7 +331,12 @@ fn check_frame_size<M: Memory, S: Symbols>(
 }
 
 /// CFA - 8 of a frame from its function's layout at its pc (at the call, for a return address).
-pub fn expected_slot<M: Memory, S: Symbols>(mem: &M, syms: &S, fr: &FrameIn, rep: &FrameReport) -> Option<(u64, String)> {
+pub fn expected_slot<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    fr: &FrameIn,
+    rep: &FrameReport,
+) -> Option<(u64, String)> {
     let code_pc = match &rep.call {
         Some(c) => c.site.addr,
         None if rep.reasons.contains(&Reason::SignalFrame) => return None,
@@ -391,7 +396,8 @@ fn check_call<M: Memory, S: Symbols>(
         r.flag(Verdict::Probable, Reason::NoSymbol);
     }
 
-    let mut ev = CallEvidence { site: site.clone(), target: None, target_function: None, via: vec![], resolution: vec![] };
+    let mut ev =
+        CallEvidence { site: site.clone(), target: None, target_function: None, via: vec![], resolution: vec![] };
     let target = match &site.target {
         CallTarget::Direct(t) => Some(*t),
         CallTarget::Memory(m) if m.base.is_none() && m.index.is_none() => {

@@ -13,7 +13,12 @@ use crate::x86::decode::read_code;
 const MAX_FUNCTION: u64 = 256 * 1024;
 const UNSIZED: u64 = 16 * 1024;
 
-fn analyze_symbol<S: Symbols>(syms: &S, sym: &Symbol, code: &[u8], entries: Vec<(u64, super::State)>) -> FunctionLayout {
+fn analyze_symbol<S: Symbols>(
+    syms: &S,
+    sym: &Symbol,
+    code: &[u8],
+    entries: Vec<(u64, super::State)>,
+) -> FunctionLayout {
     let noreturn = super::noreturn::noreturn_by_symbols(syms);
     let return_thunks = syms.address_of("__x86_return_thunk").into_iter().collect();
     let opts = Options {
@@ -28,7 +33,11 @@ fn analyze_symbol<S: Symbols>(syms: &S, sym: &Symbol, code: &[u8], entries: Vec<
 }
 
 /// The layout of the function holding `pc` and the rule before the instruction at `pc`.
-pub fn rule_at<M: Memory, S: Symbols>(mem: &M, syms: &S, pc: u64) -> Result<(Symbol, Arc<FunctionLayout>, Rule), &'static str> {
+pub fn rule_at<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    pc: u64,
+) -> Result<(Symbol, Arc<FunctionLayout>, Rule), &'static str> {
     let sym = syms.lookup(pc).ok_or("no symbol")?;
     let layout = layout_of(mem, syms, &sym)?;
     let rule = layout.rule_at(pc).cloned().ok_or("pc not reached by the analysis")?;
@@ -40,7 +49,11 @@ pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Resu
     crate::x86::memo::layout((sym.start, sym.size), || layout_uncached(mem, syms, sym))
 }
 
-fn layout_uncached<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
+fn layout_uncached<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    sym: &Symbol,
+) -> Result<Arc<FunctionLayout>, &'static str> {
     if sym.size == 0 {
         // An assembly label (entry code, a label inside a function): neither its
         // extent nor the state it is entered in is known.

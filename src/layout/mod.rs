@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic};
 use once_cell::sync::Lazy;
 
-pub use state::{Cfa, Saved, State, Val, CALLEE_SAVED, CALLEE_SAVED_NAMES};
 use state::RSP;
+pub use state::{Cfa, Saved, State, Val, CALLEE_SAVED, CALLEE_SAVED_NAMES};
 
 /// Bounds on the work done for one function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,7 +77,9 @@ impl Rule {
     /// Does `*(reg + off)` hold the CFA (a spilled DRAP register)?
     pub fn cfa_stored_at(&self, reg: u8, off: i64) -> bool {
         match self.value(reg) {
-            Val::Anc(b) => self.cfa_slots.iter().flatten().any(|slot| i64::from(b).checked_add(off) == Some(i64::from(*slot))),
+            Val::Anc(b) => {
+                self.cfa_slots.iter().flatten().any(|slot| i64::from(b).checked_add(off) == Some(i64::from(*slot)))
+            }
             _ => false,
         }
     }
@@ -410,7 +412,11 @@ impl Sim<'_, '_> {
                 }
             }
             let off = (ins.ip().wrapping_sub(self.start)) as usize;
-            if off < covered.len() && !covered[off] && ins.mnemonic() != Mnemonic::Nop && ins.mnemonic() != Mnemonic::Int3 {
+            if off < covered.len()
+                && !covered[off]
+                && ins.mnemonic() != Mnemonic::Nop
+                && ins.mnemonic() != Mnemonic::Int3
+            {
                 out.push(ins.ip());
             }
             i = i.max(off).saturating_add(1);
@@ -528,7 +534,17 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
     callees.dedup();
     let contradicted = sim.contradicted;
     let may_return = sim.may_return || sim.truncated || contradicted || insns.is_empty();
-    FunctionLayout { start, end, insns, truncated: sim.truncated, exits, callees, tails: sim.tails, may_return, contradicted }
+    FunctionLayout {
+        start,
+        end,
+        insns,
+        truncated: sim.truncated,
+        exits,
+        callees,
+        tails: sim.tails,
+        may_return,
+        contradicted,
+    }
 }
 
 type Key = (u64, u64, Limits);

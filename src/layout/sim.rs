@@ -42,10 +42,14 @@ fn reg64(ins: &Instruction, op: u32) -> Option<u8> {
 
 fn imm(ins: &Instruction, op: u32) -> Option<i64> {
     match ins.op_kind(op) {
-        OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate64
-        | OpKind::Immediate8to16 | OpKind::Immediate8to32 | OpKind::Immediate8to64 | OpKind::Immediate32to64 => {
-            ins.try_immediate(op).ok().map(|v| v as i64)
-        }
+        OpKind::Immediate8
+        | OpKind::Immediate16
+        | OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate8to16
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64
+        | OpKind::Immediate32to64 => ins.try_immediate(op).ok().map(|v| v as i64),
         _ => None,
     }
 }

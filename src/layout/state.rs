@@ -82,9 +82,15 @@ pub enum Cfa {
     Rsp(i64),
     Rbp(i64),
     /// Another register (DWARF number) plus offset: DRAP (`r10`), stack-clash probe loops (`r11`).
-    Reg { reg: u8, off: i64 },
+    Reg {
+        reg: u8,
+        off: i64,
+    },
     /// CFA = *(reg + off): a DRAP register spilled into the realigned frame.
-    Deref { reg: u8, off: i64 },
+    Deref {
+        reg: u8,
+        off: i64,
+    },
     Unknown(&'static str),
 }
 
@@ -127,7 +133,15 @@ impl State {
 
     /// A state knowing nothing (for code reached in unknown ways).
     pub fn unknown(why: &'static str) -> State {
-        State { regs: [Val::Unknown; 16], saved: [Saved::Lost; 6], anchor: 0, cfa_slot: None, cfa_slot2: None, why, cmp: None }
+        State {
+            regs: [Val::Unknown; 16],
+            saved: [Saved::Lost; 6],
+            anchor: 0,
+            cfa_slot: None,
+            cfa_slot2: None,
+            why,
+            cmp: None,
+        }
     }
 
     pub fn reg(&self, dw: u8) -> Val {

@@ -86,11 +86,15 @@ fn drap_frame() {
     let call: &[u8] = &[0xe8, 0, 0x10, 0, 0]; // clobbers r10
     let mov_r10: &[u8] = &[0x4c, 0x8b, 0x55, 0xf8];
     let lea_rsp: &[u8] = &[0x49, 0x8d, 0x62, 0xf8];
-    let c = cfas(&[lea_r10, AND_32, push_m8_r10, PUSH_RBP, MOV_RSP_RBP, push_r10, call, NOP, mov_r10, LEAVE, lea_rsp, RET]);
+    let c =
+        cfas(&[lea_r10, AND_32, push_m8_r10, PUSH_RBP, MOV_RSP_RBP, push_r10, call, NOP, mov_r10, LEAVE, lea_rsp, RET]);
     assert_eq!(
         c,
-        ["rsp+8", "rsp+8", "r10+0", "r10+0", "r10+0", "r10+0", "r10+0", "[rbp-8]", "[rbp-8]", "r10+0", "r10+0", "rsp+8"]
-            .map(String::from)
+        [
+            "rsp+8", "rsp+8", "r10+0", "r10+0", "r10+0", "r10+0", "r10+0", "[rbp-8]", "[rbp-8]", "r10+0", "r10+0",
+            "rsp+8"
+        ]
+        .map(String::from)
     );
 }
 
@@ -99,7 +103,10 @@ fn alloca_forces_rbp() {
     let sub_rax: &[u8] = &[0x48, 0x29, 0xc4];
     let lea_rsp: &[u8] = &[0x48, 0x8d, 0x65, 0xf8]; // lea -0x8(%rbp),%rsp
     let c = cfas(&[PUSH_RBP, MOV_RSP_RBP, PUSH_RBX, sub_rax, NOP, lea_rsp, POP_RBX, POP_RBP, RET]);
-    assert_eq!(c, ["rsp+8", "rsp+16", "rbp+16", "rbp+16", "rbp+16", "rbp+16", "rbp+16", "rbp+16", "rsp+8"].map(String::from));
+    assert_eq!(
+        c,
+        ["rsp+8", "rsp+16", "rbp+16", "rbp+16", "rbp+16", "rbp+16", "rbp+16", "rbp+16", "rsp+8"].map(String::from)
+    );
     let c = cfas(&[sub_rax, NOP]);
     assert_eq!(c[1], "unknown(alloca)");
 }

@@ -72,7 +72,8 @@ impl Report {
         let _ = writeln!(s, "functions:        {} ({} truncated)", self.functions, self.truncated_functions);
         let _ = writeln!(s, "instructions:     {} reached, {} without oracle row", self.instructions, self.no_oracle);
         let _ = writeln!(s, "covered:          {}", self.covered);
-        let _ = writeln!(s, "answered:         {} ({:.3}% of covered)", self.answered, pct(self.answered, self.covered));
+        let _ =
+            writeln!(s, "answered:         {} ({:.3}% of covered)", self.answered, pct(self.answered, self.covered));
         let _ = writeln!(s, "agree:            {} ({:.4}% of answered)", self.agree, pct(self.agree, self.answered));
         let _ = writeln!(s, "disagree:         {}", self.disagree);
         let _ = writeln!(s, "rbp slot:         {} compared, {} disagree", self.rbp_compared, self.rbp_disagree);
@@ -173,7 +174,13 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
                 r.covered += 1;
                 if let Cfa::Unknown(w) = insn.rule.cfa {
                     if r.unknown.is_empty() && std::env::var_os("STACKPROOF_DEBUG").is_some() {
-                        eprintln!("unknown {w} {:#x} {}+{:#x} {}", insn.addr, name, insn.addr - l.start, disasm(f, &insn.ins));
+                        eprintln!(
+                            "unknown {w} {:#x} {}+{:#x} {}",
+                            insn.addr,
+                            name,
+                            insn.addr - l.start,
+                            disasm(f, &insn.ins)
+                        );
                     }
                     *r.unknown.entry(w).or_default() += 1;
                     continue;
@@ -394,7 +401,13 @@ impl<'a> Program<'a> {
         let unknown_entry = part && !known && !seeds.iter().any(|e| e.0 == func.start);
         if unknown_entry && seeds.is_empty() {
             if std::env::var_os("STACKPROOF_DEBUG").is_some() {
-                eprintln!("no-known-entry {} {:#x} len={} contradicted={}", func.name, func.start, func.end - func.start, self.contradicted[i]);
+                eprintln!(
+                    "no-known-entry {} {:#x} len={} contradicted={}",
+                    func.name,
+                    func.start,
+                    func.end - func.start,
+                    self.contradicted[i]
+                );
             }
             // Nothing tells how this part is entered: say so rather than guess.
             // (With seeds the start is left to be reached from them, or not at all,

@@ -52,7 +52,10 @@ impl Image {
             let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
             if f.kind() == object::ObjectKind::Relocatable {
                 // Unrelocated: every section at 0, call targets are relocation placeholders.
-                return Err(format!("{}: relocatable object; analyze the linked image (or live memory)", path.display()));
+                return Err(format!(
+                    "{}: relocatable object; analyze the linked image (or live memory)",
+                    path.display()
+                ));
             }
             let pic = f.kind() == object::ObjectKind::Dynamic;
             let mut code = Vec::new();
@@ -224,7 +227,8 @@ impl Image {
 
     /// The 8-byte word the file holds at link-time address `a`.
     fn word_at(&self, a: u64) -> Option<u64> {
-        let (_, addr, r) = self.sections.iter().find(|(_, addr, r)| a >= *addr && a - addr < (r.end - r.start) as u64)?;
+        let (_, addr, r) =
+            self.sections.iter().find(|(_, addr, r)| a >= *addr && a - addr < (r.end - r.start) as u64)?;
         let off = r.start.checked_add(usize::try_from(a - addr).ok()?)?;
         let b = self.data.get(off..off.checked_add(8)?)?;
         let mut w = [0u8; 8];

@@ -11,12 +11,12 @@ const TYPE_CALL: u8 = 0;
 /// DWARF number of an ORC base register.
 fn dwarf(orc_reg: u8) -> Option<u8> {
     Some(match orc_reg {
-        2 => 1,   // dx
-        3 => 5,   // di
-        4 => 6,   // bp
-        5 => 7,   // sp
-        6 => 10,  // r10
-        7 => 13,  // r13
+        2 => 1,  // dx
+        3 => 5,  // di
+        4 => 6,  // bp
+        5 => 7,  // sp
+        6 => 10, // r10
+        7 => 13, // r13
         _ => return None,
     })
 }
@@ -53,7 +53,7 @@ impl OrcEntry {
         } else {
             match (self.sp_reg, dwarf(self.sp_reg)) {
                 (8, _) => OCfa::Deref { reg: 6, off: i64::from(self.sp_offset) }, // bp indirect
-                (9, _) => OCfa::Other("sp-indirect"), // CFA = *rsp + offset (stack switch)
+                (9, _) => OCfa::Other("sp-indirect"),                             // CFA = *rsp + offset (stack switch)
                 (_, Some(r)) => OCfa::Reg { reg: r, off: i64::from(self.sp_offset) },
                 _ => OCfa::Other("orc-reg"),
             }

@@ -56,7 +56,11 @@ mod tests {
     #[test]
     fn rows_take_labels_and_survive_odd_input() {
         let bytes: Vec<u8> = [1u64, 2, 3].iter().flat_map(|w| w.to_le_bytes()).chain([9u8; 3]).collect();
-        let r = rows(0x1000, &bytes, &[(0x1008, "a".into()), (0x100c, "b".into()), (0xff8, "x".into()), (0x2000, "y".into())]);
+        let r = rows(
+            0x1000,
+            &bytes,
+            &[(0x1008, "a".into()), (0x100c, "b".into()), (0xff8, "x".into()), (0x2000, "y".into())],
+        );
         assert_eq!(r.len(), 3);
         assert_eq!(r[1].value, 2);
         assert_eq!(r[1].labels, vec!["a".to_string(), "b".to_string()]);

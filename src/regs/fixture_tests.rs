@@ -203,7 +203,8 @@ fn check_scenario(name: &str, stale: &[u64]) -> Scenario {
             eprintln!("  unreadable in the mini core: {:x?}", scan.unreadable);
             continue;
         }
-        let f = scan.found.iter().find(|f| f.address == *addr).unwrap_or_else(|| panic!("{name}: no frame at {addr:#x}"));
+        let f =
+            scan.found.iter().find(|f| f.address == *addr).unwrap_or_else(|| panic!("{name}: no frame at {addr:#x}"));
         assert_eq!(f.layout, Layout::PtRegs);
         let want = if stale.contains(addr) { Status::Stale } else { Status::Live };
         assert_eq!(f.status, want, "{name}: {addr:#x}");
@@ -250,8 +251,6 @@ fn panic_fixture_frames_match_crash() {
     assert!(f.summary.ends_with("entered via asm_sysvec_reboot+0x16"), "{}", f.summary);
 }
 
-
-
 /// `"key": "0x..."` values of the manifest, in order.
 fn manifest_hex(manifest: &str, key: &str) -> Vec<u64> {
     let pat = format!("\"{key}\": \"0x");
@@ -277,7 +276,8 @@ fn saved_sp(s: &Scenario, task: u64, lo: u64) -> Option<u64> {
     s.mem.read(task, &mut t).ok()?;
     t.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).find(|&v| {
         (lo..lo + THREAD_SIZE).contains(&v)
-            && s.mem.read_u64(v + 0x30)
+            && s.mem
+                .read_u64(v + 0x30)
                 .ok()
                 .and_then(|ret| crate::symbols::Symbols::lookup(&s.syms, ret))
                 .is_some_and(|f| &*f.name == "__schedule")
@@ -309,7 +309,10 @@ fn no_false_live_frames_on_any_fixture_stack() {
             let scan = scan_memory(&s.mem, lo, hi, &s.syms, &opts);
             eprintln!("{name} stack {lo:#x}: live sp {live_sp:x?}, unreadable {:x?}", scan.unreadable);
             for f in &scan.found {
-                eprintln!("  {:#x} {:?} {:?} ({}) score {}: {}", f.address, f.layout, f.status, f.status_reason, f.score, f.summary);
+                eprintln!(
+                    "  {:#x} {:?} {:?} ({}) score {}: {}",
+                    f.address, f.layout, f.status, f.status_reason, f.score, f.summary
+                );
                 let at_top = f.end() == hi && f.check("segments").is_some_and(|c| c.detail.contains("user"));
                 if f.status == Status::Live {
                     assert!(crash_addrs.contains(&f.address) || at_top, "{name}: unexpected live frame {f:#?}");
@@ -375,8 +378,11 @@ fn own_chain_from_cpu_registers_is_drgns() {
                 sp: rsp[cpu],
                 callee_saved: [0, 1, 2, 3, 4, 5].map(|i| callee[i].get(cpu).copied()),
             };
-            let got: Vec<(u64, u64)> =
-                unwind(&s.mem, &s.syms, &start, 64).frames.iter().map(|f| (f.frame.pc, f.frame.sp.unwrap_or(0))).collect();
+            let got: Vec<(u64, u64)> = unwind(&s.mem, &s.syms, &start, 64)
+                .frames
+                .iter()
+                .map(|f| (f.frame.pc, f.frame.sp.unwrap_or(0)))
+                .collect();
             let want = if (name, cpu) == ("busy", 1) { &drgn[cpu][..1] } else { &drgn[cpu][..] };
             assert_eq!(got, want, "{name} CPU {cpu}");
         }

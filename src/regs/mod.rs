@@ -10,10 +10,10 @@
 //! - [`ptregs`], [`sigframe`]: the decoders and their checks; [`annotate`]: labelled rows.
 
 pub mod annotate;
-pub mod ptregs;
-pub mod scan;
 #[cfg(test)]
 mod fixture_tests;
+pub mod ptregs;
+pub mod scan;
 #[cfg(test)]
 mod scan_tests;
 pub mod sigframe;

@@ -9,8 +9,8 @@ use crate::symbols::Symbols;
 
 /// Field order, lowest address first (arch/x86/include/asm/ptrace.h).
 pub const NAMES: [&str; 21] = [
-    "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax",
-    "ip", "cs", "flags", "sp", "ss",
+    "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax", "ip",
+    "cs", "flags", "sp", "ss",
 ];
 pub const WORDS: usize = 21;
 pub const SIZE: u64 = 21 * 8;
@@ -176,8 +176,14 @@ pub enum OrigAx {
     /// -1: no syscall to restart (exception without error code; IRQs since 5.8's idtentry).
     NotSyscall,
     /// `~vector`: an interrupt on kernels before 5.8.
-    Irq { vector: u8, table: Vectors },
-    Syscall { nr: u64, compat: bool },
+    Irq {
+        vector: u8,
+        table: Vectors,
+    },
+    Syscall {
+        nr: u64,
+        compat: bool,
+    },
     /// An exception's error code (kernel mode, or pre-5.8 kernels).
     ErrorCode(u64),
     Unknown(u64),
@@ -256,8 +262,20 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
     let mode = r.mode();
     let (cs, ss) = (r.cs(), r.ss());
     out.push(match mode {
-        Mode::Invalid => Check::new("segments", false, true, 0, format!("cs {cs:#x} / ss {ss:#x}: not a kernel, user or compat pair")),
-        Mode::Kernel if ss == 0 => Check::new("segments", true, true, 25, format!("cs {cs:#x} / ss 0: kernel mode (null ss after an entry from user)")),
+        Mode::Invalid => Check::new(
+            "segments",
+            false,
+            true,
+            0,
+            format!("cs {cs:#x} / ss {ss:#x}: not a kernel, user or compat pair"),
+        ),
+        Mode::Kernel if ss == 0 => Check::new(
+            "segments",
+            true,
+            true,
+            25,
+            format!("cs {cs:#x} / ss 0: kernel mode (null ss after an entry from user)"),
+        ),
         m => Check::new("segments", true, true, 30, format!("cs {cs:#x} / ss {ss:#x}: {} mode", m.name())),
     });
     out.push(check_rflags(r.flags()));
@@ -267,15 +285,23 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
     out.push(match (if_set, mode, orig) {
         (true, _, _) => Check::new("interrupt_flag", true, false, 5, "IF set: interrupts were enabled"),
         // Hardware interrupts are only taken with IF set; user mode cannot clear IF.
-        (false, _, OrigAx::Irq { .. }) => Check::new("interrupt_flag", false, false, -20, "IF clear, yet orig_ax says IRQ"),
-        (false, Mode::User | Mode::Compat, _) => Check::new("interrupt_flag", false, false, -20, "IF clear in user mode"),
-        (false, _, _) => Check::new("interrupt_flag", true, false, 0, "IF clear: exception, NMI or interrupts-off code"),
+        (false, _, OrigAx::Irq { .. }) => {
+            Check::new("interrupt_flag", false, false, -20, "IF clear, yet orig_ax says IRQ")
+        }
+        (false, Mode::User | Mode::Compat, _) => {
+            Check::new("interrupt_flag", false, false, -20, "IF clear in user mode")
+        }
+        (false, _, _) => {
+            Check::new("interrupt_flag", true, false, 0, "IF clear: exception, NMI or interrupts-off code")
+        }
     });
 
     let ip = r.ip();
     out.push(match mode {
         Mode::Kernel => match ctx.symbols.lookup(ip) {
-            Some(s) if is_kernel_canonical(ip) => Check::new("ip", true, true, 20, format!("{ip:#x} is {}", s.describe(ip))),
+            Some(s) if is_kernel_canonical(ip) => {
+                Check::new("ip", true, true, 20, format!("{ip:#x} is {}", s.describe(ip)))
+            }
             _ => Check::new("ip", false, true, 0, format!("{ip:#x} is not in kernel text")),
         },
         Mode::User | Mode::Compat if ip != 0 && is_user_canonical(ip) => {
@@ -302,7 +328,11 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
         aligned,
         false,
         if aligned { 10 } else { -10 },
-        if aligned { "starts 8 mod 16, as a hardware-aligned frame does" } else { "starts 0 mod 16: not where the CPU puts a frame" },
+        if aligned {
+            "starts 8 mod 16, as a hardware-aligned frame does"
+        } else {
+            "starts 0 mod 16: not where the CPU puts a frame"
+        },
     ));
 
     if matches!(mode, Mode::User | Mode::Compat) {
@@ -312,7 +342,11 @@ pub fn check(r: &PtRegs, addr: u64, ctx: &Context) -> Vec<Check> {
             top,
             false,
             if top { 10 } else { 0 },
-            if top { "ends at an 8/16 KiB boundary: the top of a task stack" } else { "not at the top of a task stack" },
+            if top {
+                "ends at an 8/16 KiB boundary: the top of a task stack"
+            } else {
+                "not at the top of a task stack"
+            },
         ));
     }
     out
@@ -354,7 +388,9 @@ pub fn check_entry(below: u64, symbols: &dyn Symbols) -> Check {
             Check::new("entry", true, false, 10, format!("entered via {}", s.describe(below)))
         }
         Some(s) => Check::new("entry", false, false, 0, format!("word below is {}, not entry code", s.describe(below))),
-        None => Check::new("entry", false, false, 0, format!("word below ({below:#x}) is not a return into entry code")),
+        None => {
+            Check::new("entry", false, false, 0, format!("word below ({below:#x}) is not a return into entry code"))
+        }
     }
 }
 
@@ -370,7 +406,13 @@ fn check_sp(r: &PtRegs, addr: u64, mode: Mode, ctx: &Context) -> Check {
             };
             // An interrupt on the current stack: the hardware frame sits just below the old sp.
             if sp >= end && sp - end < 16 {
-                return Check::new("sp", true, false, 15, format!("{sp:#x}: just above the frame (old sp, 16-aligned down)"));
+                return Check::new(
+                    "sp",
+                    true,
+                    false,
+                    15,
+                    format!("{sp:#x}: just above the frame (old sp, 16-aligned down)"),
+                );
             }
             match ctx.stack {
                 Some((_, hi)) if sp >= end && sp < hi => {
@@ -417,7 +459,13 @@ mod tests {
 
     #[test]
     fn entry_stubs() {
-        for n in ["asm_sysvec_apic_timer_interrupt", "entry_SYSCALL_64", "apic_timer_interrupt", "page_fault", "system_call_fastpath"] {
+        for n in [
+            "asm_sysvec_apic_timer_interrupt",
+            "entry_SYSCALL_64",
+            "apic_timer_interrupt",
+            "page_fault",
+            "system_call_fastpath",
+        ] {
             assert!(is_entry_symbol(n), "{n}");
         }
         for n in ["memcpy", "do_page_fault", "smp_call_function_single", "nmi_handle"] {
@@ -477,7 +525,11 @@ mod tests {
     #[test]
     fn kernel_frame_with_null_ss_and_irq_without_if() {
         let syms = SymbolTable::new(vec![Symbol::new("f", 0xffff_ffff_8100_0000, 0x100)]);
-        let ctx = Context { symbols: &syms, stack: Some((0xffff_c900_0000_0000, 0xffff_c900_0000_4000)), vectors: Vectors::Modern };
+        let ctx = Context {
+            symbols: &syms,
+            stack: Some((0xffff_c900_0000_0000, 0xffff_c900_0000_4000)),
+            vectors: Vectors::Modern,
+        };
         let addr = 0xffff_c900_0000_3008;
         let mut w = [0u64; WORDS];
         w[ORIG_AX] = !0xfdu64;

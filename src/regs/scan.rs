@@ -121,9 +121,23 @@ fn pt_regs_found(r: &PtRegs, addr: u64, below: Option<u64>, ctx: &ptregs::Contex
     };
     let (_, score) = verdict(&checks);
     let via = checks.iter().find(|c| c.name == "entry" && c.ok).map(|c| format!("; {}", c.detail)).unwrap_or_default();
-    let summary =
-        format!("{}-mode pt_regs: ip {}; orig_ax {}{via}", r.mode().name(), detail(&checks, "ip"), detail(&checks, "orig_ax"));
-    Found { address: addr, layout: Layout::PtRegs, status, regs: r.regs(), checks, score, copy_of: None, status_reason, summary }
+    let summary = format!(
+        "{}-mode pt_regs: ip {}; orig_ax {}{via}",
+        r.mode().name(),
+        detail(&checks, "ip"),
+        detail(&checks, "orig_ax")
+    );
+    Found {
+        address: addr,
+        layout: Layout::PtRegs,
+        status,
+        regs: r.regs(),
+        checks,
+        score,
+        copy_of: None,
+        status_reason,
+        summary,
+    }
 }
 
 fn sigframe_found(f: &SigFrame, addr: u64, restore_rt: Option<u64>) -> Found {
@@ -243,8 +257,7 @@ fn candidates(
         // User text is never below mmap_min_addr (64 KiB): small integers skip the lookup.
         if opts.sigframes && word >= 0x10000 && is_user_canonical(word) {
             let hit = restore.binary_search(&word).is_ok()
-                || (opts.lookup_restore_rt
-                    && *is_restore.entry(word).or_insert_with(|| is_restore_rt(symbols, word)));
+                || (opts.lookup_restore_rt && *is_restore.entry(word).or_insert_with(|| is_restore_rt(symbols, word)));
             if hit {
                 if let Some(f) = bytes.get(off..).and_then(SigFrame::from_bytes) {
                     let f = sigframe_found(&f, addr, Some(word));

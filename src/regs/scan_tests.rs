@@ -1,10 +1,10 @@
 //! Scanner tests: the seed 002 replay and synthetic stacks.
 #![cfg(test)]
 
+use super::annotate::{all_labels, rows_from_words};
 use super::ptregs::{self, PtRegs, Vectors};
 use super::scan::{decode_at, scan_bytes, scan_memory, Found, ScanOptions};
 use super::sigframe::tests::synthetic_frame;
-use super::annotate::{all_labels, rows_from_words};
 use super::{Layout, Status};
 use crate::memory::{Memory, ReadError, Regions};
 use crate::symbols::{Symbol, SymbolTable};
@@ -13,38 +13,67 @@ use crate::symbols::{Symbol, SymbolTable};
 const SEED_BASE: u64 = 0xffffadd8a8a27a50;
 const SEED_WORDS: [u64; 63] = [
     0xffffffffab268342, // a50: #5's return address slot
-    0x0000000000000000, 0x0000000000000000, // a58
-    0x0000000000000000, 0xffffffffabc01c2a, // a68
-    0x000000000000000c, 0x000000000000000d, // a78: pt_regs starts here
-    0xffff94753a820900, 0x000000000000000d, // a88
-    0xffffadd8a8a27b70, 0xffff9474b11c0000, // a98
-    0x001dd4e7b30b38c0, 0x0000000000000000, // aa8
-    0x0000000000d01f7b, 0x0000000000d01f7b, // ab8
-    0x0000000000000000, 0x0000000000000830, // ac8
-    0x0000000000000001, 0x00000000000008fb, // ad8
-    0x0000000000000830, 0xffffffffffffff13, // ae8
+    0x0000000000000000,
+    0x0000000000000000, // a58
+    0x0000000000000000,
+    0xffffffffabc01c2a, // a68
+    0x000000000000000c,
+    0x000000000000000d, // a78: pt_regs starts here
+    0xffff94753a820900,
+    0x000000000000000d, // a88
+    0xffffadd8a8a27b70,
+    0xffff9474b11c0000, // a98
+    0x001dd4e7b30b38c0,
+    0x0000000000000000, // aa8
+    0x0000000000d01f7b,
+    0x0000000000d01f7b, // ab8
+    0x0000000000000000,
+    0x0000000000000830, // ac8
+    0x0000000000000001,
+    0x00000000000008fb, // ad8
+    0x0000000000000830,
+    0xffffffffffffff13, // ae8
     0xffffffffab34ba2e, // af8: ip
-    0x0000000000000010, 0x0000000000000202, // b00
-    0xffffadd8a8a27b20, 0x0000000000000018, // b10
-    0xffffadd8a8a27b38, 0x0000000000000018, // b20
-    0xffff9474b11c3bb0, 0x0000000000000003, // b30
-    0xffffadd8a8a27b50, 0xb2c55e33b93e3e00, // b40
+    0x0000000000000010,
+    0x0000000000000202, // b00
+    0xffffadd8a8a27b20,
+    0x0000000000000018, // b10
+    0xffffadd8a8a27b38,
+    0x0000000000000018, // b20
+    0xffff9474b11c3bb0,
+    0x0000000000000003, // b30
+    0xffffadd8a8a27b50,
+    0xb2c55e33b93e3e00, // b40
     0xffffffffaba42ce2, // b50: stale search_extable slot
-    0x2c592a2d4f618700, 0x0000000000000046, // b58
-    0x0000000000000000, 0xffffadd8a8a27c80, // b68
+    0x2c592a2d4f618700,
+    0x0000000000000046, // b58
+    0x0000000000000000,
+    0xffffadd8a8a27c80, // b68
     0xffffffffc35dfe83, // b78
-    0x0000000000000046, 0xffffffffab267960, // b80
-    0x0000000000000046, 0xffff9474b45667fc, // b90
-    0x0000000000000046, 0xb2c55e33b93e3e00, // ba0
-    0x0000000000000000, 0xffffadd8a8a27c18, // bb0
-    0xffffffffabc001f1, 0xffffffffabc001e5, // bc0
-    0xffffffffabc001f1, 0xffffffffabc001e5, // bd0
-    0xffffffffabc001f1, 0xffffffffabc001e5, // be0
-    0xffffffffabc001f1, 0xffffffffabc001e5, // bf0
-    0xffffffffabc001f1, 0xffffffffabc001e5, // c00
-    0xffffffffabc001f1, 0xffffffffabc001e5, // c10
-    0xffffffffabc001f1, 0xffffffffabc001e5, // c20
-    0xffffffffabc001f1, 0x2c592a2d4f618700, // c30
+    0x0000000000000046,
+    0xffffffffab267960, // b80
+    0x0000000000000046,
+    0xffff9474b45667fc, // b90
+    0x0000000000000046,
+    0xb2c55e33b93e3e00, // ba0
+    0x0000000000000000,
+    0xffffadd8a8a27c18, // bb0
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // bc0
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // bd0
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // be0
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // bf0
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // c00
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // c10
+    0xffffffffabc001f1,
+    0xffffffffabc001e5, // c20
+    0xffffffffabc001f1,
+    0x2c592a2d4f618700, // c30
     0xffffffffabc001f1, // c40
 ];
 const SEED_PT_REGS: u64 = 0xffffadd8a8a27a78;
@@ -434,7 +463,10 @@ fn real_sigsegv_frame_matches_glibc_view() {
         match line.split_once(' ') {
             Some((k, v)) => {
                 let v = v.trim_start_matches("0x");
-                kv.insert(k, if k == "signo" || k == "code" { v.parse().unwrap() } else { u64::from_str_radix(v, 16).unwrap() });
+                kv.insert(
+                    k,
+                    if k == "signo" || k == "code" { v.parse().unwrap() } else { u64::from_str_radix(v, 16).unwrap() },
+                );
             }
             None => words.push(u64::from_str_radix(line, 16).unwrap()),
         }
@@ -492,7 +524,10 @@ fn kernel_frame_with_overwritten_orig_ax_is_stale_even_above_live_sp() {
     f[15] = u64::MAX;
     w[9..30].copy_from_slice(&f);
     let found = scan_bytes(base, &words_bytes(&w), &kernel_symbols(), &opts);
-    assert_eq!((found[0].status, found[0].status_reason.as_str()), (Status::Live, "at or above the live sp 0xffffc90000800000"));
+    assert_eq!(
+        (found[0].status, found[0].status_reason.as_str()),
+        (Status::Live, "at or above the live sp 0xffffc90000800000")
+    );
 }
 
 #[test]

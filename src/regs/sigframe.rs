@@ -315,13 +315,7 @@ pub fn check_ucontext(uc: &Ucontext, uc_addr: u64) -> Vec<Check> {
         },
     ));
     let trap_ok = uc.trapno <= 31;
-    out.push(Check::new(
-        "trapno",
-        trap_ok,
-        false,
-        if trap_ok { 2 } else { -5 },
-        format!("{}", uc.trapno),
-    ));
+    out.push(Check::new("trapno", trap_ok, false, if trap_ok { 2 } else { -5 }, format!("{}", uc.trapno)));
     out
 }
 
@@ -348,13 +342,9 @@ pub fn check_sigframe(f: &SigFrame, addr: u64, restore_rt: Option<u64>) -> Vec<C
         Some((si, Ok(()))) => {
             Check::new("siginfo", true, false, 10, format!("signal {}, si_code {}", si.signo, si.code))
         }
-        Some((_, Err(why))) => Check::new(
-            "siginfo",
-            true,
-            false,
-            0,
-            format!("no siginfo (handler without SA_SIGINFO?): {why}"),
-        ),
+        Some((_, Err(why))) => {
+            Check::new("siginfo", true, false, 0, format!("no siginfo (handler without SA_SIGINFO?): {why}"))
+        }
         None => Check::new("siginfo", false, false, 0, "siginfo beyond the bytes read"),
     });
     out

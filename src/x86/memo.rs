@@ -71,7 +71,10 @@ fn remembered<K: Eq + Hash, V: Clone>(
     r
 }
 
-pub(super) fn call(key: (u64, Option<u64>), compute: impl FnOnce() -> Result<CallCheck, ReadError>) -> Result<CallCheck, ReadError> {
+pub(super) fn call(
+    key: (u64, Option<u64>),
+    compute: impl FnOnce() -> Result<CallCheck, ReadError>,
+) -> Result<CallCheck, ReadError> {
     remembered(|m| &mut m.calls, key, compute)
 }
 
