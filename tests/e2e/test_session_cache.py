@@ -1,7 +1,7 @@
 """The session's memory cache: reads are kept across commands only while the
 target cannot have changed. On a live process, `continue` and a memory write
-must both be seen by the next command (oracle: gdb's own frames, and the value
-written)."""
+must both be seen by the next command; another core loaded in the session is
+read anew (oracles: gdb's own frames, and the value written)."""
 import json
 
 import pytest
@@ -79,3 +79,44 @@ def test_live_process_sees_continue_and_writes(builder, tmp_path, opt):
     level, pc, slot, verdict, reasons, slot_value = zeroed["frames"][1]
     assert (pc, slot_value, verdict) == (0, "0x0", "bogus"), zeroed["frames"][:3]
     assert "slot-mismatch" not in reasons and "ra-not-in-text" in reasons, reasons
+
+
+CORES_SCRIPT = r'''
+import gdb, json
+
+def report(tag):
+    out = gdb.execute("verify-bt --json", to_string=True)
+    frames = json.loads(out[out.index('{"schema"'):])["threads"][0]["frames"]
+    pcs, f = [], gdb.newest_frame()
+    while f is not None:
+        pcs.append(f.pc())
+        f = f.older()
+    print("RESULT " + json.dumps({"tag": tag, "gdb": pcs,
+          "frames": [(int(f["pc"], 16), f["verdict"], f["slot"]) for f in frames]}))
+
+gdb.execute("core-file %(a)s")
+report("a")
+gdb.execute("core-file %(b)s")
+report("b")
+gdb.execute("core-file %(a)s")
+report("a-again")
+'''
+
+
+def test_another_core_is_read_anew(builder, tmp_path):
+    """Loading another core of the same program (same thread numbers, other stack
+    contents) must not reuse the first core's memory."""
+    exe, core_a = builder.custom("recursion", "O2", ["6"])
+    _exe, core_b = builder.custom("recursion", "O2", ["9"])
+    script = tmp_path / "cores.py"
+    script.write_text(CORES_SCRIPT % {"a": core_a, "b": core_b})
+    res = gdb_stackproof(["set confirm off", "source %s" % script], exe=exe)
+    assert_no_crash(res)
+    got = _results(res)
+    assert set(got) == {"a", "b", "a-again"}, res.describe()
+    for tag, d in got.items():
+        assert [f[0] for f in d["frames"]] == d["gdb"], (tag, d)
+        assert all(f[1] != "bogus" for f in d["frames"]), (tag, d["frames"])
+    # rec(6)..rec(0) and rec(9)..rec(0): three more frames in b.
+    assert len(got["b"]["gdb"]) == len(got["a"]["gdb"]) + 3
+    assert (got["a-again"]["gdb"], got["a-again"]["frames"]) == (got["a"]["gdb"], got["a"]["frames"])

@@ -65,15 +65,24 @@ def memory_reader(inf):
 
     Reads go through a block cache shared by the session's commands; it is
     dropped on every event that can change memory, and not kept at all while
-    any thread runs (non-stop)."""
-    threads = inf.threads()
-    if any(t.is_running() for t in threads):
+    threads may run (non-stop, background execution)."""
+    if _may_run(inf):
         return _core.TargetMemory(_raw_reader(inf))
-    # Thread numbers are never reused in a session: a new core or process has new ones.
-    key = (inf.num, inf.pid, tuple(t.global_num for t in threads))
+    # A new core or process is a new target connection (thread numbers are reused).
+    key = (inf.num, inf.pid, getattr(inf, "connection_num", None))
     if _memory["key"] != key:
         _memory.update(key=key, mem=_core.TargetMemory(_raw_reader(inf)))
     return _memory["mem"]
+
+
+def _may_run(inf):
+    try:
+        if gdb.parameter("non-stop"):
+            return True
+    except (gdb.error, RuntimeError):
+        pass
+    th = gdb.selected_thread()
+    return th is not None and th.is_running()
 
 
 def parse_address(expr, what="address"):
