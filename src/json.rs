@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use crate::symbols::Symbol;
-use crate::verify::{self, FrameIn, FrameReport};
+use crate::verify::{self, FrameIn, FrameReport, Unplaced};
 
 /// A JSON string literal of `s`.
 pub fn string(out: &mut String, s: &str) {
@@ -142,20 +142,20 @@ pub fn frame_report(r: &FrameReport) -> String {
         .finish()
 }
 
-/// A frame crash printed without an address (`#3 kvm_arch_vcpu_ioctl_run`): nothing to check.
-pub fn unplaced_frame(level: u32, function: &str) -> String {
+/// A frame crash printed without an address.
+pub fn unplaced_frame(u: &Unplaced) -> String {
     Object::new()
-        .int("level", level)
+        .int("level", u.level)
         .hex("pc", None)
         .hex("sp", None)
         .hex("slot", None)
         .hex("slot_value", None)
-        .str("function", Some(function))
+        .str("function", Some(&u.function))
         .str("module", None)
-        .str("kind", Some("normal"))
-        .str("verdict", Some("unknown"))
-        .strs("reasons", ["no-address"])
-        .str("trust", Some("scan"))
+        .str("kind", Some(Unplaced::KIND.as_str()))
+        .str("verdict", Some(Unplaced::VERDICT.as_str()))
+        .strs("reasons", [Unplaced::REASON])
+        .str("trust", Some(Unplaced::TRUST.as_str()))
         .hex("expected_slot", None)
         .raw("call", "null")
         .finish()
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn unplaced_frame_has_every_member() {
         assert_eq!(
-            unplaced_frame(3, "kvm_arch_vcpu_ioctl_run"),
+            unplaced_frame(&Unplaced { level: 3, function: "kvm_arch_vcpu_ioctl_run".into() }),
             "{\"level\":3,\"pc\":null,\"sp\":null,\"slot\":null,\"slot_value\":null,\
              \"function\":\"kvm_arch_vcpu_ioctl_run\",\"module\":null,\"kind\":\"normal\",\
              \"verdict\":\"unknown\",\"reasons\":[\"no-address\"],\"trust\":\"scan\",\

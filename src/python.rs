@@ -245,10 +245,7 @@ pub struct Report(Checked);
 enum Checked {
     Frame(Box<FrameReport>),
     /// A frame crash printed without an address: nothing to check.
-    Unplaced {
-        level: u32,
-        function: String,
-    },
+    Unplaced(verify::Unplaced),
 }
 
 const REPORT_KEYS: [&str; 17] = [
@@ -275,7 +272,7 @@ impl Report {
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let r = match &self.0 {
             Checked::Frame(r) => r,
-            Checked::Unplaced { level, function } => return Self::unplaced_field(py, *level, function, key),
+            Checked::Unplaced(u) => return Self::unplaced_field(py, u, key),
         };
         let v = match key {
             "level" => r.level.into_bound_py_any(py)?,
@@ -366,20 +363,15 @@ macro_rules! mapping_methods {
 }
 
 impl Report {
-    fn unplaced_field<'py>(
-        py: Python<'py>,
-        level: u32,
-        function: &str,
-        key: &str,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn unplaced_field<'py>(py: Python<'py>, u: &verify::Unplaced, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let none = || py.None().into_bound(py);
         let v = match key {
-            "level" => level.into_bound_py_any(py)?,
-            "function" | "describe" | "name" => function.into_bound_py_any(py)?,
-            "kind" => word(py, FrameKind::Normal.as_str()).into_any(),
-            "verdict" => word(py, verify::Verdict::Unknown.as_str()).into_any(),
-            "reasons" | "reason_text" => PyList::new(py, [word(py, "no-address")])?.into_any(),
-            "trust" => word(py, Trust::Scan.as_str()).into_any(),
+            "level" => u.level.into_bound_py_any(py)?,
+            "function" | "describe" | "name" => u.function.as_str().into_bound_py_any(py)?,
+            "kind" => word(py, verify::Unplaced::KIND.as_str()).into_any(),
+            "verdict" => word(py, verify::Unplaced::VERDICT.as_str()).into_any(),
+            "reasons" | "reason_text" => PyList::new(py, [word(py, verify::Unplaced::REASON)])?.into_any(),
+            "trust" => word(py, verify::Unplaced::TRUST.as_str()).into_any(),
             k if REPORT_KEYS.contains(&k) => none(),
             _ => return Ok(None),
         };
@@ -391,7 +383,7 @@ impl Report {
     fn json_text(&self) -> String {
         match &self.0 {
             Checked::Frame(r) => crate::json::frame_report(r),
-            Checked::Unplaced { level, function } => crate::json::unplaced_frame(*level, function),
+            Checked::Unplaced(u) => crate::json::unplaced_frame(u),
         }
     }
 }
@@ -404,7 +396,7 @@ mapping_methods!(
     fn line(&self, colour: bool) -> String {
         match &self.0 {
             Checked::Frame(r) => crate::text::frame_line(r, colour),
-            Checked::Unplaced { level, function } => crate::text::unplaced_line(*level, function, colour),
+            Checked::Unplaced(u) => crate::text::unplaced_line(u, colour),
         }
     }
 );
@@ -594,12 +586,15 @@ fn verify_crash_bt<'py>(
         let list = PyList::empty(py);
         for r in reports {
             while let Some(f) = unplaced.next_if(|f| f.level < r.level) {
-                list.append(Report(Checked::Unplaced { level: f.level, function: f.function.clone() }))?;
+                list.append(Report(Checked::Unplaced(verify::Unplaced {
+                    level: f.level,
+                    function: f.function.clone(),
+                })))?;
             }
             list.append(Report(Checked::Frame(Box::new(r))))?;
         }
         for f in unplaced {
-            list.append(Report(Checked::Unplaced { level: f.level, function: f.function.clone() }))?;
+            list.append(Report(Checked::Unplaced(verify::Unplaced { level: f.level, function: f.function.clone() })))?;
         }
         let title = match (t.pid, t.task, t.cpu, &t.command) {
             (Some(pid), Some(task), cpu, cmd) => format!(

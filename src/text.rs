@@ -3,7 +3,7 @@
 //! a bogus frame. Written here because a deep stack has thousands of lines; the
 //! rest of the output (titles, the own chain, evidence) is the gdb layer's.
 
-use crate::verify::{FrameKind, FrameReport, Reason, Trust, Verdict};
+use crate::verify::{FrameKind, FrameReport, Reason, Trust, Unplaced, Verdict};
 
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
@@ -94,17 +94,17 @@ pub fn frame_line(r: &FrameReport, colour: bool) -> String {
     render(&line, colour)
 }
 
-/// A frame crash printed without an address: nothing to check.
-pub fn unplaced_line(level: u32, function: &str, colour: bool) -> String {
+/// A frame crash printed without an address.
+pub fn unplaced_line(u: &Unplaced, colour: bool) -> String {
     let line = Line {
-        level,
+        level: u.level,
         slot: None,
         pc: None,
         interrupted: false,
-        name: function.to_string(),
-        verdict: Verdict::Unknown,
-        trust: Trust::Scan,
-        why: "no-address",
+        name: u.function.clone(),
+        verdict: Unplaced::VERDICT,
+        trust: Unplaced::TRUST,
+        why: Unplaced::REASON,
     };
     render(&line, colour)
 }
@@ -132,6 +132,9 @@ mod tests {
                 "?#0   [ffff88003e5ebce8] __schedule+0x245 at ffffffff816a8f45"
             )
         );
-        assert_eq!(unplaced_line(3, "f", false), format!("{:<72} scan      unknown  no-address", " #3   f"));
+        assert_eq!(
+            unplaced_line(&Unplaced { level: 3, function: "f".into() }, false),
+            format!("{:<72} scan      unknown  no-address", " #3   f")
+        );
     }
 }

@@ -32,6 +32,20 @@ impl FrameKind {
     }
 }
 
+/// A frame crash printed without an address (`#3 kvm_arch_vcpu_ioctl_run`): nothing to check.
+#[derive(Debug, Clone)]
+pub struct Unplaced {
+    pub level: u32,
+    pub function: String,
+}
+
+impl Unplaced {
+    pub const KIND: FrameKind = FrameKind::Normal;
+    pub const VERDICT: Verdict = Verdict::Unknown;
+    pub const TRUST: Trust = Trust::Scan;
+    pub const REASON: &'static str = "no-address";
+}
+
 /// Where a chain came from, which decides how far each frame is trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
