@@ -11,6 +11,7 @@ pub mod layout;
 pub mod memory;
 pub mod oracle;
 pub mod regs;
+pub mod report;
 pub mod resolve;
 pub mod symbols;
 pub mod text;

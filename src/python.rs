@@ -12,8 +12,9 @@ use pyo3::IntoPyObjectExt;
 
 use crate::elf::{self, Placement};
 use crate::memory::{BlockCache, Memory, ReadError};
+use crate::report::{self, ChainRow, Row};
 use crate::symbols::{Symbol, SymbolTable, Symbols};
-use crate::verify::{self, FrameIn, FrameKind, FrameReport, Trust};
+use crate::verify::{self, FrameIn, FrameKind, Trust};
 
 /// Memory read through a Python callable `read(addr, length) -> bytes | None`.
 struct PyMemory {
@@ -240,13 +241,7 @@ fn word<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
 /// becomes a Python object only when it is asked for (a deep stack has thousands
 /// of frames and the text output reads a few fields of each).
 #[pyclass(module = "stackproof._core", name = "FrameReport", frozen)]
-pub struct Report(Checked);
-
-enum Checked {
-    Frame(Box<FrameReport>),
-    /// A frame crash printed without an address: nothing to check.
-    Unplaced(verify::Unplaced),
-}
+pub struct Report(Row);
 
 const REPORT_KEYS: [&str; 17] = [
     "level",
@@ -271,8 +266,8 @@ const REPORT_KEYS: [&str; 17] = [
 impl Report {
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let r = match &self.0 {
-            Checked::Frame(r) => r,
-            Checked::Unplaced(u) => return Self::unplaced_field(py, u, key),
+            Row::Frame(r) => r,
+            Row::Unplaced(u) => return Self::unplaced_field(py, u, key),
         };
         let v = match key {
             "level" => r.level.into_bound_py_any(py)?,
@@ -381,10 +376,7 @@ impl Report {
 
 impl Report {
     fn json_text(&self) -> String {
-        match &self.0 {
-            Checked::Frame(r) => crate::json::frame_report(r),
-            Checked::Unplaced(u) => crate::json::unplaced_frame(u),
-        }
+        self.0.json()
     }
 }
 
@@ -394,10 +386,7 @@ mapping_methods!(
     /// The frame's line of text (crash style; `colour`: ANSI colours for the verdict).
     #[pyo3(signature = (colour=false))]
     fn line(&self, colour: bool) -> String {
-        match &self.0 {
-            Checked::Frame(r) => crate::text::frame_line(r, colour),
-            Checked::Unplaced(u) => crate::text::unplaced_line(u, colour),
-        }
+        self.0.line(colour)
     }
 );
 
@@ -420,8 +409,7 @@ type RegRow = (&'static str, Option<u64>, String, Option<u64>);
 /// A frame of stackproof's own chain, read like a dict (see [`Report`]).
 #[pyclass(module = "stackproof._core", name = "ChainFrame", frozen)]
 pub struct ChainFrame {
-    frame: FrameIn,
-    function: Option<Symbol>,
+    row: ChainRow,
     layout_note: Option<String>,
     /// `(name, value, provenance, saved at)` per callee-saved register, when asked for.
     regs: Option<Vec<RegRow>>,
@@ -432,9 +420,6 @@ const CHAIN_KEYS: [&str; 12] =
 
 impl ChainFrame {
     fn new(symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> Self {
-        let fr = &f.frame;
-        let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
-        let function = if is_ra { verify::function_of_ra(symtab, fr.pc) } else { Symbols::lookup(symtab, fr.pc) };
         let regs = with_regs.then(|| {
             f.regs
                 .iter()
@@ -454,15 +439,12 @@ impl ChainFrame {
                 })
                 .collect()
         });
-        ChainFrame { frame: fr.clone(), function, layout_note: f.layout_note.clone(), regs }
-    }
-
-    fn describe(&self) -> String {
-        self.function.as_ref().map_or_else(|| "??".to_string(), |s| s.describe(self.frame.pc))
+        ChainFrame { row: ChainRow::new(symtab, &f.frame), layout_note: f.layout_note.clone(), regs }
     }
 
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let fr = &self.frame;
+        let fr = &self.row.frame;
+        let function = &self.row.function;
         let v = match key {
             "level" => fr.level.into_bound_py_any(py)?,
             "pc" => fr.pc.into_bound_py_any(py)?,
@@ -470,13 +452,10 @@ impl ChainFrame {
             "slot" => fr.slot.into_bound_py_any(py)?,
             "kind" => word(py, fr.kind.as_str()).into_any(),
             "trust" => word(py, fr.trust.as_str()).into_any(),
-            "function" => self.function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
-            "module" => self.function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
-            "describe" => self.describe().into_bound_py_any(py)?,
-            "name" => {
-                crate::text::with_module(self.describe(), self.function.as_ref().and_then(|s| s.module.as_deref()))
-                    .into_bound_py_any(py)?
-            }
+            "function" => function.as_ref().map(|s| &*s.name).into_bound_py_any(py)?,
+            "module" => function.as_ref().and_then(|s| s.module.as_deref()).into_bound_py_any(py)?,
+            "describe" => self.row.describe().into_bound_py_any(py)?,
+            "name" => self.row.name().into_bound_py_any(py)?,
             "layout_note" => self.layout_note.as_deref().into_bound_py_any(py)?,
             "regs" => match &self.regs {
                 Some(r) => r.clone().into_bound_py_any(py)?,
@@ -490,7 +469,7 @@ impl ChainFrame {
 
 impl ChainFrame {
     fn json_text(&self) -> String {
-        crate::json::chain_frame(&self.frame, self.function.as_ref())
+        self.row.json()
     }
 }
 
@@ -526,7 +505,7 @@ fn check_chain<'py>(
     let checked = guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
     let list = PyList::empty(py);
     for r in checked.reports {
-        list.append(Report(Checked::Frame(Box::new(r))))?;
+        list.append(Report(Row::Frame(Box::new(r))))?;
     }
     let agree = checked.invented.is_empty() && checked.lost.is_empty();
     let (chain, stop) = match &checked.chain {
@@ -586,15 +565,12 @@ fn verify_crash_bt<'py>(
         let list = PyList::empty(py);
         for r in reports {
             while let Some(f) = unplaced.next_if(|f| f.level < r.level) {
-                list.append(Report(Checked::Unplaced(verify::Unplaced {
-                    level: f.level,
-                    function: f.function.clone(),
-                })))?;
+                list.append(Report(Row::Unplaced(verify::Unplaced { level: f.level, function: f.function.clone() })))?;
             }
-            list.append(Report(Checked::Frame(Box::new(r))))?;
+            list.append(Report(Row::Frame(Box::new(r))))?;
         }
         for f in unplaced {
-            list.append(Report(Checked::Unplaced(verify::Unplaced { level: f.level, function: f.function.clone() })))?;
+            list.append(Report(Row::Unplaced(verify::Unplaced { level: f.level, function: f.function.clone() })))?;
         }
         let title = match (t.pid, t.task, t.cpu, &t.command) {
             (Some(pid), Some(task), cpu, cmd) => format!(
@@ -705,6 +681,81 @@ fn stack_words(read: &Bound<'_, PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> Py
     })
 }
 
+/// A `verify-bt` thread dict of the gdb layer (`title`, `source`, `thread`, `stop`,
+/// `frames`, `chain`, `chain_stop`, `compare`, `reads`), held while it is rendered.
+struct PyThread<'py> {
+    title: Option<String>,
+    source: String,
+    thread: Option<i64>,
+    stop: Option<String>,
+    frames: Vec<Bound<'py, Report>>,
+    chain: Option<Vec<Bound<'py, ChainFrame>>>,
+    chain_stop: Option<String>,
+    compare: Option<(Vec<u32>, Vec<Bound<'py, ChainFrame>>)>,
+    reads: u64,
+}
+
+impl<'py> PyThread<'py> {
+    fn extract(t: &Bound<'py, PyDict>) -> PyResult<Self> {
+        fn get<'py, T: for<'a> pyo3::FromPyObject<'a, 'py>>(t: &Bound<'py, PyDict>, k: &str) -> PyResult<Option<T>> {
+            match t.get_item(k)? {
+                Some(v) if !v.is_none() => Ok(Some(v.extract::<T>().map_err(Into::into)?)),
+                _ => Ok(None),
+            }
+        }
+        let compare = match t.get_item("compare")? {
+            Some(c) if !c.is_none() => {
+                let c = c.cast::<PyDict>()?;
+                Some((get(c, "invented")?.unwrap_or_default(), get(c, "lost")?.unwrap_or_default()))
+            }
+            _ => None,
+        };
+        Ok(PyThread {
+            title: get(t, "title")?,
+            source: get(t, "source")?.unwrap_or_default(),
+            thread: get(t, "thread")?,
+            stop: get(t, "stop")?,
+            frames: get(t, "frames")?.unwrap_or_default(),
+            chain: get(t, "chain")?,
+            chain_stop: get(t, "chain_stop")?,
+            compare,
+            reads: get(t, "reads")?.unwrap_or(0),
+        })
+    }
+
+    fn thread(&self) -> report::Thread<'_> {
+        report::Thread {
+            title: self.title.as_deref(),
+            source: &self.source,
+            thread: self.thread,
+            stop: self.stop.as_deref(),
+            frames: self.frames.iter().map(|f| &f.get().0).collect(),
+            chain: self.chain.as_ref().map(|c| c.iter().map(|f| &f.get().row).collect()),
+            chain_stop: self.chain_stop.as_deref(),
+            compare: self.compare.as_ref().map(|(invented, lost)| report::Compare {
+                invented: invented.clone(),
+                lost: lost.iter().map(|f| &f.get().row).collect(),
+            }),
+            reads: self.reads,
+        }
+    }
+}
+
+/// The text of one `verify-bt` thread (src/report.rs).
+#[pyfunction]
+#[pyo3(signature = (thread, verbose=false, colour=false))]
+fn thread_text(thread: &Bound<'_, PyDict>, verbose: bool, colour: bool) -> PyResult<String> {
+    let t = PyThread::extract(thread)?;
+    guarded("verify-bt", || Ok(report::thread_text(&t.thread(), verbose, colour)))
+}
+
+/// The `stackproof/verify-bt/1` document of these threads (src/report.rs).
+#[pyfunction]
+fn verify_json(threads: Vec<Bound<'_, PyDict>>) -> PyResult<String> {
+    let held = threads.iter().map(PyThread::extract).collect::<PyResult<Vec<_>>>()?;
+    guarded("verify-bt", || Ok(report::verify_json(&held.iter().map(PyThread::thread).collect::<Vec<_>>())))
+}
+
 /// `python3 -m stackproof layout ...`: the frame-layout engine's command line.
 /// Returns `(output, exit status)`.
 #[pyfunction]
@@ -717,8 +768,8 @@ fn layout_cli(py: Python<'_>, args: Vec<String>) -> PyResult<(String, i32)> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check_chain, decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, verify_crash_bt,
-        ChainFrame, Report, Symtab, TargetMemory,
+        check_chain, decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, thread_text,
+        verify_crash_bt, verify_json, ChainFrame, Report, Symtab, TargetMemory,
     };
 
     #[pymodule_init]

@@ -1,0 +1,314 @@
+//! The `verify-bt` documents: the text (frame lines, evidence, stackproof's own
+//! chain, the corrected chain) and the `stackproof/verify-bt/1` JSON
+//! (docs/json.md). One home for both outputs, whatever the front-end (gdb's
+//! Python layer, the crash extension). Bump the schema on an incompatible change.
+
+use std::fmt::Write;
+
+use crate::json;
+use crate::symbols::{Symbol, Symbols};
+use crate::verify::{function_of_ra, FrameIn, FrameKind, FrameReport, Unplaced, Verdict};
+
+pub const VERIFY_SCHEMA: &str = "stackproof/verify-bt/1";
+
+/// A checked frame of a backtrace.
+pub enum Row {
+    Frame(Box<FrameReport>),
+    /// A frame crash printed without an address: nothing to check.
+    Unplaced(Unplaced),
+}
+
+impl Row {
+    pub fn level(&self) -> u32 {
+        match self {
+            Row::Frame(r) => r.level,
+            Row::Unplaced(u) => u.level,
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Row::Frame(r) => r.verdict,
+            Row::Unplaced(_) => Unplaced::VERDICT,
+        }
+    }
+
+    /// `function+off [module]`, as in the frame's line.
+    pub fn name(&self) -> String {
+        match self {
+            Row::Frame(r) => crate::text::frame_name(r),
+            Row::Unplaced(u) => u.function.clone(),
+        }
+    }
+
+    pub fn line(&self, colour: bool) -> String {
+        match self {
+            Row::Frame(r) => crate::text::frame_line(r, colour),
+            Row::Unplaced(u) => crate::text::unplaced_line(u, colour),
+        }
+    }
+
+    pub fn json(&self) -> String {
+        match self {
+            Row::Frame(r) => json::frame_report(r),
+            Row::Unplaced(u) => json::unplaced_frame(u),
+        }
+    }
+
+    /// The grounds of a verdict, for `-v`.
+    pub fn evidence(&self) -> Vec<String> {
+        let Row::Frame(fr) = self else { return Vec::new() };
+        let mut out = Vec::new();
+        if let Some(slot) = fr.slot {
+            match fr.slot_value {
+                None => out.push(format!("slot {slot:016x}: unreadable")),
+                Some(v) if v == fr.pc => out.push(format!("slot {slot:016x} holds {v:016x} = return address")),
+                Some(v) => out.push(format!("slot {slot:016x} holds {v:016x} != return address {:016x}", fr.pc)),
+            }
+        }
+        if let Some(c) = &fr.call {
+            let mut line = format!("call at {:016x}: {}", c.site.addr, c.site.text);
+            if let Some(t) = c.target {
+                let _ = write!(line, "  -> {t:016x}");
+                if let Some(f) = c.target_function.as_deref().filter(|f| !f.is_empty()) {
+                    let _ = write!(line, " <{f}>");
+                }
+            }
+            out.push(line);
+            out.extend(c.resolution.iter().map(|how| format!("  resolved: {how}")));
+            out.extend(c.via.iter().map(|hop| format!("  via {hop}")));
+        }
+        if let Some(e) = fr.expected_slot {
+            out.push(format!("inner frame's layout puts this slot at {e:016x}"));
+        }
+        out
+    }
+}
+
+/// A frame of stackproof's own chain, with the function it is in.
+#[derive(Clone)]
+pub struct ChainRow {
+    pub frame: FrameIn,
+    pub function: Option<Symbol>,
+}
+
+impl ChainRow {
+    pub fn new<S: Symbols>(syms: &S, fr: &FrameIn) -> Self {
+        // A caller's pc is a return address: its function is that of pc - 1.
+        let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
+        let function = if is_ra { function_of_ra(syms, fr.pc) } else { syms.lookup(fr.pc) };
+        ChainRow { frame: fr.clone(), function }
+    }
+
+    pub fn describe(&self) -> String {
+        self.function.as_ref().map_or_else(|| "??".to_string(), |s| s.describe(self.frame.pc))
+    }
+
+    pub fn name(&self) -> String {
+        crate::text::with_module(self.describe(), self.function.as_ref().and_then(|s| s.module.as_deref()))
+    }
+
+    pub fn json(&self) -> String {
+        json::chain_frame(&self.frame, self.function.as_ref())
+    }
+}
+
+/// Where the backtrace and stackproof's own chain differ.
+pub struct Compare<'a> {
+    pub invented: Vec<u32>,
+    pub lost: Vec<&'a ChainRow>,
+}
+
+impl Compare<'_> {
+    pub fn agree(&self) -> bool {
+        self.invented.is_empty() && self.lost.is_empty()
+    }
+}
+
+/// One thread (or task) of a `verify-bt` document.
+pub struct Thread<'a> {
+    pub title: Option<&'a str>,
+    /// `gdb`, `registers`, `crash-bt`.
+    pub source: &'a str,
+    /// gdb's thread number, when there is one.
+    pub thread: Option<i64>,
+    pub stop: Option<&'a str>,
+    pub frames: Vec<&'a Row>,
+    /// stackproof's own chain (None: not built, or not kept because it agrees).
+    pub chain: Option<Vec<&'a ChainRow>>,
+    pub chain_stop: Option<&'a str>,
+    /// Present when a backtrace was checked against stackproof's own chain.
+    pub compare: Option<Compare<'a>>,
+    pub reads: u64,
+}
+
+impl Thread<'_> {
+    pub fn bogus(&self) -> Vec<u32> {
+        self.frames.iter().filter(|f| f.verdict() == Verdict::Bogus).map(|f| f.level()).collect()
+    }
+}
+
+fn levels(v: &[u32]) -> String {
+    v.iter().map(|l| format!("#{l}")).collect::<Vec<_>>().join(", ")
+}
+
+/// stackproof's own chain beside the one verified, and where they differ.
+fn chain_lines(t: &Thread, out: &mut Vec<String>) {
+    let Some(cmp) = &t.compare else { return };
+    if cmp.agree() {
+        out.push("stackproof's own unwinding agrees.".into());
+        return;
+    }
+    out.push("stackproof's own unwinding (from the registers; trust per frame):".into());
+    for c in t.chain.iter().flatten() {
+        let slot = c.frame.slot.map(|s| format!("[{s:016x}] ")).unwrap_or_default();
+        out.push(format!(
+            "  #{:<3} {slot}{} at {:016x}  {}",
+            c.frame.level,
+            c.name(),
+            c.frame.pc,
+            c.frame.trust.as_str()
+        ));
+    }
+    if let Some(s) = t.chain_stop.filter(|s| !s.is_empty()) {
+        out.push(format!("  (stopped: {s})"));
+    }
+    if !cmp.invented.is_empty() {
+        out.push(format!("Not in stackproof's chain (invented): {}", levels(&cmp.invented)));
+    }
+    if !cmp.lost.is_empty() {
+        let lost: Vec<String> =
+            cmp.lost.iter().map(|c| format!("{} (sp {:016x})", c.describe(), c.frame.sp.unwrap_or(0))).collect();
+        out.push(format!("Missing from the backtrace (lost): {}", lost.join(", ")));
+    }
+}
+
+/// The text of one thread: its title, a line per frame (`-v`: with the evidence),
+/// stackproof's own chain where it differs, the corrected chain.
+pub fn thread_text(t: &Thread, verbose: bool, colour: bool) -> String {
+    let mut lines = Vec::with_capacity(t.frames.len() + 4);
+    if let Some(title) = t.title.filter(|s| !s.is_empty()) {
+        lines.push(title.to_string());
+    }
+    for fr in &t.frames {
+        lines.push(fr.line(colour));
+        if verbose {
+            lines.extend(fr.evidence().into_iter().map(|e| format!("        {e}")));
+        }
+    }
+    if let Some(s) = t.stop.filter(|s| !s.is_empty()) {
+        lines.push(format!("  (unwinding stopped: {s})"));
+    }
+    chain_lines(t, &mut lines);
+    let bogus = t.bogus();
+    if !bogus.is_empty() {
+        let kept: Vec<String> = t.frames.iter().filter(|f| f.verdict() != Verdict::Bogus).map(|f| f.name()).collect();
+        let kept = if kept.is_empty() { "(empty)".to_string() } else { kept.join(" <- ") };
+        lines.push(format!("Corrected chain (without {}): {kept}", levels(&bogus)));
+    }
+    lines.join("\n")
+}
+
+fn opt_string(out: &mut String, s: Option<&str>) {
+    match s {
+        Some(s) => json::string(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+fn ints(out: &mut String, v: &[u32]) {
+    out.push('[');
+    for (i, l) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{l}");
+    }
+    out.push(']');
+}
+
+fn array<'a, T: 'a>(out: &mut String, items: impl IntoIterator<Item = &'a T>, json: impl Fn(&T) -> String) {
+    out.push('[');
+    for (i, f) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&json(f));
+    }
+    out.push(']');
+}
+
+/// The `stackproof/verify-bt/1` document (docs/json.md), compact, on one line.
+pub fn verify_json(threads: &[Thread]) -> String {
+    let mut out = String::with_capacity(1024);
+    out.push_str("{\"schema\":");
+    json::string(&mut out, VERIFY_SCHEMA);
+    out.push_str(",\"threads\":[");
+    for (i, t) in threads.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"thread\":");
+        match t.thread {
+            Some(n) => {
+                let _ = write!(out, "{n}");
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"source\":");
+        json::string(&mut out, t.source);
+        out.push_str(",\"stop\":");
+        opt_string(&mut out, t.stop);
+        out.push_str(",\"frames\":");
+        array(&mut out, t.frames.iter().copied(), Row::json);
+        out.push_str(",\"bogus\":");
+        ints(&mut out, &t.bogus());
+        out.push_str(",\"chain\":");
+        match &t.chain {
+            Some(c) if !c.is_empty() => array(&mut out, c.iter().copied(), ChainRow::json),
+            _ => out.push_str("null"),
+        }
+        out.push_str(",\"chain_stop\":");
+        opt_string(&mut out, t.chain_stop);
+        out.push_str(",\"invented\":");
+        ints(&mut out, t.compare.as_ref().map_or(&[][..], |c| &c.invented));
+        out.push_str(",\"lost\":");
+        array(&mut out, t.compare.iter().flat_map(|c| c.lost.iter().copied()), ChainRow::json);
+        out.push('}');
+    }
+    let reads: u64 = threads.iter().map(|t| t.reads).sum();
+    let _ = write!(out, "],\"stats\":{{\"memory_reads\":{reads}}}}}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_and_unplaced_thread() {
+        assert_eq!(
+            verify_json(&[]),
+            "{\"schema\":\"stackproof/verify-bt/1\",\"threads\":[],\"stats\":{\"memory_reads\":0}}"
+        );
+        let row = Row::Unplaced(Unplaced { level: 2, function: "f".into() });
+        let t = Thread {
+            title: Some("T:"),
+            source: "crash-bt",
+            thread: None,
+            stop: None,
+            frames: vec![&row],
+            chain: None,
+            chain_stop: None,
+            compare: None,
+            reads: 3,
+        };
+        assert_eq!(thread_text(&t, true, false), format!("T:\n{}", row.line(false)));
+        let doc = verify_json(&[t]);
+        assert!(
+            doc.contains("\"thread\":null,\"source\":\"crash-bt\",\"stop\":null,\"frames\":[{\"level\":2"),
+            "{doc}"
+        );
+        assert!(doc.ends_with(",\"bogus\":[],\"chain\":null,\"chain_stop\":null,\"invented\":[],\"lost\":[]}],\"stats\":{\"memory_reads\":3}}"), "{doc}");
+    }
+}
