@@ -49,11 +49,32 @@ impl fmt::Display for Symbol {
 }
 
 /// Strip gcc's clone and split suffixes: `foo.cold.3` -> `foo`, `foo.isra.0` -> `foo`.
+/// Leading dots belong to the name (`.text.cold` -> `.text`, `..cold` stays).
 pub fn base_name(name: &str) -> &str {
-    match name.find('.') {
-        Some(i) if i > 0 => &name[..i],
+    let lead = name.len() - name.trim_start_matches('.').len();
+    match name[lead..].find('.') {
+        Some(i) if i > 0 => &name[..lead + i],
         _ => name,
     }
+}
+
+/// The function a split-off part is cut from: the name before its last `.cold`
+/// suffix (`foo.cold.3` -> `foo`, `foo.part.0.cold` -> `foo.part.0`). None when
+/// the name is no compiler's split-off part: it starts with a dot (assembly:
+/// `.cold`, `..cold`, `.text.cold`), or its parent would be one itself; so
+/// following parents ends after one step.
+pub fn cold_parent(name: &str) -> Option<&str> {
+    if name.starts_with('.') {
+        return None;
+    }
+    let i = name.rfind(".cold")?;
+    let rest = &name[i + ".cold".len()..];
+    let numbered = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    if !(rest.is_empty() || rest.strip_prefix('.').is_some_and(numbered)) {
+        return None;
+    }
+    let parent = &name[..i];
+    (!parent.is_empty() && !parent.contains(".cold")).then_some(parent)
 }
 
 /// Where symbol lookups come from (ELF tables, gdb, a crash text).
@@ -193,5 +214,37 @@ mod tests {
         assert_eq!(base_name("foo.cold"), "foo");
         assert_eq!(base_name("foo.isra.0"), "foo");
         assert_eq!(base_name(".hidden"), ".hidden");
+        assert_eq!(base_name(".cold"), ".cold");
+        assert_eq!(base_name(".cold.1"), ".cold");
+        assert_eq!(base_name("..cold"), "..cold");
+        assert_eq!(base_name(".text.cold"), ".text");
+        assert_eq!(base_name("."), ".");
+    }
+
+    #[test]
+    fn cold_parents_end_after_one_step() {
+        assert_eq!(cold_parent("foo.cold"), Some("foo"));
+        assert_eq!(cold_parent("foo.cold.3"), Some("foo"));
+        assert_eq!(cold_parent("foo.part.0.cold"), Some("foo.part.0"));
+        for none in [
+            ".cold",
+            ".cold.1",
+            "..cold",
+            "...cold.2",
+            ".text.cold",
+            "foo",
+            "foo.coldx",
+            "foo.cold.x",
+            "foo.cold.cold",
+            ".",
+        ] {
+            assert_eq!(cold_parent(none), None, "{none}");
+        }
+        // Whatever the name, a parent is never itself a split-off part.
+        for n in ["a.cold", ".a.cold.1", "x.cold.cold.1", "..cold.cold", "a..cold"] {
+            if let Some(p) = cold_parent(n) {
+                assert!(p.len() < n.len() && cold_parent(p).is_none(), "{n} -> {p}");
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{analyze_with, FunctionLayout, Limits, Options, Rule};
 use crate::memory::Memory;
-use crate::symbols::{Symbol, Symbols};
+use crate::symbols::{cold_parent, Symbol, Symbols};
 use crate::x86::decode::read_code;
 
 /// Bytes analysed at most for one function (its symbol size, or this much when unsized).
@@ -65,9 +65,13 @@ fn layout_uncached<M: Memory, S: Symbols>(
     if let Some(l) = cache::get(&key) {
         return Ok(l);
     }
-    let entries = if sym.name.contains(".cold") {
-        let parent_start = syms.address_of(sym.base_name()).ok_or("parent of .cold part unknown")?;
-        let parent = syms.lookup(parent_start).ok_or("parent of .cold part unknown")?;
+    let entries = if let Some(parent_name) = cold_parent(&sym.name) {
+        // The parent is no split-off part itself, so its layout asks for no other: one step.
+        let parent_start = syms.address_of(parent_name).ok_or("parent of .cold part unknown")?;
+        let parent = syms
+            .lookup(parent_start)
+            .filter(|p| cold_parent(&p.name).is_none() && p.start != sym.start)
+            .ok_or("parent of .cold part unknown")?;
         let pl = layout_of(mem, syms, &parent)?;
         let end = sym.start.saturating_add(len);
         let e = pl.entries_into(sym.start, end);

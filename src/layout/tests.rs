@@ -314,3 +314,49 @@ fn jump_to_return_thunk_is_a_return() {
     let opts = Options { return_thunks: vec![thunk], ..Options::default() };
     assert!(analyze_with(&code, BASE, &opts).contradicted);
 }
+
+#[test]
+fn split_part_names_without_a_parent_end() {
+    // `.cold`, `.cold.1`, `..cold`, `.text.cold`: sized assembly functions named like
+    // split-off parts; `.cold`'s parent was itself and the analysis recursed until the
+    // stack overflowed. They are functions of their own.
+    use crate::memory::Regions;
+    use crate::symbols::{Symbol, SymbolTable};
+    let (code, a) = asm(&[PUSH_RBX, TEST_EDI, POP_RBX, RET]);
+    let len = code.len() as u64;
+    let names = [".cold", ".cold.1", "..cold", ".text.cold", ".text", "f.cold", "f"];
+    let mut mem = Regions::new();
+    let mut syms = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let start = BASE + 0x100 * i as u64;
+        mem.add(start, code.clone());
+        syms.push(Symbol::new(*n, start, len));
+    }
+    // A parent whose address a cold part's name wins (`a.cold` over `hhhhhhh`): still one step.
+    let (p1, p2) = (BASE + 0x1000, BASE + 0x1100);
+    mem.add(p1, code.clone()).add(p2, code.clone());
+    syms.extend([
+        Symbol::new("hhhhhhh.cold", p1, len),
+        Symbol::new("hhhhhhh", p2, len),
+        Symbol::new("a.cold", p2, len),
+    ]);
+    let syms = SymbolTable::new(syms);
+    for scoped in [false, true] {
+        for (i, n) in names.iter().enumerate() {
+            let pc = a[2] + 0x100 * i as u64;
+            let run = || at_pc::rule_at(&mem, &syms, pc).map(|(s, _, r)| (s.name.to_string(), r.cfa));
+            let got = if scoped { crate::x86::memo::scoped(run) } else { run() };
+            match *n {
+                // a function entry: the push is seen
+                ".cold" | ".cold.1" | "..cold" | ".text.cold" | ".text" | "f" => {
+                    assert_eq!(got, Ok((n.to_string(), Cfa::Rsp(16))), "{n}")
+                }
+                // parts whose parent never jumps into them: unknown, not a guess
+                _ => assert!(got.is_err(), "{n}: {got:?}"),
+            }
+        }
+        let run = || at_pc::rule_at(&mem, &syms, p1 + 2).map(|(s, _, r)| (s.name.to_string(), r.cfa));
+        let got = if scoped { crate::x86::memo::scoped(run) } else { run() };
+        assert!(got.is_err(), "{got:?}");
+    }
+}

@@ -5,7 +5,7 @@
 //! asks 5000 times whether `rec` leads to `rec`). Answers depend on memory, so
 //! they are kept only inside [`scoped`], which a check wraps around its work.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -87,7 +87,49 @@ pub fn saver(key: (u64, usize, i32), compute: impl FnOnce() -> Option<(u64, Stri
     remembered(|m| &mut m.savers, key, compute)
 }
 
+/// How deep a layout may ask for layouts while it is computed (a `.cold` part
+/// asks for its parent's: 2); deeper is a cycle, refused before it recurses.
+const MAX_LAYOUT_NESTING: u32 = 4;
+
+thread_local! {
+    static LAYOUT_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
 /// A function's layout (start, size): its code is read and looked up once per check.
 pub fn layout(key: (u64, u64), compute: impl FnOnce() -> LayoutResult) -> LayoutResult {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            LAYOUT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    let depth = LAYOUT_DEPTH.with(|d| d.get());
+    if depth >= MAX_LAYOUT_NESTING {
+        return Err("layouts ask for each other in a cycle");
+    }
+    LAYOUT_DEPTH.with(|d| d.set(depth + 1));
+    let _leave = Leave;
     remembered(|m| &mut m.layouts, key, compute)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layout that asks for itself (what a `.cold` part that is its own parent did) ends.
+    fn self_asking(n: &mut u32) -> LayoutResult {
+        *n += 1;
+        layout((1, 2), || self_asking(n))
+    }
+
+    #[test]
+    fn a_layout_cycle_ends() {
+        for scopedness in [false, true] {
+            let mut n = 0;
+            let r = if scopedness { scoped(|| self_asking(&mut n)) } else { self_asking(&mut n) };
+            assert!(r.is_err());
+            assert_eq!(n, MAX_LAYOUT_NESTING + 1);
+            assert_eq!(LAYOUT_DEPTH.with(|d| d.get()), 0);
+        }
+    }
 }

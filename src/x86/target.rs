@@ -3,7 +3,7 @@
 
 use super::decode::{decode, read_code, Flow, Insn, Reg};
 use crate::memory::{Memory, ReadError};
-use crate::symbols::{Symbol, Symbols};
+use crate::symbols::{cold_parent, Symbol, Symbols};
 use iced_x86::Code;
 use std::collections::{HashSet, VecDeque};
 
@@ -82,7 +82,7 @@ pub fn same_function(a: &Symbol, b: &Symbol) -> bool {
     a.start == b.start
         || (a.module == b.module
             && a.base_name() == b.base_name()
-            && (a.name.contains(".cold") || b.name.contains(".cold")))
+            && (cold_parent(&a.name).is_some() || cold_parent(&b.name).is_some()))
 }
 
 /// The register of a retpoline thunk (`__x86_indirect_thunk_r11`, `__llvm_retpoline_rax`).
