@@ -130,3 +130,32 @@ pub fn probe_symbol(path: &Path) -> Result<Option<(String, u64)>, String> {
         .max_by_key(|s| (s.size, std::cmp::Reverse(s.name.clone())))
         .map(|s| (s.name.clone(), s.value)))
 }
+
+/// The separate debug file of `path` (`/usr/lib/debug/.build-id/xx/yyyy.debug`, as
+/// Debian's `-dbg` packages install them), when there is one: it has the full symbol
+/// table where the file itself has only `.dynsym`.
+pub fn debug_file(path: &Path) -> Option<PathBuf> {
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let id = file.build_id().ok()??;
+    let (first, rest) = id.split_first()?;
+    let hex: String = rest.iter().map(|b| format!("{b:02x}")).collect();
+    let p = PathBuf::from(format!("/usr/lib/debug/.build-id/{first:02x}/{hex}.debug"));
+    p.is_file().then_some(p)
+}
+
+/// The link-time address of the segment that starts at file offset 0: a mapping of
+/// offset 0 at address A puts the file at bias `A - this`.
+pub fn first_load_vaddr(path: &Path) -> Result<u64, String> {
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hdr = object::elf::FileHeader64::<object::Endianness>::parse(&*data)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let endian = hdr.endian().map_err(|e| format!("{}: {e}", path.display()))?;
+    let phdrs = hdr.program_headers(endian, &*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    phdrs
+        .iter()
+        .find(|p| p.p_type(endian) == object::elf::PT_LOAD && p.p_offset(endian) == 0)
+        .map(|p| p.p_vaddr(endian))
+        .ok_or_else(|| format!("{}: no loadable segment at offset 0", path.display()))
+}

@@ -4,6 +4,7 @@
 //! symbols through [`symbols::Symbols`]. `python` is the thin pyo3 binding.
 
 pub mod check;
+pub mod corefile;
 pub mod crashbt;
 pub mod elf;
 pub mod json;
@@ -24,5 +25,7 @@ pub(crate) mod testdata;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_core;
 
 pub use oracle::cli::layout_cli;

@@ -771,6 +771,8 @@ mod _core {
         check_chain, decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, thread_text,
         verify_crash_bt, verify_json, ChainFrame, Report, Symtab, TargetMemory,
     };
+    #[pymodule_export]
+    use crate::python_core::CoreFile;
 
     #[pymodule_init]
     fn init(_m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
