@@ -263,7 +263,7 @@ impl CoreFile {
     }
 
     /// Up to `buf.len()` bytes at `addr` from the core: how many were there.
-    fn from_core(&self, addr: u64, buf: &mut [u8]) -> Option<usize> {
+    fn read_dumped(&self, addr: u64, buf: &mut [u8]) -> Option<usize> {
         let i = self.segments.partition_point(|s| s.vaddr <= addr).checked_sub(1)?;
         let s = self.segments.get(i)?;
         let off = addr - s.vaddr;
@@ -280,7 +280,7 @@ impl CoreFile {
     }
 
     /// Up to `buf.len()` bytes at `addr` from the file mapped there.
-    fn from_mapping(&self, addr: u64, buf: &mut [u8]) -> Option<usize> {
+    fn read_mapped(&self, addr: u64, buf: &mut [u8]) -> Option<usize> {
         let m = self.mappings.iter().find(|m| m.start <= addr && addr < m.end)?;
         let at = m.offset.checked_add(addr - m.start)?;
         let mut files = self.files.lock().ok()?;
@@ -305,7 +305,7 @@ impl Memory for CoreFile {
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(ReadError { addr })?;
             let rest = &mut buf[done..];
-            let n = self.from_core(a, rest).or_else(|| self.from_mapping(a, rest)).ok_or(ReadError { addr: a })?;
+            let n = self.read_dumped(a, rest).or_else(|| self.read_mapped(a, rest)).ok_or(ReadError { addr: a })?;
             done += n;
         }
         Ok(())
