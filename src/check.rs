@@ -3,6 +3,7 @@
 //! rbp and indirect-call targets taken from the registers it recovered.
 
 use crate::crashbt::{task_chain, CrashTask};
+use crate::kernel::THREAD_SIZE;
 use crate::memory::Memory;
 use crate::regs::scan::{scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
@@ -126,7 +127,7 @@ fn check_crash_task_unscoped<M: Memory, S: Symbols>(
     let mut spans: Vec<(u64, u64)> = Vec::new();
     for &s in &slots {
         match spans.last_mut() {
-            Some((_, hi)) if s - *hi < KERNEL_STACK => *hi = s,
+            Some((_, hi)) if s - *hi < THREAD_SIZE => *hi = s,
             _ => spans.push((s, s)),
         }
     }
@@ -176,7 +177,6 @@ pub struct LiveCpu {
     pub user_mode: bool,
 }
 
-const KERNEL_STACK: u64 = 0x4000;
 
 /// crash starts a running task's backtrace from its own guess, not from the CPU's
 /// registers: check its frames against the live CPU. In user mode no kernel frame
@@ -207,7 +207,7 @@ fn against_live_cpu<M: Memory, S: Symbols>(
         if caller.frame.kind != FrameKind::Normal || !found(caller.frame.trust) || !found(f.frame.trust) {
             continue;
         }
-        if hi <= lo || hi - lo >= KERNEL_STACK {
+        if hi <= lo || hi - lo >= THREAD_SIZE {
             continue;
         }
         let is_ra = f.frame.level > 0 && f.frame.kind == FrameKind::Normal;
@@ -220,7 +220,7 @@ fn against_live_cpu<M: Memory, S: Symbols>(
             let slot = r.slot?;
             if in_own(r) {
                 None
-            } else if slot < sp && sp - slot < KERNEL_STACK {
+            } else if slot < sp && sp - slot < THREAD_SIZE {
                 Some(Reason::BelowSp(sp))
             } else {
                 stretches

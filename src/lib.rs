@@ -8,6 +8,7 @@ pub mod corefile;
 pub mod crashbt;
 pub mod elf;
 pub mod json;
+pub mod kernel;
 pub mod layout;
 pub mod memory;
 pub mod oracle;

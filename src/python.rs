@@ -494,11 +494,7 @@ fn check_chain<'py>(
     chain: &str,
 ) -> PyResult<CheckResult<'py>> {
     let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
-    let start = start.map(|(pc, sp, regs)| crate::unwind::Start {
-        pc,
-        sp,
-        callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
-    });
+    let start = start.map(start_of);
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     let reads_before = mem.requests();
@@ -661,6 +657,29 @@ fn decode_regs<'py>(
     found_dict(py, &f)
 }
 
+/// The stacks `regs-from-stack --scan` covers by default for a kernel CPU whose frame-0
+/// registers are `start` (`(pc, sp, {"rbx": v, ...})`) and live sp `live_sp`: every
+/// stack its chain crosses, as `(lo, hi, live_sp)`, innermost first. Empty for user space.
+#[pyfunction]
+fn kernel_scan_ranges(
+    read: &Bound<'_, PyAny>,
+    symtab: &Symtab,
+    start: (u64, u64, std::collections::HashMap<String, u64>),
+    live_sp: u64,
+) -> PyResult<Vec<(u64, u64, u64)>> {
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
+    let start = start_of(start);
+    guarded("regs-from-stack", || {
+        let ranges = crate::kernel::scan_ranges(mem, symtab, &start, live_sp);
+        Ok(ranges.into_iter().map(|r| (r.lo, r.hi, r.live_sp)).collect())
+    })
+}
+
+fn start_of((pc, sp, regs): (u64, u64, std::collections::HashMap<String, u64>)) -> crate::unwind::Start {
+    crate::unwind::Start { pc, sp, callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()) }
+}
+
 type StackWord = (u64, Option<u64>, Option<String>);
 
 /// The words of `[lo, hi)`: `(address, value or None if unreadable, "func+off" when the
@@ -768,8 +787,8 @@ fn layout_cli(py: Python<'_>, args: Vec<String>) -> PyResult<(String, i32)> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check_chain, decode_regs, layout_cli, probe_symbol, scan_regs, section_address, stack_words, thread_text,
-        verify_crash_bt, verify_json, ChainFrame, Report, Symtab, TargetMemory,
+        check_chain, decode_regs, kernel_scan_ranges, layout_cli, probe_symbol, scan_regs, section_address,
+        stack_words, thread_text, verify_crash_bt, verify_json, ChainFrame, Report, Symtab, TargetMemory,
     };
     #[pymodule_export]
     use crate::python_core::CoreFile;

@@ -7,6 +7,7 @@
 //! names), and failing that scans the stack for the first return address whose
 //! call leads to the current function (trust `scan`).
 
+use crate::kernel::{KERNEL_HALF, PT_REGS_WINDOW, USER_END};
 use crate::layout::at_pc::rule_at;
 use crate::layout::{Cfa, Saved, CALLEE_SAVED_NAMES};
 use crate::memory::Memory;
@@ -18,9 +19,6 @@ use crate::x86::{call_before, follow_target, CallCheck, CallSite, CallTarget, Li
 
 /// How far above a frame's sp a scan looks for its return address.
 pub const SCAN_WINDOW: u64 = 16 * 1024;
-/// How far above sp a pt_regs is looked for when the layout gives up.
-const PT_REGS_WINDOW: u64 = 0x400;
-const KERNEL_STACK: u64 = 0x4000;
 
 /// Where a recovered register value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +124,7 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
             }
             let user = match next.regs[0].as_ref().map(|r| &r.origin) {
                 Some(Origin::RegisterSet { addr, layout: "pt_regs" })
-                    if next.frame.pc < 0x0000_8000_0000_0000 && cur_sp >= 0xffff_8000_0000_0000 =>
+                    if next.frame.pc < USER_END && cur_sp >= KERNEL_HALF =>
                 {
                     Some(format!(
                         "user-mode pt_regs at {addr:#x}: ip {:#x} sp {:#x}",
@@ -275,23 +273,7 @@ fn step_sigframe<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u
 fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<(Option<Frame>, Frame)> {
     let sp = cur.frame.sp?;
     let mut places = vec![sp];
-    if sp >= 0xffff_8000_0000_0000 {
-        // 6.1's call_on_irqstack: `mov %rsp, (tos); mov tos, %rsp; call func; pop %rsp`,
-        // so at the handler's frame (sp = tos) the word at sp is the interrupted stack
-        // pointer. Older kernels keep it in the top word of the (16 KiB or page) block.
-        let tops = [Some(sp), (sp | (KERNEL_STACK - 1)).checked_sub(7), (sp | 0xfff).checked_sub(7)];
-        for top in tops.into_iter().flatten() {
-            if let Ok(prev) = mem.read_u64(top) {
-                if prev >= 0xffff_8000_0000_0000
-                    && prev & 7 == 0
-                    && (prev ^ sp) >= KERNEL_STACK
-                    && !places.contains(&prev)
-                {
-                    places.push(prev);
-                }
-            }
-        }
-    }
+    places.extend(crate::kernel::previous_stacks(mem, sp).into_iter().map(|(_, prev)| prev));
     for lo in places {
         let opts = ScanOptions { live_sp: Some(lo), sigframes: false, ..ScanOptions::default() };
         let scan = scan_memory(mem, lo, lo.saturating_add(PT_REGS_WINDOW), syms, &opts);
@@ -385,7 +367,7 @@ fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
 
 /// Canonical, not tiny: worth a symbol lookup.
 fn plausible_code_address(v: u64) -> bool {
-    v >= 0x1000 && !(0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&v)
+    v >= 0x1000 && !(USER_END..KERNEL_HALF).contains(&v)
 }
 
 /// `rbx = 0x... saved at 0x... by 'push %rbx' at 0x... (frame #N)`.

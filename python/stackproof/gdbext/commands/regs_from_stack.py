@@ -35,8 +35,9 @@ Kernel x86-64 `struct pt_regs` (interrupts, exceptions, syscalls) and
 user-space rt_sigframe / ucontext. Each candidate is validated (segments,
 flags, ip in text, sp, orig_ax decoded) and exactly one alignment wins.
 A set below the live stack pointer is `stale`; a repeated iret frame is a
-`copy`. The default range is the 16 KiB kernel stack holding $sp, or for
-user space 64 KiB below $sp up to the end of its mapping (8 MiB at most);
+`copy`. The default ranges of a kernel CPU are every stack its chain
+crosses (IRQ stack, task stack, exception stacks), each with its own live sp;
+for user space 64 KiB below $sp up to the end of its mapping (8 MiB at most);
 when gdb's backtrace crosses a signal frame onto another stack (a handler on
 a sigaltstack), that stack is scanned too, with the sp gdb gives its
 innermost frame there as its live sp.
@@ -95,13 +96,18 @@ unwinding back. See also `stackproof-unwinder`."""
                 raise UserError("regs-from-stack: %s" % e)
             lo = hi = None
         else:
+            ranges = []
             if task_stack is not None and args.lo is None:
                 lo, hi = task_stack, task_stack + KERNEL_STACK
+            elif args.lo is None:
+                # Every kernel stack the CPU's chain crosses (IRQ, task, exception stacks).
+                ranges = [tuple(r) for r in _core.kernel_scan_ranges(read, symtab, target.frame0_registers(), sp)]
+                lo, hi = ranges[0][:2] if ranges else self._range(args, sp)
             else:
                 lo, hi = self._range(args, sp)
             if hi <= lo:
                 raise UserError("regs-from-stack: empty range %#x..%#x" % (lo, hi))
-            ranges = [(lo, hi, sp)]
+            ranges = ranges or [(lo, hi, sp)]
             if task_stack is None and args.lo is None and sp < 0xFFFF800000000000:
                 ranges += self._signal_stacks(args, (lo, hi))
             found, unreadable, truncated = [], [], None
