@@ -10,16 +10,12 @@ import re
 import pytest
 
 from conftest import REPO, assert_no_crash, gdb_stackproof, hexint, kernel_fixture
+from test_kernel import drgn_chains, kaslr
 
 KFIX = REPO / "tests" / "fixtures" / "kernel"
 SCENARIOS = ("panic", "irq", "busy", "idle")
 # Stack blocks of the oracle's frames: x86-64 task and IRQ stacks are 16 KiB.
 BLOCK = 0x4000
-
-
-def kaslr(scenario):
-    text = (KFIX / scenario / "kaslr.txt").read_text()
-    return int(re.search(r"KERNELOFFSET=([0-9a-fA-F]+)", text).group(1), 16)
 
 
 def kernel_gdb(scenario, cmds, vmlinux="vmlinux.sym", timeout=90):
@@ -33,21 +29,6 @@ def kernel_gdb(scenario, cmds, vmlinux="vmlinux.sym", timeout=90):
 def json_docs(res, schema):
     key = '{"schema":"%s"' % schema
     return [json.loads(l) for l in res.stdout.splitlines() if l.startswith(key)]
-
-
-def drgn_frames(scenario):
-    """{cpu: [(level, pc, sp, interrupted)]} from drgn's per-CPU traces."""
-    out, cpu = {}, None
-    for line in (KFIX / scenario / "expected-drgn-0.3.0-cpus.txt").read_text().splitlines():
-        m = re.match(r"^== CPU (\d+):", line)
-        if m:
-            cpu = int(m.group(1))
-            out[cpu] = []
-            continue
-        m = re.match(r"^\s+#(\d+)\s+pc=0x([0-9a-f]+) sp=0x([0-9a-f]+) interrupted=(True|False)", line)
-        if m and cpu is not None:
-            out[cpu].append((int(m.group(1)), int(m.group(2), 16), int(m.group(3), 16), m.group(4) == "True"))
-    return out
 
 
 def crash_exception_frames(scenario):
@@ -85,10 +66,10 @@ def test_scan_finds_every_exception_frame_on_the_chains_stacks(scenario):
     (busy CPU 0's number+658 frame), `live` otherwise; and every interrupted frame of drgn's
     chain (after frame 0) is a found live pt_regs with that pc and sp."""
     docs = scan_docs(scenario)
-    drgn = drgn_frames(scenario)
+    drgn = drgn_chains(scenario)  # without drgn's repeats of a frame for its inlined functions
     checked = 0
     for cpu, addr, rip, rsp in crash_exception_frames(scenario):
-        sps = [sp for _l, _pc, sp, _i in drgn[cpu]]
+        sps = [sp for _pc, sp, _i in drgn[cpu]]
         same_stack = [sp for sp in sps if sp // BLOCK == addr // BLOCK]
         if not same_stack:
             continue  # a stack the chain does not cross (busy CPU 1 is in user mode)
@@ -102,10 +83,9 @@ def test_scan_finds_every_exception_frame_on_the_chains_stacks(scenario):
     for cpu, frames in drgn.items():
         live = {(hexint(f["registers"]["ip"]), hexint(f["registers"]["sp"]))
                 for f in docs[cpu]["found"] if f["layout"] == "pt_regs" and f["status"] == "live"}
-        for level, pc, sp, interrupted in frames:
-            # drgn repeats frame 0 for the functions inlined there.
-            if level > 0 and interrupted and (pc, sp) != frames[0][1:3]:
-                assert (pc, sp) in live, (scenario, cpu, level, hex(pc), hex(sp))
+        for pc, sp, interrupted in frames[1:]:
+            if interrupted:
+                assert (pc, sp) in live, (scenario, cpu, hex(pc), hex(sp))
                 checked += 1
     assert checked >= {"panic": 6, "irq": 6, "busy": 3, "idle": 0}[scenario]
 
