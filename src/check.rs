@@ -177,7 +177,6 @@ pub struct LiveCpu {
     pub user_mode: bool,
 }
 
-
 /// crash starts a running task's backtrace from its own guess, not from the CPU's
 /// registers: check its frames against the live CPU. In user mode no kernel frame
 /// is live; in kernel mode a slot below the live sp (on the same stack) is stale,
