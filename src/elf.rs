@@ -38,17 +38,54 @@ struct RawTable {
 
 type Key = (PathBuf, u64, Option<std::time::SystemTime>);
 
-/// Parsed files, so a session parses each file once.
-static PARSED: Lazy<Mutex<HashMap<Key, Arc<RawTable>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+/// Files kept parsed: a symbol table build asks for each file a few times in a row.
+const MAX_PARSED: usize = 16;
+
+/// Recently parsed files, most recent last (path + size + mtime: a rebuilt file is new).
+static PARSED: Lazy<Mutex<Vec<(Key, Arc<RawTable>)>>> = Lazy::new(|| Mutex::new(Vec::new()));
+
+fn remember(key: Key, t: Arc<RawTable>) {
+    if let Ok(mut m) = PARSED.lock() {
+        m.retain(|(k, _)| k.0 != key.0);
+        if m.len() >= MAX_PARSED {
+            m.remove(0);
+        }
+        m.push((key, t));
+    }
+}
+
+fn recall(key: &Key) -> Option<Arc<RawTable>> {
+    let mut m = PARSED.lock().ok()?;
+    let i = m.iter().position(|(k, _)| k == key)?;
+    let hit = m.remove(i);
+    let t = hit.1.clone();
+    m.push(hit);
+    Some(t)
+}
+
+/// A file's bytes, if it is a regular file (a device or FIFO never ends).
+pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
 
 fn parse(path: &Path) -> Result<Arc<RawTable>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some(t) = PARSED.lock().ok().and_then(|m| m.get(&key).cloned()) {
+    if let Some(t) = recall(&key) {
         return Ok(t);
     }
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let file = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let data = read_file(path)?;
+    let t = Arc::new(parse_bytes(&data).map_err(|e| format!("{}: {e}", path.display()))?);
+    remember(key, t.clone());
+    Ok(t)
+}
+
+fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
+    let file = object::File::parse(data).map_err(|e| e.to_string())?;
     let relocatable = file.kind() == object::ObjectKind::Relocatable;
     let mut section_names: HashMap<SectionIndex, String> = HashMap::new();
     let mut sections = HashMap::new();
@@ -84,16 +121,20 @@ fn parse(path: &Path) -> Result<Arc<RawTable>, String> {
     if syms.is_empty() {
         syms = file.dynamic_symbols().filter_map(text).collect();
     }
-    let t = Arc::new(RawTable { relocatable, sections, section_names, syms });
-    if let Ok(mut m) = PARSED.lock() {
-        m.insert(key, t.clone());
-    }
-    Ok(t)
+    Ok(RawTable { relocatable, sections, section_names, syms })
 }
 
 /// The text symbols of `path`, placed, each tagged with `module`.
 pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
-    let t = parse(path)?;
+    Ok(placed(&*parse(path)?, placement, module))
+}
+
+/// The same from the bytes of a file (nothing cached).
+pub fn symbols_from_bytes(data: &[u8], placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
+    Ok(placed(&parse_bytes(data)?, placement, module))
+}
+
+fn placed(t: &RawTable, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
     let mut out = Vec::with_capacity(t.syms.len());
     for s in &t.syms {
         let start = match placement {
@@ -112,7 +153,7 @@ pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) ->
         };
         out.push(Symbol { name: s.name.as_str().into(), start, size: s.size, module: module.map(Into::into) });
     }
-    Ok(out)
+    out
 }
 
 /// Link-time address of a section, to compute a bias from where the debugger put it.
@@ -135,7 +176,7 @@ pub fn probe_symbol(path: &Path) -> Result<Option<(String, u64)>, String> {
 /// Debian's `-dbg` packages install them), when there is one: it has the full symbol
 /// table where the file itself has only `.dynsym`.
 pub fn debug_file(path: &Path) -> Option<PathBuf> {
-    let data = std::fs::read(path).ok()?;
+    let data = read_file(path).ok()?;
     let file = object::File::parse(&*data).ok()?;
     let id = file.build_id().ok()??;
     let (first, rest) = id.split_first()?;
@@ -148,7 +189,7 @@ pub fn debug_file(path: &Path) -> Option<PathBuf> {
 /// offset 0 at address A puts the file at bias `A - this`.
 pub fn first_load_vaddr(path: &Path) -> Result<u64, String> {
     use object::read::elf::{FileHeader, ProgramHeader};
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let data = read_file(path)?;
     let hdr = object::elf::FileHeader64::<object::Endianness>::parse(&*data)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let endian = hdr.endian().map_err(|e| format!("{}: {e}", path.display()))?;
@@ -158,4 +199,33 @@ pub fn first_load_vaddr(path: &Path) -> Result<u64, String> {
         .find(|p| p.p_type(endian) == object::elf::PT_LOAD && p.p_offset(endian) == 0)
         .map(|p| p.p_vaddr(endian))
         .ok_or_else(|| format!("{}: no loadable segment at offset 0", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_files_are_bounded_and_a_rebuilt_file_is_read_anew() {
+        let dir = std::env::temp_dir().join(format!("stackproof-elf-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&exe).unwrap();
+        let paths: Vec<PathBuf> = (0..MAX_PARSED + 4).map(|i| dir.join(format!("f{i}"))).collect();
+        for p in &paths {
+            std::fs::write(p, &bytes).unwrap();
+            parse(p).unwrap();
+        }
+        let held = |p: &Path| PARSED.lock().unwrap().iter().filter(|(k, _)| k.0 == p).count();
+        assert!(PARSED.lock().unwrap().len() <= MAX_PARSED);
+        assert_eq!(held(&paths[0]), 0, "the oldest was dropped");
+        assert_eq!(held(paths.last().unwrap()), 1);
+        // the same path rewritten (another size): one entry, the new one
+        let p = paths.last().unwrap();
+        std::fs::write(p, &bytes[..bytes.len() - 1]).unwrap();
+        let _ = parse(p);
+        assert!(held(p) <= 1);
+        assert!(read_file(Path::new("/dev/zero")).unwrap_err().contains("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -16,6 +16,8 @@ pub mod regs;
 pub mod report;
 pub mod resolve;
 pub mod symbols;
+#[doc(hidden)]
+pub mod synth;
 pub mod text;
 pub mod unwind;
 pub mod verify;

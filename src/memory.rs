@@ -33,12 +33,36 @@ pub trait Memory {
         self.read(addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
+
+    /// The readable stretches of `[lo, hi)`, sorted, when the source knows them
+    /// without probing (a file's segments, test regions); None: ask by reading.
+    fn readable_ranges(&self, _lo: u64, _hi: u64) -> Option<Vec<(u64, u64)>> {
+        None
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         (**self).read(addr, buf)
     }
+    fn readable_ranges(&self, lo: u64, hi: u64) -> Option<Vec<(u64, u64)>> {
+        (**self).readable_ranges(lo, hi)
+    }
+}
+
+/// `[lo, hi)` cut to the union of `ranges` (any order, may overlap): sorted, merged.
+pub fn clip_ranges(ranges: impl IntoIterator<Item = (u64, u64)>, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> =
+        ranges.into_iter().map(|(s, e)| (s.max(lo), e.min(hi))).filter(|(s, e)| s < e).collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (s, e) in v {
+        match out.last_mut() {
+            Some((_, le)) if s <= *le => *le = (*le).max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
 }
 
 /// Explicit regions of memory; everything else is unreadable. For tests and replayed fixtures.
@@ -79,6 +103,10 @@ impl Memory for Regions {
             *b = self.byte(a).ok_or(ReadError { addr: a })?;
         }
         Ok(())
+    }
+
+    fn readable_ranges(&self, lo: u64, hi: u64) -> Option<Vec<(u64, u64)>> {
+        Some(clip_ranges(self.regions.iter().map(|(s, b)| (*s, s.saturating_add(b.len() as u64))), lo, hi))
     }
 }
 
@@ -250,6 +278,10 @@ impl<M: Memory> Memory for BlockCache<M> {
             done += take;
         }
         Ok(())
+    }
+
+    fn readable_ranges(&self, lo: u64, hi: u64) -> Option<Vec<(u64, u64)>> {
+        self.inner.readable_ranges(lo, hi)
     }
 }
 

@@ -686,18 +686,52 @@ type StackWord = (u64, Option<u64>, Option<String>);
 /// value is a return address: code right after a call)`.
 #[pyfunction]
 fn stack_words(read: &Bound<'_, PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<StackWord>> {
+    use crate::regs::annotate::StackWord as W;
+    let (rows, _cut) = stack_rows_of(read, symtab, lo, hi, 1 << 20)?;
+    let mut out = Vec::new();
+    for r in rows {
+        match r {
+            W::Word { address, value, ra } => out.push((address, Some(value), ra)),
+            W::Unreadable { address, len } => out.extend((0..len / 8).map(|i| (address + i * 8, None, None))),
+        }
+    }
+    Ok(out)
+}
+
+fn stack_rows_of(
+    read: &Bound<'_, PyAny>,
+    symtab: &Symtab,
+    lo: u64,
+    hi: u64,
+    max_words: u64,
+) -> PyResult<(Vec<crate::regs::annotate::StackWord>, Option<u64>)> {
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
-    guarded("regs-from-stack", || {
-        let n = (hi.saturating_sub(lo) / 8).min(1 << 20);
-        let mut out = Vec::with_capacity(n as usize);
-        for a in (0..n).map(|i| lo + i * 8) {
-            let v = mem.read_u64(a).ok();
-            let ra = v.and_then(|v| crate::unwind::return_address_in(mem, symtab, v));
-            out.push((a, v, ra));
-        }
-        Ok(out)
-    })
+    guarded("regs-from-stack", || Ok(crate::regs::annotate::stack_words(mem, symtab, lo, hi, max_words)))
+}
+
+/// `--annotate`'s rows of `[lo, hi)`, at most `max_words` words: `([(address, value or None,
+/// "func+off" of a return address or None, bytes)], where the range was cut or None)`;
+/// a run of unreadable words is one row of that many bytes.
+#[pyfunction]
+#[pyo3(signature = (read, symtab, lo, hi, max_words=crate::regs::annotate::MAX_WORDS))]
+fn stack_rows(
+    read: &Bound<'_, PyAny>,
+    symtab: &Symtab,
+    lo: u64,
+    hi: u64,
+    max_words: u64,
+) -> PyResult<(Vec<(u64, Option<u64>, Option<String>, u64)>, Option<u64>)> {
+    use crate::regs::annotate::StackWord as W;
+    let (rows, cut) = stack_rows_of(read, symtab, lo, hi, max_words)?;
+    let rows = rows
+        .into_iter()
+        .map(|r| match r {
+            W::Word { address, value, ra } => (address, Some(value), ra, 8),
+            W::Unreadable { address, len } => (address, None, None, len),
+        })
+        .collect();
+    Ok((rows, cut))
 }
 
 /// A `verify-bt` thread dict of the gdb layer (`title`, `source`, `thread`, `stop`,
@@ -787,7 +821,7 @@ fn layout_cli(py: Python<'_>, args: Vec<String>) -> PyResult<(String, i32)> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check_chain, decode_regs, kernel_scan_ranges, layout_cli, probe_symbol, scan_regs, section_address,
+        check_chain, decode_regs, kernel_scan_ranges, layout_cli, probe_symbol, scan_regs, section_address, stack_rows,
         stack_words, thread_text, verify_crash_bt, verify_json, ChainFrame, Report, Symtab, TargetMemory,
     };
     #[pymodule_export]

@@ -39,30 +39,34 @@ pub struct Image {
     alloc: Vec<Range<usize>>,
 }
 
-fn file_range(s: &object::Section<'_, '_>) -> Option<Range<usize>> {
+/// A section's bytes in the file; None when its header puts them (partly) outside it.
+fn file_range(s: &object::Section<'_, '_>, file_len: usize) -> Option<Range<usize>> {
     let (off, len) = s.file_range()?;
     let a = usize::try_from(off).ok()?;
-    Some(a..a.checked_add(usize::try_from(len).ok()?)?)
+    let b = a.checked_add(usize::try_from(len).ok()?)?;
+    (b <= file_len).then_some(a..b)
 }
 
 impl Image {
     pub fn load(path: &Path) -> Result<Image, String> {
-        let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let data = crate::elf::read_file(path)?;
+        Image::parse(data).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// An image from the bytes of an ELF file.
+    pub fn parse(data: Vec<u8>) -> Result<Image, String> {
         let (code, symbols, noreturn, plt_local, return_thunks, labels, sections, alloc, pic) = {
-            let f = object::File::parse(&*data).map_err(|e| format!("{}: {e}", path.display()))?;
+            let f = object::File::parse(&*data).map_err(|e| e.to_string())?;
             if f.kind() == object::ObjectKind::Relocatable {
                 // Unrelocated: every section at 0, call targets are relocation placeholders.
-                return Err(format!(
-                    "{}: relocatable object; analyze the linked image (or live memory)",
-                    path.display()
-                ));
+                return Err("relocatable object; analyze the linked image (or live memory)".to_string());
             }
             let pic = f.kind() == object::ObjectKind::Dynamic;
             let mut code = Vec::new();
             let mut sections = Vec::new();
             let mut alloc = Vec::new();
             for s in f.sections() {
-                let Some(r) = file_range(&s) else { continue };
+                let Some(r) = file_range(&s, data.len()) else { continue };
                 if let object::SectionFlags::Elf { sh_flags, .. } = s.flags() {
                     if sh_flags.0 & object::elf::SHF_ALLOC.0 != 0 {
                         alloc.push(r.clone());

@@ -5,6 +5,7 @@ use std::process::Command;
 
 use super::compare::check;
 use super::image::Image;
+use crate::synth::tiny_elf;
 
 const CONFIGS: &[&str] = &[
     "-O0",
@@ -70,4 +71,32 @@ fn kernel_orc_agrees() {
     assert!(r.covered > 2_000_000);
     assert!(r.answered as f64 / r.covered as f64 > 0.99);
     assert!(r.agree as f64 / r.answered as f64 > 0.999);
+}
+
+#[test]
+fn section_sizes_past_the_end_of_the_file_are_not_trusted() {
+    const PROGBITS: u32 = 1;
+    const ALLOC_EXEC: u64 = 0x6;
+    let dir = std::env::temp_dir().join(format!("stackproof-tiny-elf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, size) in
+        [(".plt", 0x10_0000u64), (".plt.sec", u64::MAX / 2), (".plt.got", 0x20_0000), (".text", 1 << 40)]
+    {
+        let data = tiny_elf(&[(name, PROGBITS, ALLOC_EXEC, 0x401000, 64, size)], &[0; 256]);
+        let path = dir.join(name.trim_start_matches('.'));
+        std::fs::write(&path, &data).unwrap();
+        let img = Image::load(&path).unwrap();
+        // One PLT entry per 16 bytes of the file at most (a huge sh_size pushed 2 GB of them).
+        assert!(img.functions(&[]).len() <= data.len() / 16, "{name}");
+        assert!(!img.in_plt(0x401000 + 0x1000), "{name}");
+        assert!(img.bytes(0x401000, 0x401010).is_none(), "{name}: bytes beyond the file");
+    }
+    // In the file: still one stub per 16 bytes.
+    let data = tiny_elf(&[(".plt", PROGBITS, ALLOC_EXEC, 0x401000, 64, 64)], &[0; 256]);
+    let path = dir.join("plt-ok");
+    std::fs::write(&path, &data).unwrap();
+    let img = Image::load(&path).unwrap();
+    assert_eq!(img.functions(&[]).len(), 4);
+    assert!(crate::elf::load_symbols(&path, &crate::elf::Placement::Bias(0), None).unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,7 +1,65 @@
 //! Labelled stack rows (data only; rendering is the Python layer's).
 
-use super::scan::Found;
+use super::scan::{read_runs, Found};
 use super::word_at;
+use crate::memory::Memory;
+use crate::symbols::Symbols;
+
+/// Words shown at most by default (1 MiB of stack); a larger range is cut there.
+pub const MAX_WORDS: u64 = 1 << 17;
+
+/// A stack word, or a run of words that cannot be read (one row, however long).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackWord {
+    /// `ra`: `func+off` when the value is a return address (code right after a call).
+    Word {
+        address: u64,
+        value: u64,
+        ra: Option<String>,
+    },
+    Unreadable {
+        address: u64,
+        len: u64,
+    },
+}
+
+/// The 8-byte words from `lo` below `hi`, at most `max_words` of them; the second
+/// value is where the range was cut, if it was.
+pub fn stack_words<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    lo: u64,
+    hi: u64,
+    max_words: u64,
+) -> (Vec<StackWord>, Option<u64>) {
+    let n = hi.saturating_sub(lo) / 8;
+    let cut = (n > max_words).then(|| lo + max_words * 8);
+    let n = n.min(max_words);
+    let mut out = Vec::new();
+    if n == 0 {
+        return (out, cut);
+    }
+    let mut unreadable = Vec::new();
+    let runs = read_runs(mem, lo, lo + n * 8, &mut unreadable);
+    let mut runs = runs.iter().peekable();
+    for a in (0..n).map(|i| lo + i * 8) {
+        while runs.next_if(|(b, v)| b + v.len() as u64 <= a).is_some() {}
+        let value = runs.peek().and_then(|(b, v)| {
+            let off = usize::try_from(a.checked_sub(*b)?).ok()?;
+            word_at(v, off)
+        });
+        match value {
+            Some(value) => {
+                out.push(StackWord::Word { address: a, value, ra: crate::unwind::return_address_in(mem, syms, value) })
+            }
+            None => match out.last_mut() {
+                Some(StackWord::Unreadable { address, len }) if *address + *len == a => *len += 8,
+                _ => out.push(StackWord::Unreadable { address: a, len: 8 }),
+            },
+        }
+    }
+    (out, cut)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
@@ -66,6 +124,39 @@ mod tests {
         assert_eq!(r[1].labels, vec!["a".to_string(), "b".to_string()]);
         assert!(r[0].labels.is_empty() && r[2].labels.is_empty());
         assert!(rows(u64::MAX - 7, &[0u8; 16], &[]).len() == 1);
+    }
+
+    #[test]
+    fn words_collapse_unreadable_runs_and_stop_at_the_cap() {
+        use crate::memory::Regions;
+        use crate::symbols::SymbolTable;
+        let mut m = Regions::new();
+        m.add_u64s(0x10000, &[1, 2]);
+        m.add_u64s(0x13000, &[3]);
+        m.add(0x13ffc, vec![0xee; 4]); // a word cut by the end of what reads
+        let syms = SymbolTable::default();
+        let (w, cut) = stack_words(&m, &syms, 0x10000, 0x14008, MAX_WORDS);
+        assert_eq!(cut, None);
+        let unreadable = |address, len| StackWord::Unreadable { address, len };
+        let word = |address, value| StackWord::Word { address, value, ra: None };
+        assert_eq!(w[..3], [word(0x10000, 1), word(0x10008, 2), unreadable(0x10010, 0x3000 - 0x10)]);
+        assert_eq!(w[3], word(0x13000, 3));
+        assert_eq!(w[4..], [unreadable(0x13008, 0x1000)]);
+        // Every word reported unreadable is, every value is memory's.
+        for r in &w {
+            match r {
+                StackWord::Word { address, value, .. } => assert_eq!(m.read_u64(*address), Ok(*value)),
+                StackWord::Unreadable { address, len } => {
+                    assert!((0..len / 8).all(|i| m.read_u64(address + i * 8).is_err()))
+                }
+            }
+        }
+        // The whole address space: cut after max_words words, one row for what does not read.
+        let (w, cut) = stack_words(&m, &syms, 0, u64::MAX, 4096);
+        assert_eq!(cut, Some(4096 * 8));
+        assert_eq!(w, vec![unreadable(0, 4096 * 8)]);
+        let (w, cut) = stack_words(&m, &syms, u64::MAX - 15, u64::MAX, 10);
+        assert_eq!((w.len(), cut), (1, None));
     }
 
     #[test]

@@ -351,8 +351,8 @@ pub fn scan_memory(mem: &dyn Memory, lo: u64, hi: u64, symbols: &dyn Symbols, op
     scan
 }
 
-/// Readable runs of `[lo, hi)`; unreadable page ranges are recorded, merged.
-fn read_runs(mem: &dyn Memory, lo: u64, hi: u64, unreadable: &mut Vec<(u64, u64)>) -> Vec<(u64, Vec<u8>)> {
+/// Readable runs of `[lo, hi)`; unreadable ranges are recorded, merged.
+pub(crate) fn read_runs(mem: &dyn Memory, lo: u64, hi: u64, unreadable: &mut Vec<(u64, u64)>) -> Vec<(u64, Vec<u8>)> {
     let len = (hi - lo) as usize;
     let mut whole = vec![0u8; len];
     if mem.read(lo, &mut whole).is_ok() {
@@ -363,19 +363,102 @@ fn read_runs(mem: &dyn Memory, lo: u64, hi: u64, unreadable: &mut Vec<(u64, u64)
     let mut a = lo;
     while a < hi {
         let next = (a & !(PAGE - 1)).checked_add(PAGE).map_or(hi, |n| n.min(hi));
-        let mut chunk = vec![0u8; (next - a) as usize];
-        if mem.read(a, &mut chunk).is_ok() {
-            match runs.last_mut() {
-                Some((b, v)) if b.checked_add(v.len() as u64) == Some(a) => v.extend_from_slice(&chunk),
-                _ => runs.push((a, chunk)),
-            }
-        } else {
-            match unreadable.last_mut() {
-                Some((_, e)) if *e == a => *e = next,
-                _ => unreadable.push((a, next)),
+        for (start, end, bytes) in page_pieces(mem, a, next) {
+            match bytes {
+                Some(chunk) => match runs.last_mut() {
+                    Some((b, v)) if b.checked_add(v.len() as u64) == Some(start) => v.extend_from_slice(&chunk),
+                    _ => runs.push((start, chunk)),
+                },
+                None => match unreadable.last_mut() {
+                    Some((_, e)) if *e == start => *e = end,
+                    _ => unreadable.push((start, end)),
+                },
             }
         }
         a = next;
     }
     runs
+}
+
+/// Readable pieces lying inside an otherwise unreadable stretch are looked for this
+/// far apart when the source cannot tell its readable ranges (a smaller one may be missed).
+const PROBE_STEP: u64 = 256;
+
+/// `[a, next)` (within one page) as pieces `(start, end, bytes or None if unreadable)`.
+/// Exact when the source knows its readable ranges; else a page readable in part gives
+/// its readable prefix (up to the address the failed read names) and suffix (bisection)
+/// exactly, and pieces in between are probed every [`PROBE_STEP`] bytes.
+fn page_pieces(mem: &dyn Memory, a: u64, next: u64) -> Vec<(u64, u64, Option<Vec<u8>>)> {
+    let read = |s: u64, e: u64| {
+        let mut b = vec![0u8; (e - s) as usize];
+        mem.read(s, &mut b).map(|()| b)
+    };
+    if let Ok(b) = read(a, next) {
+        return vec![(a, next, Some(b))];
+    }
+    let readable = match mem.readable_ranges(a, next) {
+        Some(r) => r,
+        None => probe_readable(mem, a, next),
+    };
+    let mut out = Vec::new();
+    let mut at = a;
+    for (s, e) in readable {
+        match read(s, e) {
+            Ok(b) => {
+                if s > at {
+                    out.push((at, s, None));
+                }
+                out.push((s, e, Some(b)));
+                at = e;
+            }
+            Err(_) => continue,
+        }
+    }
+    if at < next {
+        out.push((at, next, None));
+    }
+    out
+}
+
+/// The readable stretches of `[a, next)` found by reading, assuming each is contiguous.
+fn probe_readable(mem: &dyn Memory, a: u64, next: u64) -> Vec<(u64, u64)> {
+    let reads = |s: u64, e: u64| s < e && mem.read(s, &mut vec![0u8; (e - s) as usize]).is_ok();
+    // Where a read from `s` stops (the failing address it names), at most `next`.
+    let stops = |s: u64| match mem.read(s, &mut vec![0u8; (next - s) as usize]) {
+        Ok(()) => next,
+        Err(e) => e.addr.clamp(s, next),
+    };
+    let mut found = Vec::new();
+    let mut known_bad = a; // the first byte of the current unreadable stretch
+    let prefix = stops(a);
+    if prefix > a {
+        found.push((a, prefix));
+        known_bad = prefix;
+    }
+    let mut p = known_bad;
+    while p < next {
+        // the next probe point past the stretch known unreadable, and the page's last byte
+        p = (p / PROBE_STEP + 1).saturating_mul(PROBE_STEP).min(next - 1).max(p + 1).min(next);
+        if p >= next || !reads(p, p + 1) {
+            if p >= next - 1 {
+                break;
+            }
+            continue;
+        }
+        // a piece holding p: its start by bisection (bad below, good at p), its end from a read
+        let (mut bad, mut good) = (known_bad, p);
+        while good - bad > 1 {
+            let mid = bad + (good - bad) / 2;
+            if reads(mid, p + 1) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        let end = stops(good);
+        found.push((good, end));
+        known_bad = end;
+        p = end;
+    }
+    found
 }

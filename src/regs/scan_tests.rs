@@ -367,6 +367,52 @@ fn unreadable_pages_are_reported_not_zero() {
 }
 
 #[test]
+fn partly_readable_pages_are_scanned_exactly() {
+    // A segment ending inside page 0 and one starting inside page 1: a frame in each
+    // readable part (the scanner took both pages for unreadable and missed them).
+    let base = 0xffff_c900_0070_0000u64;
+    let mut m = Regions::new();
+    let mut w = vec![0u64; 0x80];
+    w[0x21..0x21 + 21].copy_from_slice(&kernel_frame(base + 0x108, TEXT + 0x110, 0x246));
+    m.add_u64s(base, &w);
+    let tail = base + 0x1c00;
+    let mut w = vec![0u64; 0x80];
+    w[1..1 + 21].copy_from_slice(&kernel_frame(tail + 8, TEXT + 0x110, 0x246));
+    m.add_u64s(tail, &w);
+    let scan = scan_memory(&m, base, base + 0x2000, &kernel_symbols(), &ScanOptions::default());
+    assert_eq!(scan.unreadable, vec![(base + 0x400, tail)], "exactly the bytes that do not read");
+    assert_eq!(scan.found.iter().map(|f| f.address).collect::<Vec<_>>(), vec![base + 0x108, tail + 8]);
+    // Every byte reported unreadable is unreadable, every other one reads.
+    for a in (base..base + 0x2000).step_by(8) {
+        let inside = scan.unreadable.iter().any(|&(s, e)| a >= s && a < e);
+        assert_eq!(m.read_u64(a).is_err(), inside, "{a:#x}");
+    }
+    // A source that cannot tell its ranges (gdb): found by reading, the same answer;
+    // and a piece inside a page whose both ends do not read.
+    struct Opaque<'a>(&'a Regions);
+    impl Memory for Opaque<'_> {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+            self.0.read(addr, buf)
+        }
+    }
+    let o = scan_memory(&Opaque(&m), base, base + 0x2000, &kernel_symbols(), &ScanOptions::default());
+    assert_eq!((o.unreadable.clone(), o.found.len()), (scan.unreadable.clone(), 2));
+    let mut m2 = Regions::new();
+    let mid = base + 0x1500;
+    let mut w = vec![0u64; 0x60];
+    w[1..1 + 21].copy_from_slice(&kernel_frame(mid + 8, TEXT + 0x110, 0x246));
+    m2.add_u64s(mid, &w);
+    let o = scan_memory(&Opaque(&m2), base + 0x1000, base + 0x2000, &kernel_symbols(), &ScanOptions::default());
+    assert_eq!(o.unreadable, vec![(base + 0x1000, mid), (mid + 0x300, base + 0x2000)]);
+    assert_eq!(o.found.iter().map(|f| f.address).collect::<Vec<_>>(), vec![mid + 8]);
+    // An odd end inside a word, and a range not starting on a page.
+    let mut m = Regions::new();
+    m.add(base, vec![0u8; 0x3b3]);
+    let scan = scan_memory(&m, base + 0x10, base + 0x1000, &kernel_symbols(), &ScanOptions::default());
+    assert_eq!(scan.unreadable, vec![(base + 0x3b3, base + 0x1000)]);
+}
+
+#[test]
 fn scan_memory_reads_the_range_in_one_request() {
     struct Counting<'a>(&'a Regions, std::cell::Cell<u32>);
     impl Memory for Counting<'_> {

@@ -91,3 +91,20 @@ class StackproofCommand(gdb.Command):
         finally:
             if gc_was_on:
                 gc.enable()
+
+
+def bounded_int(lo, hi):
+    """An argparse type: an integer (decimal or 0x-hex) in [lo, hi]; anything else is a
+    one-line usage error (a huge number would overflow the core's 64-bit arguments)."""
+    def integer(text):
+        try:
+            value = int(text, 10)
+        except ValueError:
+            try:
+                value = int(text, 0)
+            except ValueError:
+                raise argparse.ArgumentTypeError("invalid integer %r" % text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError("%s is out of range (%d to %d)" % (text, lo, hi))
+        return value
+    return integer

@@ -85,6 +85,14 @@ def _may_run(inf):
     return th is not None and th.is_running()
 
 
+U64_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+def end_of(addr, size):
+    """`addr + size`, saturated at the top of the address space (no range passes 2^64)."""
+    return min(addr + size, U64_MAX)
+
+
 def parse_address(expr, what="address"):
     """A gdb expression (`$sp+8`, `0xffff...`, `&var`) as an unsigned 64-bit integer."""
     try:
@@ -366,6 +374,8 @@ INACTIVE_FRAME_WORDS = 7      # struct inactive_task_frame: r15 r14 r13 r12 bx b
 
 
 def _u64(read, addr):
+    if not 0 <= addr <= U64_MAX - 7:
+        return None  # the word would pass the top of the address space
     b = read(addr, 8)
     return None if b is None else int.from_bytes(b, "little")
 
@@ -485,7 +495,7 @@ def task_start(read, task_expr, saved_sp_expr=None, symtab=None):
         if saved_sp is None:
             raise UserError("--task %#x: thread.sp not readable" % task)
     words = [_u64(read, saved_sp + 8 * i) for i in range(INACTIVE_FRAME_WORDS)]
-    if words[6] is None:
+    if words[6] is None or saved_sp + 8 * INACTIVE_FRAME_WORDS > U64_MAX:
         raise UserError("--task %#x: inactive_task_frame at %#x not readable" % (task, saved_sp))
     ret = words[6]
     regs = {n: v for n, v in zip(("r15", "r14", "r13", "r12", "rbx", "rbp"), words) if v is not None}

@@ -8,13 +8,14 @@ import gdb
 
 from stackproof import _core, render
 from stackproof.gdbext import target, unwinder
-from stackproof.gdbext.command import StackproofCommand, ascii_text
+from stackproof.gdbext.command import StackproofCommand, ascii_text, bounded_int
 from stackproof.gdbext.target import UserError
 
 SCHEMA = "stackproof/regs-from-stack/1"
 KERNEL_STACK = 0x4000  # THREAD_SIZE and IRQ stack size on x86-64
 USER_SCAN_BELOW = 0x10000
 USER_SCAN_MAX = 8 << 20
+MAX_WORDS = 1 << 17  # --annotate's default: 1 MiB of stack
 
 
 class RegsFromStack(StackproofCommand):
@@ -61,6 +62,8 @@ unwinding back. See also `stackproof-unwinder`."""
         p.add_argument("--all", action="store_true", help="callee-saved registers of every frame")
         p.add_argument("--task", metavar="ADDR",
                        help="a sleeping kernel task (task_struct address): its stack, and its saved sp as live sp")
+        p.add_argument("--max-words", type=bounded_int(1, 1 << 30), default=MAX_WORDS, metavar="N",
+                       help="--annotate shows at most N words (default %d); a longer range is cut" % MAX_WORDS)
         p.add_argument("--json", action="store_true", help="one JSON document (schema %s)" % SCHEMA)
         p.add_argument("--use", metavar="ADDR|off",
                        help="frame #1 of the selected thread becomes the set at ADDR; `off` undoes it")
@@ -98,7 +101,7 @@ unwinding back. See also `stackproof-unwinder`."""
         else:
             ranges = []
             if task_stack is not None and args.lo is None:
-                lo, hi = task_stack, task_stack + KERNEL_STACK
+                lo, hi = task_stack, target.end_of(task_stack, KERNEL_STACK)
             elif args.lo is None:
                 # Every kernel stack the CPU's chain crosses (IRQ, task, exception stacks).
                 ranges = [tuple(r) for r in _core.kernel_scan_ranges(read, symtab, target.frame0_registers(), sp)]
@@ -126,9 +129,11 @@ unwinding back. See also `stackproof-unwinder`."""
 
         words = None
         if args.annotate:
-            words = self._annotated_words(read, symtab, found, lo, hi, sp, gdb_chain=task_stack is None)
-            doc["words"] = [{"address": render.hexa(a), "value": render.hexa(v), "labels": labels}
-                            for a, v, labels in words]
+            words, cut = self._annotated_words(read, symtab, found, lo, hi, sp, args.max_words)
+            doc["words"] = [dict({"address": render.hexa(a), "value": render.hexa(v), "labels": labels},
+                                 **({"unreadable_bytes": n} if v is None else {}))
+                            for a, v, labels, n in words]
+            doc["words_cut_at"] = render.hexa(cut)
 
         if args.json:
             sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
@@ -143,9 +148,14 @@ unwinding back. See also `stackproof-unwinder`."""
             out.extend(_found_text(f))
         if words is not None:
             out.append("")
-            for a, v, labels in words:
+            for a, v, labels, n in words:
+                if v is None and n > 8:
+                    out.append("%016x: ... %#x bytes unreadable ..." % (a, n))
+                    continue
                 val = "%016x" % v if v is not None else "<unreadable>   "
                 out.append("%016x: %s  %s" % (a, val, " ".join("[%s]" % l for l in labels)))
+            if cut is not None:
+                out.append("... stopped at %016x after %d words (--max-words N shows more)" % (cut, args.max_words))
         print(ascii_text("\n".join(out)))
 
     def _use(self, args):
@@ -259,7 +269,7 @@ unwinding back. See also `stackproof-unwinder`."""
             return target.parse_address(args.lo, "--from"), target.parse_address(args.hi, "--to")
         if sp >= 0xFFFF800000000000:
             lo = sp & ~(KERNEL_STACK - 1)
-            return lo, lo + KERNEL_STACK
+            return lo, target.end_of(lo, KERNEL_STACK)
         end = _mapping_end(sp) or sp + (1 << 20)
         return max(sp - USER_SCAN_BELOW, 0x1000) & ~0xFFF, min(end, sp + USER_SCAN_MAX)
 
@@ -292,11 +302,11 @@ unwinding back. See also `stackproof-unwinder`."""
         return out
 
     @staticmethod
-    def _annotated_words(read, symtab, found, lo, hi, sp, gdb_chain=True):
+    def _annotated_words(read, symtab, found, lo, hi, sp, max_words):
         """Every word from sp (or --from) up, labelled: saved-register slots, return addresses
         of gdb's frames (`ra #N`), other return addresses (stale)."""
         if lo is None:
-            lo, hi = sp, sp + 0x200
+            lo, hi = sp, target.end_of(sp, 0x200)
         labels = {}
         for f in found:
             for addr, label in f["labels"]:
@@ -324,7 +334,11 @@ unwinding back. See also `stackproof-unwinder`."""
             pass
         canary = _canary(read, sp)
         out = []
-        for addr, value, ra in _core.stack_words(read, symtab, max(lo, sp) if lo <= sp < hi else lo, hi):
+        rows, cut = _core.stack_rows(read, symtab, max(lo, sp) if lo <= sp < hi else lo, hi, max_words)
+        for addr, value, ra, size in rows:
+            if value is None:
+                out.append((addr, None, [], size))
+                continue
             ls = list(labels.get(addr, []))
             if canary is not None and value == canary:
                 ls.append("canary")
@@ -332,8 +346,8 @@ unwinding back. See also `stackproof-unwinder`."""
                 ls.append("ra #%d %s" % (chain[addr][0], ra or "??"))
             elif ra is not None:
                 ls.append("ra %s, not in the backtrace" % ra if addr >= sp else "stale ra %s (below sp)" % ra)
-            out.append((addr, value, ls))
-        return out
+            out.append((addr, value, ls, size))
+        return out, cut
 
 
 def _canary(read, sp):
@@ -343,7 +357,7 @@ def _canary(read, sp):
         b = int(gdb.parse_and_eval(base)) & 0xFFFFFFFFFFFFFFFF
     except (gdb.error, ValueError):
         return None
-    raw = read(b + 0x28, 8) if b else None
+    raw = read(b + 0x28, 8) if b and b + 0x28 <= target.U64_MAX - 7 else None
     v = int.from_bytes(raw, "little") if raw else None
     return v if v not in (None, 0) else None
 

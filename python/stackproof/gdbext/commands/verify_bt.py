@@ -6,8 +6,13 @@ import gdb
 
 from stackproof import _core, render
 from stackproof.gdbext import target
-from stackproof.gdbext.command import StackproofCommand, ascii_text
+from stackproof.gdbext.command import StackproofCommand, ascii_text, bounded_int
 from stackproof.gdbext.target import UserError
+
+MAX_FRAMES = 1 << 20
+# crash's `bt -a` of a big machine is megabytes; beyond these it is not crash's output.
+CRASH_TEXT_MAX_BYTES = 64 << 20
+CRASH_TEXT_MAX_LINES = 1 << 20
 
 
 class VerifyBt(StackproofCommand):
@@ -37,7 +42,8 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                        help="a sleeping kernel task (task_struct address): start from its saved context "
                             "(thread.sp, or --sp EXPR to give thread.sp)")
         p.add_argument("--crash-bt", metavar="FILE", help="verify the frames of crash's `bt` output")
-        p.add_argument("--max-frames", type=int, default=1024, metavar="N", help="frames per thread (default 1024)")
+        p.add_argument("--max-frames", type=bounded_int(1, MAX_FRAMES), default=1024, metavar="N",
+                       help="frames per thread (default 1024)")
         p.add_argument("--json", action="store_true", help="print one JSON document (schema stackproof/verify-bt/1)")
         p.add_argument("--strict", action="store_true", help="fail (gdb error) when any frame is bogus")
         p.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every verdict")
@@ -162,12 +168,25 @@ def _resume_frame(symtab, frames, pc, sp):
 
 
 def _read_text(path):
-    """crash's output from a file, or `-` for standard input."""
+    """crash's output from a file, or `-` for standard input, line by line up to
+    CRASH_TEXT_MAX_BYTES / CRASH_TEXT_MAX_LINES (`/dev/zero` must not hang gdb)."""
     try:
-        if path == "-":
-            return sys.stdin.read()
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        f = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="replace")
+        try:
+            lines, size = [], 0
+            while True:
+                line = f.readline(CRASH_TEXT_MAX_BYTES + 1 - size)
+                if not line:
+                    return "".join(lines)
+                size += len(line)
+                lines.append(line)
+                if size > CRASH_TEXT_MAX_BYTES or len(lines) > CRASH_TEXT_MAX_LINES:
+                    raise UserError("verify-bt: %s: more than %d MiB or %d lines: not the output of crash's bt "
+                                    "(cut it to the tasks wanted)" % (path, CRASH_TEXT_MAX_BYTES >> 20,
+                                                                      CRASH_TEXT_MAX_LINES))
+        finally:
+            if f is not sys.stdin:
+                f.close()
     except OSError as e:
         raise UserError("verify-bt: cannot read %s: %s" % (path, e.strerror or e))
 
