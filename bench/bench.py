@@ -125,6 +125,14 @@ def layout_figures(prefix):
         for l in summary:
             print("    " + l)
         out.append({"layout": path, "check": check, "seconds": dt, "summary": summary})
+        if check == "eh_frame":
+            # The rule as written (register and offset) against readelf, not stackproof's CFI reader.
+            import readelf_compare
+            res, classes, _ex = readelf_compare.compare(path, env=env)
+            print("    vs readelf --debug-dump=frames-interp: " + readelf_compare.summary(res))
+            for k, v in classes.most_common(3):
+                print("      %8d  %s" % (v, k))
+            out.append({"layout": path, "check": "readelf", "counts": dict(res)})
     return out
 
 

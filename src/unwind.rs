@@ -9,7 +9,7 @@
 
 use crate::kernel::{KERNEL_HALF, PT_REGS_WINDOW, USER_END};
 use crate::layout::at_pc::rule_at;
-use crate::layout::{Cfa, Saved, CALLEE_SAVED_NAMES};
+use crate::layout::{Saved, CALLEE_SAVED_NAMES};
 use crate::memory::Memory;
 use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
@@ -184,12 +184,11 @@ fn step_layout<M: Memory, S: Symbols>(
     };
     let (_sym, layout, rule) = rule_at(mem, syms, code_pc)?;
     let sp = cur.frame.sp.ok_or("sp unknown")?;
-    let cfa = match rule.cfa {
-        Cfa::Rsp(n) => sp.checked_add_signed(n),
-        Cfa::Rbp(n) => cur.regs[1].as_ref().and_then(|r| r.value.checked_add_signed(n)),
-        _ => None,
-    }
-    .ok_or("CFA not computable here")?;
+    let known = |dw: u8| match dw {
+        7 => Some(sp),
+        _ => crate::layout::CALLEE_SAVED.iter().position(|r| *r == dw).and_then(|i| cur.regs[i].as_ref()).map(|r| r.value),
+    };
+    let cfa = rule.cfa_from(&known, &|a| mem.read_u64(a).ok()).ok_or("CFA not computable here")?;
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
     let sigreturn = is_restore_rt(syms, ra);
@@ -200,13 +199,16 @@ fn step_layout<M: Memory, S: Symbols>(
     for (i, r) in regs.iter_mut().enumerate() {
         *r = match rule.saved.get(i) {
             Some(Saved::Same) => cur.regs[i].clone(),
-            Some(Saved::At(k)) => {
-                let addr = cfa.checked_add_signed(i64::from(*k)).ok_or("slot out of range")?;
+            Some(Saved::At(_) | Saved::AtAnc(_)) => rule.saved_addr(i, cfa, &known).and_then(|addr| {
+                let insn = match rule.saved.get(i) {
+                    Some(Saved::At(k)) => saver(&layout, i, *k),
+                    _ => None,
+                };
                 mem.read_u64(addr).ok().map(|value| RegValue {
                     value,
-                    origin: Origin::Saved { addr, by_level: cur.frame.level, insn: saver(&layout, i, *k) },
+                    origin: Origin::Saved { addr, by_level: cur.frame.level, insn },
                 })
-            }
+            }),
             _ => None,
         };
     }

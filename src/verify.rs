@@ -358,11 +358,12 @@ pub fn expected_slot<M: Memory, S: Symbols>(
         None => fr.pc,
     };
     let (sym, _, rule) = crate::layout::at_pc::rule_at(mem, syms, code_pc).ok()?;
-    let cfa = match rule.cfa {
-        crate::layout::Cfa::Rsp(n) => fr.sp?.checked_add_signed(n)?,
-        crate::layout::Cfa::Rbp(n) => fr.bp?.checked_add_signed(n)?,
-        _ => return None,
+    let known = |dw: u8| match dw {
+        7 => fr.sp,
+        6 => fr.bp,
+        _ => None,
     };
+    let cfa = rule.cfa_from(&known, &|a| mem.read_u64(a).ok())?;
     Some((cfa.checked_sub(8)?, sym.name.to_string()))
 }
 

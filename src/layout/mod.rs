@@ -61,11 +61,73 @@ pub struct Rule {
     pub saved: [Saved; 6],
     vals: [Val; 16],
     cfa_slots: [Option<i32>; 2],
+    anc_from: Option<(i32, u32)>,
 }
+
+/// Registers in the order their values are trusted in a frame being unwound: rsp is
+/// exact, callee-saved registers are recovered, caller-saved ones are known at frame 0 only.
+const TRUST_ORDER: [u8; 16] = [7, 6, 3, 12, 13, 14, 15, 0, 1, 2, 4, 5, 8, 9, 10, 11];
 
 impl Rule {
     fn of(s: &State) -> Rule {
-        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs, cfa_slots: [s.cfa_slot, s.cfa_slot2] }
+        Rule {
+            cfa: s.cfa(),
+            saved: s.saved,
+            vals: s.regs,
+            cfa_slots: [s.cfa_slot, s.cfa_slot2],
+            anc_from: s.anc_from,
+        }
+    }
+
+    /// The CFA from a frame's register values (DWARF number -> value, None when unknown)
+    /// and memory: through rsp when its offset is known, else any register known relative
+    /// to the CFA, else a DRAP slot of a realigned frame (`*(rbp-8)`).
+    pub fn cfa_from(&self, reg: &dyn Fn(u8) -> Option<u64>, read: &dyn Fn(u64) -> Option<u64>) -> Option<u64> {
+        for r in TRUST_ORDER {
+            if let (Val::Cfa(k), Some(v)) = (self.value(r), reg(r)) {
+                return v.checked_add_signed(-i64::from(k));
+            }
+        }
+        let slot = self.cfa_slots.iter().flatten().next()?;
+        let at = self.anchor_from(reg)?;
+        read(at.checked_add_signed(i64::from(*slot))?)
+    }
+
+    /// The anchor of a realigned frame (rsp right after its `and`) from a register known relative to it.
+    fn anchor_from(&self, reg: &dyn Fn(u8) -> Option<u64>) -> Option<u64> {
+        TRUST_ORDER.into_iter().find_map(|r| match (self.value(r), reg(r)) {
+            (Val::Anc(b), Some(v)) => v.checked_add_signed(-i64::from(b)),
+            _ => None,
+        })
+    }
+
+    /// Where callee-saved register `i` (index into CALLEE_SAVED) holds the caller's value,
+    /// given the frame's CFA and register values; None when not saved or not locatable.
+    pub fn saved_addr(&self, i: usize, cfa: u64, reg: &dyn Fn(u8) -> Option<u64>) -> Option<u64> {
+        match *self.saved.get(i)? {
+            Saved::At(k) => cfa.checked_add_signed(i64::from(k)),
+            Saved::AtAnc(k) => self.anchor_from(reg)?.checked_add_signed(i64::from(k)),
+            _ => None,
+        }
+    }
+
+    /// The smallest and largest frame (CFA - rsp) the code allows here: exact when rsp's
+    /// offset is known, a range of one alignment in a realigned frame, None when rsp is
+    /// not tracked (alloca, stack switches).
+    pub fn cfa_bounds(&self) -> Option<(u64, u64)> {
+        match self.value(RSP) {
+            Val::Cfa(k) => {
+                let n = u64::try_from(-i64::from(k)).ok()?;
+                Some((n, n))
+            }
+            Val::Anc(b) => {
+                let (k0, align) = self.anc_from?;
+                // anchor = (CFA + k0) & -align: between CFA + k0 - (align - 8) and CFA + k0.
+                let lo = u64::try_from(-i64::from(k0) - i64::from(b)).ok()?;
+                Some((lo, lo.checked_add(u64::from(align).checked_sub(8)?)?))
+            }
+            Val::Unknown => None,
+        }
     }
 
     /// What the engine knows of a register (DWARF number) relative to the CFA;

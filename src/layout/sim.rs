@@ -87,6 +87,9 @@ fn load(s: &mut State, reg: u8, slot: Val) {
         Val::Anc(a) if s.cfa_slot == Some(a) || s.cfa_slot2 == Some(a) => Val::Cfa(0),
         _ => Val::Unknown,
     };
+    if v == Val::Cfa(0) {
+        s.drap_spilled = false;
+    }
     s.clobber(reg);
     if reg == RSP {
         if v == Val::Unknown {
@@ -116,6 +119,7 @@ fn store(s: &mut State, reg: u8, slot: Val) {
         if let Val::Anc(a) = slot {
             if s.cfa_slot.is_none() {
                 s.cfa_slot = Some(a);
+                s.drap_spilled = true;
             } else if s.cfa_slot != Some(a) && s.cfa_slot2.is_none() {
                 s.cfa_slot2 = Some(a);
             }
@@ -251,7 +255,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
         Mnemonic::And if reg64(ins, 0) == Some(RSP) => {
             if let (Some(m), v @ (Val::Cfa(_) | Val::Anc(_))) = (imm(ins, 1), s.reg(RSP)) {
                 if m < 0 {
-                    realign(s, ins.ip(), v);
+                    realign(s, ins.ip(), v, m);
                     return;
                 }
             }
@@ -270,7 +274,7 @@ pub fn step(s: &mut State, ins: &Instruction, f: &mut InstructionInfoFactory) {
 }
 
 /// `and $-N,%rsp`: rsp gets a fresh anchor; values relative to the old one are lost.
-fn realign(s: &mut State, ip: u64, _old: Val) {
+fn realign(s: &mut State, ip: u64, old: Val, align: i64) {
     for i in 0..16 {
         if matches!(s.regs[i], Val::Anc(_)) {
             s.regs[i] = Val::Unknown;
@@ -283,6 +287,11 @@ fn realign(s: &mut State, ip: u64, _old: Val) {
     }
     s.cfa_slot = None;
     s.cfa_slot2 = None;
+    s.drap_spilled = false;
+    s.anc_from = match old {
+        Val::Cfa(k) => u32::try_from(align.checked_neg().unwrap_or(0)).ok().map(|a| (k, a)),
+        _ => None,
+    };
     s.anchor = ip | 1;
     s.regs[RSP as usize] = Val::Anc(0);
     s.why = "realigned";

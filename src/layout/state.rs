@@ -117,6 +117,12 @@ pub struct State {
     /// Anchor-relative stack slots that hold the CFA (DRAP spills; the first is the one used).
     pub(crate) cfa_slot: Option<i32>,
     pub(crate) cfa_slot2: Option<i32>,
+    /// The DRAP register was spilled since it last got the CFA: compilers then describe
+    /// the CFA through the slot (`DW_OP_breg6 -8; DW_OP_deref`), as outer frames must.
+    pub(crate) drap_spilled: bool,
+    /// rsp (as CFA + k) before the current anchor's `and $-align,%rsp`, and align:
+    /// bounds the realigned frame's size.
+    pub(crate) anc_from: Option<(i32, u32)>,
     /// Why rsp is unknown, when it is.
     pub(crate) why: &'static str,
     /// The last instruction was `cmp a,b` of two registers (for stack-probe loops).
@@ -128,7 +134,13 @@ impl State {
     pub fn entry() -> State {
         let mut regs = [Val::Unknown; 16];
         regs[RSP as usize] = Val::Cfa(-8);
-        State { regs, saved: [Saved::Same; 6], anchor: 0, cfa_slot: None, cfa_slot2: None, why: "", cmp: None }
+        State { regs, saved: [Saved::Same; 6], anchor: 0, cfa_slot: None,
+            cfa_slot2: None,
+            drap_spilled: false,
+            anc_from: None,
+            why: "",
+            cmp: None,
+        }
     }
 
     /// A state knowing nothing (for code reached in unknown ways).
@@ -139,6 +151,8 @@ impl State {
             anchor: 0,
             cfa_slot: None,
             cfa_slot2: None,
+            drap_spilled: false,
+            anc_from: None,
             why,
             cmp: None,
         }
@@ -208,6 +222,10 @@ impl State {
         if !same_anchor || self.cfa_slot2 != o.cfa_slot2 {
             s.cfa_slot2 = None;
         }
+        s.drap_spilled = self.drap_spilled && o.drap_spilled;
+        if !same_anchor || self.anc_from != o.anc_from {
+            s.anc_from = None;
+        }
         if self.cmp != o.cmp {
             s.cmp = None;
         }
@@ -223,25 +241,39 @@ impl State {
         s
     }
 
-    /// The CFA rule this state implies, preferring a frame pointer as compilers do.
+    /// The CFA rule this state implies, written as compilers and objtool write it: rsp
+    /// whenever its offset is known (exact in outer frames, where rbp is only a recovered
+    /// value), rbp for a frame-pointer frame (rbp pointing at the caller's saved rbp) or
+    /// when rsp is not known, the DRAP slot once the DRAP register was spilled.
     pub fn cfa(&self) -> Cfa {
+        let rsp = self.reg(RSP);
         if let Val::Cfa(k) = self.reg(RBP) {
-            return Cfa::Rbp(-i64::from(k));
+            if self.saved[1] == Saved::At(k) || !matches!(rsp, Val::Cfa(_)) {
+                return Cfa::Rbp(-i64::from(k));
+            }
         }
-        if let Val::Cfa(k) = self.reg(RSP) {
+        if let Val::Cfa(k) = rsp {
             return Cfa::Rsp(-i64::from(k));
+        }
+        let deref = || {
+            let slot = self.cfa_slot?;
+            [RBP, RSP].into_iter().find_map(|r| match self.reg(r) {
+                Val::Anc(b) => Some(Cfa::Deref { reg: r, off: i64::from(slot) - i64::from(b) }),
+                _ => None,
+            })
+        };
+        if self.drap_spilled {
+            if let Some(d) = deref() {
+                return d;
+            }
         }
         for r in 0..16u8 {
             if let Val::Cfa(k) = self.reg(r) {
                 return Cfa::Reg { reg: r, off: -i64::from(k) };
             }
         }
-        if let Some(slot) = self.cfa_slot {
-            for r in [RBP, RSP] {
-                if let Val::Anc(b) = self.reg(r) {
-                    return Cfa::Deref { reg: r, off: i64::from(slot) - i64::from(b) };
-                }
-            }
+        if let Some(d) = deref() {
+            return d;
         }
         Cfa::Unknown(if self.why.is_empty() { "untracked" } else { self.why })
     }

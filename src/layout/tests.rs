@@ -91,11 +91,62 @@ fn drap_frame() {
     assert_eq!(
         c,
         [
-            "rsp+8", "rsp+8", "r10+0", "r10+0", "r10+0", "r10+0", "r10+0", "[rbp-8]", "[rbp-8]", "r10+0", "r10+0",
+            // as gcc's .eh_frame: the slot from the spill (`push %r10`) to the reload
+            "rsp+8", "rsp+8", "r10+0", "r10+0", "r10+0", "r10+0", "[rbp-8]", "[rbp-8]", "[rbp-8]", "r10+0", "r10+0",
             "rsp+8"
         ]
         .map(String::from)
     );
+}
+
+#[test]
+fn rsp_preferred_when_rbp_is_no_frame_pointer() {
+    // libc's realpath: push %rbp; push %rbx; sub $0x1000,%rsp; lea 0x60(%rsp),%rbp
+    let push_rbx: &[u8] = PUSH_RBX;
+    let sub_1000: &[u8] = &[0x48, 0x81, 0xec, 0x00, 0x10, 0x00, 0x00];
+    let lea_rbp: &[u8] = &[0x48, 0x8d, 0x6c, 0x24, 0x60];
+    let c = cfas(&[PUSH_RBP, push_rbx, sub_1000, lea_rbp, NOP, RET]);
+    assert_eq!(c[4], "rsp+4120", "rbp is a pointer into the frame, not a frame pointer");
+    // a frame pointer stays rbp-based although rsp is known (as gcc's CFI)
+    let c = cfas(&[PUSH_RBP, MOV_RSP_RBP, SUB_40, NOP, LEAVE, RET]);
+    assert_eq!(c[3], "rbp+16");
+}
+
+/// The rule at instruction `n` of `parts`.
+fn rule_n(parts: &[&[u8]], n: usize) -> Rule {
+    let code: Vec<u8> = parts.concat();
+    let l = analyze(&code, 0x1000, &Limits::default());
+    l.instructions()[n].rule.clone()
+}
+
+#[test]
+fn cfa_and_saved_registers_of_a_drap_frame() {
+    let lea_r10: &[u8] = &[0x4c, 0x8d, 0x54, 0x24, 0x08];
+    let push_m8_r10: &[u8] = &[0x41, 0xff, 0x72, 0xf8];
+    let push_r10: &[u8] = &[0x41, 0x52];
+    let parts = [lea_r10, AND_32, push_m8_r10, PUSH_RBP, MOV_RSP_RBP, push_r10, PUSH_RBX, NOP, RET];
+    // CFA 0x7000; the and leaves rsp at 0x6fe0: ra copy 0x6fd8, rbp 0x6fd0 (= rbp), r10 0x6fc8, rbx 0x6fc0.
+    let r = rule_n(&parts, 7);
+    let regs = |d: u8| match d {
+        6 => Some(0x6fd0),
+        7 => Some(0x6fc0),
+        _ => None,
+    };
+    let read = |a: u64| (a == 0x6fc8).then_some(0x7000);
+    assert_eq!(r.cfa_from(&regs, &read), Some(0x7000));
+    assert_eq!(r.saved_addr(1, 0x7000, &regs), Some(0x6fd0), "rbp saved at rbp+0");
+    assert_eq!(r.saved_addr(0, 0x7000, &regs), Some(0x6fc0), "rbx saved below the DRAP slot");
+    // only rbp known (an outer frame's recovered rbp): the same through the anchor
+    let only_rbp = |d: u8| (d == 6).then_some(0x6fd0);
+    assert_eq!(r.cfa_from(&only_rbp, &read), Some(0x7000));
+    // at the `and`: r10 (frame 0) or rsp
+    let r = rule_n(&parts, 1);
+    assert_eq!(r.cfa_from(&|d| (d == 10).then_some(0x7000), &|_| None), Some(0x7000));
+    assert_eq!(r.cfa_from(&|d| (d == 7).then_some(0x6ff8), &|_| None), Some(0x7000));
+    // frame size after the push of rbx: 0x28 when the entry rsp was already aligned,
+    // up to 0x40 (here: 0x6ff8 aligned down to 0x6fe0)
+    assert_eq!(rule_n(&parts, 7).cfa_bounds(), Some((0x28, 0x40)));
+    assert_eq!(rule_n(&parts, 0).cfa_bounds(), Some((8, 8)));
 }
 
 #[test]

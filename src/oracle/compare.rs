@@ -25,6 +25,9 @@ pub struct Report {
     /// Covered instructions where the engine gives a CFA.
     pub answered: usize,
     pub agree: usize,
+    /// Agreeing instructions where the engine also writes the rule as the oracle does
+    /// (same base register and offset: `rsp+8` is not `rbp+16`).
+    pub same_rule: usize,
     pub disagree: usize,
     /// Covered, engine says unknown, by reason.
     pub unknown: BTreeMap<&'static str, usize>,
@@ -46,6 +49,7 @@ impl Report {
         self.covered += o.covered;
         self.answered += o.answered;
         self.agree += o.agree;
+        self.same_rule += o.same_rule;
         self.disagree += o.disagree;
         self.no_oracle += o.no_oracle;
         self.rbp_compared += o.rbp_compared;
@@ -75,6 +79,12 @@ impl Report {
         let _ =
             writeln!(s, "answered:         {} ({:.3}% of covered)", self.answered, pct(self.answered, self.covered));
         let _ = writeln!(s, "agree:            {} ({:.4}% of answered)", self.agree, pct(self.agree, self.answered));
+        let _ = writeln!(
+            s,
+            "same rule:        {} ({:.4}% of answered: same base register and offset)",
+            self.same_rule,
+            pct(self.same_rule, self.answered)
+        );
         let _ = writeln!(s, "disagree:         {}", self.disagree);
         let _ = writeln!(s, "rbp slot:         {} compared, {} disagree", self.rbp_compared, self.rbp_disagree);
         for (k, v) in &self.unknown {
@@ -128,6 +138,16 @@ fn okind(c: &OCfa) -> String {
         OCfa::Reg { reg, .. } => crate::layout::state::reg_name(*reg).into(),
         OCfa::Deref { .. } => "deref".into(),
         OCfa::Other(w) => (*w).into(),
+    }
+}
+
+/// Does the engine write the CFA rule as the oracle does (not only an equal value)?
+fn same_rule(c: &Cfa, o: &OCfa) -> bool {
+    match (*c, *o) {
+        (Cfa::Rsp(n), OCfa::Reg { reg: 7, off }) | (Cfa::Rbp(n), OCfa::Reg { reg: 6, off }) => n == off,
+        (Cfa::Reg { reg, off }, OCfa::Reg { reg: r, off: o }) => reg == r && off == o,
+        (Cfa::Deref { reg, off }, OCfa::Deref { reg: r, off: o }) => reg == r && off == o,
+        _ => false,
     }
 }
 
@@ -188,6 +208,7 @@ pub fn compare_layout(l: &FunctionLayout, table: &Table, name: &str, f: &mut Gas
                 r.answered += 1;
                 if ok {
                     r.agree += 1;
+                    r.same_rule += usize::from(same_rule(&insn.rule.cfa, &row.cfa));
                 } else {
                     r.disagree += 1;
                     let key = format!("after {:?}: engine {} vs oracle {}", p, kind(&insn.rule.cfa), okind(&row.cfa));
