@@ -186,7 +186,11 @@ fn step_layout<M: Memory, S: Symbols>(
     let sp = cur.frame.sp.ok_or("sp unknown")?;
     let known = |dw: u8| match dw {
         7 => Some(sp),
-        _ => crate::layout::CALLEE_SAVED.iter().position(|r| *r == dw).and_then(|i| cur.regs[i].as_ref()).map(|r| r.value),
+        _ => crate::layout::CALLEE_SAVED
+            .iter()
+            .position(|r| *r == dw)
+            .and_then(|i| cur.regs[i].as_ref())
+            .map(|r| r.value),
     };
     let cfa = rule.cfa_from(&known, &|a| mem.read_u64(a).ok()).ok_or("CFA not computable here")?;
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
@@ -204,10 +208,9 @@ fn step_layout<M: Memory, S: Symbols>(
                     Some(Saved::At(k)) => saver(&layout, i, *k),
                     _ => None,
                 };
-                mem.read_u64(addr).ok().map(|value| RegValue {
-                    value,
-                    origin: Origin::Saved { addr, by_level: cur.frame.level, insn },
-                })
+                mem.read_u64(addr)
+                    .ok()
+                    .map(|value| RegValue { value, origin: Origin::Saved { addr, by_level: cur.frame.level, insn } })
             }),
             _ => None,
         };

@@ -70,13 +70,7 @@ const TRUST_ORDER: [u8; 16] = [7, 6, 3, 12, 13, 14, 15, 0, 1, 2, 4, 5, 8, 9, 10,
 
 impl Rule {
     fn of(s: &State) -> Rule {
-        Rule {
-            cfa: s.cfa(),
-            saved: s.saved,
-            vals: s.regs,
-            cfa_slots: [s.cfa_slot, s.cfa_slot2],
-            anc_from: s.anc_from,
-        }
+        Rule { cfa: s.cfa(), saved: s.saved, vals: s.regs, cfa_slots: [s.cfa_slot, s.cfa_slot2], anc_from: s.anc_from }
     }
 
     /// The CFA from a frame's register values (DWARF number -> value, None when unknown)

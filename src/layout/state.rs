@@ -134,7 +134,11 @@ impl State {
     pub fn entry() -> State {
         let mut regs = [Val::Unknown; 16];
         regs[RSP as usize] = Val::Cfa(-8);
-        State { regs, saved: [Saved::Same; 6], anchor: 0, cfa_slot: None,
+        State {
+            regs,
+            saved: [Saved::Same; 6],
+            anchor: 0,
+            cfa_slot: None,
             cfa_slot2: None,
             drap_spilled: false,
             anc_from: None,

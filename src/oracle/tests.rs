@@ -52,7 +52,10 @@ fn gcc_shapes_agree_with_eh_frame() {
         // written as gcc writes it (rsp-based unless a frame pointer or DRAP slot); gcc
         // names the DRAP register one instruction before rsp stops being exact
         let same = r.same_rule as f64 / r.answered.max(1) as f64;
-        eprintln!("{flags}: {} covered, {} answered, {} agree, {} same rule", r.covered, r.answered, r.agree, r.same_rule);
+        eprintln!(
+            "{flags}: {} covered, {} answered, {} agree, {} same rule",
+            r.covered, r.answered, r.agree, r.same_rule
+        );
         if r.covered < 200 || agree < 0.999 || answered < 0.97 || same < 0.99 {
             failures.push(format!("{flags}:\n{}", r.summary()));
         }
