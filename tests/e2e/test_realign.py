@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from conftest import assert_no_crash, gdb_stackproof, hexint, parse_verify_json
+from conftest import assert_no_crash, gdb_stackproof, parse_verify_json
 from test_own_chain import own_chain, physical
+from test_regs import assert_registers_equal_gdbs
 
 DISTRO = ["-fcf-protection=full", "-fstack-clash-protection", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2"]
 BUILDS = {
@@ -77,19 +78,4 @@ def test_own_chain_through_realigned_frames(realign_cores, build, mode):
     # callee-saved registers of every frame equal gdb's; >= 99% recovered, none wrong
     regs = gdb_stackproof(["regs-from-stack --all --json"], exe, core)
     assert_no_crash(regs)
-    rd = _regs_doc(regs.stdout)
-    equal, unknown, wrong = 0, 0, []
-    for fr in rd["frames"]:
-        w = frames[fr["level"]]
-        for name, value in (w.get("regs") or {}).items():
-            if value is None:
-                continue
-            got = fr["registers"].get(name, {}).get("value")
-            if got is None:
-                unknown += 1
-            elif hexint(got) == value:
-                equal += 1
-            else:
-                wrong.append((fr["level"], w["function"], name, got, hex(value)))
-    assert not wrong, wrong
-    assert equal >= 0.99 * (equal + unknown), (equal, unknown)
+    assert_registers_equal_gdbs([(_regs_doc(regs.stdout), frames)])
