@@ -120,7 +120,7 @@ def layout_figures(prefix):
             print("  %s (--check %s): failed (status %d): %s" % (path, check, p.returncode,
                                                                 p.stderr.strip().splitlines()[-1:]))
             continue
-        summary = [l for l in p.stdout.splitlines() if l and not l.startswith(" ")][:6]
+        summary = [l for l in p.stdout.splitlines() if l and not l.startswith(" ")][:7]
         print("  %s (--check %s): %.2f s" % (path, check, dt))
         for l in summary:
             print("    " + l)
