@@ -58,6 +58,7 @@ pub fn check<M: Memory, S: Symbols>(
     start: Option<&Start>,
     max: usize,
 ) -> Checked {
+    let mem = &crate::kernel::InitCode::new(mem, syms);
     crate::x86::memo::scoped(|| check_unscoped(mem, syms, frames, start, max))
 }
 
@@ -108,6 +109,7 @@ pub fn check_crash_task<M: Memory, S: Symbols>(
     live: Option<&LiveCpu>,
     max: usize,
 ) -> Vec<FrameReport> {
+    let mem = &crate::kernel::InitCode::new(mem, syms);
     crate::x86::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, live, max))
 }
 

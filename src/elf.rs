@@ -32,8 +32,12 @@ struct RawSymbol {
 struct RawTable {
     relocatable: bool,
     sections: HashMap<String, u64>,
+    /// Executable sections with bytes in the file: (name, link address, size, file offset).
+    code: Vec<(String, u64, u64, u64)>,
     section_names: HashMap<SectionIndex, String>,
     syms: Vec<RawSymbol>,
+    /// Symbols of any kind the analysis looks up by name ([`crate::kernel::MARKERS`]).
+    markers: Vec<RawSymbol>,
 }
 
 type Key = (PathBuf, u64, Option<std::time::SystemTime>);
@@ -96,10 +100,14 @@ fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
         }
     }
     let mut exec_sections = std::collections::HashSet::new();
+    let mut code = Vec::new();
     for s in file.sections() {
         if let object::SectionFlags::Elf { sh_flags, .. } = s.flags() {
             if (sh_flags & object::elf::SHF_EXECINSTR).0 != 0 {
                 exec_sections.insert(s.index());
+                if let (Some((offset, size)), Ok(name)) = (s.file_range(), s.name()) {
+                    code.push((name.to_string(), s.address(), size, offset));
+                }
             }
         }
     }
@@ -121,7 +129,19 @@ fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
     if syms.is_empty() {
         syms = file.dynamic_symbols().filter_map(text).collect();
     }
-    Ok(RawTable { relocatable, sections, section_names, syms })
+    let markers = file
+        .symbols()
+        .filter(|s| s.name().is_ok_and(|n| crate::kernel::MARKERS.contains(&n)) && !s.is_undefined())
+        .filter_map(|s| {
+            Some(RawSymbol {
+                name: s.name().ok()?.to_string(),
+                value: s.address(),
+                size: 0,
+                section: s.section_index(),
+            })
+        })
+        .collect();
+    Ok(RawTable { relocatable, sections, code, section_names, syms, markers })
 }
 
 /// The text symbols of `path`, placed, each tagged with `module`.
@@ -137,23 +157,31 @@ pub fn symbols_from_bytes(data: &[u8], placement: &Placement, module: Option<&st
 fn placed(t: &RawTable, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
     let mut out = Vec::with_capacity(t.syms.len());
     for s in &t.syms {
-        let start = match placement {
-            Placement::Bias(b) => s.value.wrapping_add(*b),
-            Placement::Sections(map) => {
-                let Some(base) = s.section.and_then(|i| t.section_names.get(&i)).and_then(|n| map.get(n)) else {
-                    continue;
-                };
-                // In ET_REL the value is an offset in its section.
-                if t.relocatable {
-                    base.wrapping_add(s.value)
-                } else {
-                    s.value.wrapping_add(*base)
-                }
-            }
-        };
+        let Some(start) = place(&t, s, placement) else { continue };
         out.push(Symbol { name: s.name.as_str().into(), start, size: s.size, module: module.map(Into::into) });
     }
     out
+}
+
+/// The [`crate::kernel::MARKERS`] symbols `path` defines, placed: `(name, address)`.
+pub fn load_markers(path: &Path, placement: &Placement) -> Result<Vec<(String, u64)>, String> {
+    let t = parse(path)?;
+    Ok(t.markers.iter().filter_map(|s| Some((s.name.clone(), place(&t, s, placement)?))).collect())
+}
+
+fn place(t: &RawTable, s: &RawSymbol, placement: &Placement) -> Option<u64> {
+    Some(match placement {
+        Placement::Bias(b) => s.value.wrapping_add(*b),
+        Placement::Sections(map) => {
+            let base = s.section.and_then(|i| t.section_names.get(&i)).and_then(|n| map.get(n))?;
+            // In ET_REL the value is an offset in its section.
+            if t.relocatable {
+                base.wrapping_add(s.value)
+            } else {
+                s.value.wrapping_add(*base)
+            }
+        }
+    })
 }
 
 /// Link-time address of a section, to compute a bias from where the debugger put it.
@@ -199,6 +227,57 @@ pub fn first_load_vaddr(path: &Path) -> Result<u64, String> {
         .find(|p| p.p_type(endian) == object::elf::PT_LOAD && p.p_offset(endian) == 0)
         .map(|p| p.p_vaddr(endian))
         .ok_or_else(|| format!("{}: no loadable segment at offset 0", path.display()))
+}
+
+/// The code bytes of a file's executable sections, placed, read on demand: what the
+/// running image held before it changed it (a kernel's freed `.init.text`).
+#[derive(Debug)]
+pub struct CodeImage {
+    path: PathBuf,
+    /// (placed address, size, file offset)
+    sections: Vec<(u64, u64, u64)>,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl CodeImage {
+    /// None when the file holds no code bytes (a symbol-only vmlinux: `.text` is NOBITS).
+    pub fn open(path: &Path, placement: &Placement) -> Result<Option<CodeImage>, String> {
+        let t = parse(path)?;
+        let sections: Vec<(u64, u64, u64)> = t
+            .code
+            .iter()
+            .filter_map(|(name, link, size, offset)| {
+                let at = match placement {
+                    Placement::Bias(b) => link.wrapping_add(*b),
+                    Placement::Sections(map) if t.relocatable => *map.get(name)?,
+                    Placement::Sections(map) => link.wrapping_add(*map.get(name)?),
+                };
+                Some((at, *size, *offset))
+            })
+            .collect();
+        if sections.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CodeImage { path: path.to_path_buf(), sections, file: Mutex::new(None) }))
+    }
+
+    /// Fill `buf` with the file's bytes at `addr`; false when the file has none there.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(&(at, size, offset)) = self.sections.iter().find(|(at, size, _)| addr >= *at && addr - *at < *size)
+        else {
+            return false;
+        };
+        if (addr - at).saturating_add(buf.len() as u64) > size {
+            return false;
+        }
+        let Ok(mut file) = self.file.lock() else { return false };
+        if file.is_none() {
+            *file = std::fs::File::open(&self.path).ok();
+        }
+        let Some(f) = file.as_mut() else { return false };
+        f.seek(SeekFrom::Start(offset + (addr - at))).is_ok() && f.read_exact(buf).is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use crate::memory::Memory;
 use crate::symbols::Symbols;
 use crate::unwind::{unwind, Start};
+use crate::verify::{FrameIn, FrameReport, Reason, Verdict};
 
 /// The lowest kernel address (the upper half of the canonical space).
 pub const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
@@ -123,6 +124,125 @@ pub fn scan_ranges<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, live
     out
 }
 
+/// Symbols of any kind (data, markers) the kernel checks look up by name.
+pub const MARKERS: [&str; 4] = ["_sinittext", "_einittext", "__init_begin", "__init_end"];
+
+/// Size of `struct pt_regs`: the top of every task stack holds one.
+pub const PT_REGS_SIZE: u64 = crate::regs::ptregs::SIZE;
+
+/// The return-address slot of a kernel task stack's outermost frame: just below the
+/// pt_regs at the top (`secondary_startup_64` pushes `.Lafter_lret` there itself, with
+/// no call; `ret_from_fork` calls a kernel thread's function from there).
+pub fn is_stack_bottom_slot(slot: u64) -> bool {
+    is_kernel(slot) && slot.wrapping_add(8 + PT_REGS_SIZE).is_multiple_of(THREAD_SIZE)
+}
+
+/// A return address the layout's slot holds that no call can vouch for but the kernel's
+/// stacks explain: the bottom frame's (pushed by the code itself), or one in freed init
+/// code the file cannot give back.
+pub fn unverifiable_ra<S: Symbols>(syms: &S, slot: u64, ra: u64) -> bool {
+    let in_code = is_kernel(ra) && ra.checked_sub(1).and_then(|a| syms.lookup(a)).is_some();
+    in_code && (is_stack_bottom_slot(slot) || code_freed_unknown(syms, ra))
+}
+
+/// The kernel's init text (`_sinittext`..`_einittext`, or `__init_begin`..`__init_end`),
+/// freed after boot and its pages reused.
+pub fn init_text<S: Symbols>(syms: &S) -> Option<std::ops::Range<u64>> {
+    let pair = |a: &str, b: &str| Some(syms.address_of(a)?..syms.address_of(b)?).filter(|r| r.start < r.end);
+    pair("_sinittext", "_einittext").or_else(|| pair("__init_begin", "__init_end"))
+}
+
+/// Code at `addr` memory cannot vouch for: init text, and no file bytes to read it from
+/// (the verdict there is `unknown`, `code-freed`, never `bogus`).
+pub fn code_freed_unknown<S: Symbols>(syms: &S, addr: u64) -> bool {
+    init_text(syms).is_some_and(|r| r.contains(&addr)) && !syms.file_code(addr, &mut [0u8; 1])
+}
+
+/// What the kernel's stacks say of a return-address frame after the generic checks:
+/// the outermost frame of a task stack is real by its place (`stack-bottom`, `ok`); a
+/// call that cannot be found in freed init code with no file bytes is `unknown`
+/// (`code-freed`). A slot that does not hold the pc, or a call to another function, stays.
+pub fn review_frame<S: Symbols>(syms: &S, f: &FrameIn, r: &mut FrameReport) {
+    let kept = |x: &Reason| !matches!(x, Reason::NoCallBeforeRa | Reason::WrongTarget);
+    if r.reasons.iter().any(|x| matches!(x, Reason::SlotMismatch | Reason::Unreadable(_) | Reason::RaNotInText)) {
+        return;
+    }
+    let no_call = r.reasons.contains(&Reason::NoCallBeforeRa);
+    if r.slot.is_some_and(is_stack_bottom_slot) && r.function.is_some() && is_kernel(f.pc) {
+        if !r.reasons.contains(&Reason::WrongTarget) && (no_call || r.verdict != Verdict::Ok) {
+            r.verdict = Verdict::Ok;
+            r.reasons = vec![Reason::StackBottom];
+        }
+        return;
+    }
+    if (no_call || r.reasons.contains(&Reason::WrongTarget)) && code_freed_unknown(syms, f.pc) {
+        // What is left (no-symbol at most) is milder than unknown.
+        r.reasons.retain(kept);
+        r.verdict = Verdict::Unknown;
+        r.reasons.push(Reason::CodeFreed);
+    }
+}
+
+/// Target memory with a kernel's freed init text read from the object file: where the
+/// file has the bytes and memory no longer holds them (unreadable, or a page whose bytes
+/// are mostly not the file's: reused after `free_initmem`), the file's bytes are what ran.
+pub struct InitCode<'a, M, S> {
+    mem: &'a M,
+    syms: &'a S,
+    init: Option<std::ops::Range<u64>>,
+    /// Per page: is it freed (memory is not the file's code)?
+    freed: std::cell::RefCell<std::collections::HashMap<u64, bool>>,
+}
+
+impl<'a, M: Memory, S: Symbols> InitCode<'a, M, S> {
+    pub fn new(mem: &'a M, syms: &'a S) -> Self {
+        InitCode { mem, syms, init: init_text(syms), freed: Default::default() }
+    }
+
+    fn page_freed(&self, page: u64) -> bool {
+        if let Some(&f) = self.freed.borrow().get(&page) {
+            return f;
+        }
+        let mut file = vec![0u8; crate::memory::PAGE as usize];
+        let mut mem = vec![0u8; crate::memory::PAGE as usize];
+        let f = if !self.syms.file_code(page, &mut file) {
+            false
+        } else if self.mem.read(page, &mut mem).is_err() {
+            true
+        } else {
+            // Alternatives and static calls patch a few bytes; reused pages differ throughout.
+            file.iter().zip(&mem).filter(|(a, b)| a != b).count() * 4 > file.len()
+        };
+        self.freed.borrow_mut().insert(page, f);
+        f
+    }
+}
+
+impl<M: Memory, S: Symbols> Memory for InitCode<'_, M, S> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::memory::ReadError> {
+        let end = addr.saturating_add(buf.len() as u64);
+        let Some(init) = self.init.as_ref().filter(|r| addr < r.end && end > r.start) else {
+            return self.mem.read(addr, buf);
+        };
+        if !(addr >= init.start && end <= init.end) {
+            return self.mem.read(addr, buf);
+        }
+        // Page by page: each page is freed or not on its own.
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = addr + done as u64;
+            let page = a & !(crate::memory::PAGE - 1);
+            let n = ((page + crate::memory::PAGE - a) as usize).min(buf.len() - done);
+            let chunk = &mut buf[done..done + n];
+            if !(self.page_freed(page) && self.syms.file_code(a, chunk)) {
+                self.mem.read(a, chunk)?;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +267,66 @@ mod tests {
     fn default_stack_blocks() {
         assert_eq!(stack_around(0xffffc9000043ba58), (0xffffc90000438000, 0xffffc9000043c000));
         assert_eq!(stack_around(0xfffffe0000010f58), (0xfffffe0000010000, 0xfffffe0000011000));
+    }
+
+    #[test]
+    fn stack_bottom_slots() {
+        // idle (tests/fixtures/kernel/README.md): init_stack ffffffff82a00000, CPU 1's stack ffffc90000098000.
+        assert!(is_stack_bottom_slot(0xffffffff82a03f50));
+        assert!(is_stack_bottom_slot(0xffffc9000009bf50));
+        assert!(!is_stack_bottom_slot(0xffffc9000009bf58));
+        assert!(!is_stack_bottom_slot(0x7ffc_0000_3f50));
+    }
+
+    /// Memory whose init page was reused, a file with the code: the file's bytes are read;
+    /// a page that matches the file (a few patched bytes) keeps memory's.
+    #[test]
+    fn freed_init_code_comes_from_the_file() {
+        use crate::symbols::{Symbol, SymbolTable};
+        struct WithFile(SymbolTable, Vec<u8>);
+        impl Symbols for WithFile {
+            fn lookup(&self, a: u64) -> Option<Symbol> {
+                self.0.lookup(a)
+            }
+            fn address_of(&self, n: &str) -> Option<u64> {
+                match n {
+                    "_sinittext" => Some(0xffffffff83000000),
+                    "_einittext" => Some(0xffffffff83002000),
+                    _ => None,
+                }
+            }
+            fn file_code(&self, a: u64, buf: &mut [u8]) -> bool {
+                let off = a.wrapping_sub(0xffffffff83000000) as usize;
+                match self.1.get(off..off + buf.len()) {
+                    Some(b) => {
+                        buf.copy_from_slice(b);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+        let file: Vec<u8> = (0..0x2000u32).map(|i| (i % 251) as u8).collect();
+        let mut m = Regions::new();
+        m.add(0xffffffff83000000, vec![0xcc; 0x1000]); // reused page
+        let mut patched = file[0x1000..].to_vec();
+        patched[0x10] = 0x90; // an alternative patched in place
+        m.add(0xffffffff83001000, patched);
+        let syms = WithFile(SymbolTable::default(), file.clone());
+        let code = InitCode::new(&m, &syms);
+        let mut b = [0u8; 0x20];
+        code.read(0xffffffff83000ff0, &mut b).unwrap();
+        assert_eq!(&b[..0x10], &file[0xff0..0x1000], "freed page: the file's bytes");
+        assert_eq!(b[0x10..], m_bytes(&m, 0xffffffff83001000, 0x10)[..], "live page: memory's");
+        assert!(!code_freed_unknown(&syms, 0xffffffff83000010), "the file has the bytes");
+        let symbol_only = WithFile(SymbolTable::default(), Vec::new());
+        assert!(code_freed_unknown(&symbol_only, 0xffffffff83000010));
+        assert!(!code_freed_unknown(&symbol_only, 0xffffffff81000010), "not init text");
+    }
+
+    fn m_bytes(m: &Regions, a: u64, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        m.read(a, &mut b).unwrap();
+        b
     }
 }

@@ -115,6 +115,10 @@ pub struct Symtab {
     fallback: Option<Py<PyAny>>,
     /// The fallback's answers: this table lives as long as the session's objfiles do.
     asked: std::sync::Mutex<std::collections::HashMap<u64, Option<Symbol>>>,
+    /// The files' own code bytes (a kernel's freed init code is only there).
+    code: Vec<elf::CodeImage>,
+    /// Addresses of [`crate::kernel::MARKERS`], which are no functions.
+    markers: std::collections::HashMap<String, u64>,
 }
 
 impl Symbols for Symtab {
@@ -140,7 +144,11 @@ impl Symbols for Symtab {
     }
 
     fn address_of(&self, name: &str) -> Option<u64> {
-        self.table.address_of(name)
+        self.markers.get(name).copied().or_else(|| self.table.address_of(name))
+    }
+
+    fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.code.iter().any(|c| c.read(addr, buf))
     }
 }
 
@@ -148,7 +156,13 @@ impl Symbols for Symtab {
 impl Symtab {
     #[new]
     fn new() -> Self {
-        Symtab { table: SymbolTable::default(), fallback: None, asked: Default::default() }
+        Symtab {
+            table: SymbolTable::default(),
+            fallback: None,
+            asked: Default::default(),
+            code: Vec::new(),
+            markers: Default::default(),
+        }
     }
 
     /// Add an ELF file's text symbols, moved by `bias` or placed per section (`{".text": addr}`).
@@ -164,11 +178,18 @@ impl Symtab {
             Some(s) => Placement::Sections(s),
             None => Placement::Bias(bias.unwrap_or(0)),
         };
-        let syms = guarded("add_elf", || {
-            elf::load_symbols(Path::new(path), &placement, module).map_err(PyValueError::new_err)
+        let (syms, code, markers) = guarded("add_elf", || {
+            let p = Path::new(path);
+            let syms = elf::load_symbols(p, &placement, module).map_err(PyValueError::new_err)?;
+            let code = elf::CodeImage::open(p, &placement).map_err(PyValueError::new_err)?;
+            Ok((syms, code, elf::load_markers(p, &placement).map_err(PyValueError::new_err)?))
         })?;
         let n = syms.len();
         self.table.merge(syms);
+        self.code.extend(code);
+        for (name, addr) in markers {
+            self.markers.entry(name).or_insert(addr);
+        }
         Ok(n)
     }
 

@@ -86,6 +86,11 @@ pub trait Symbols {
     fn address_of(&self, _name: &str) -> Option<u64> {
         None
     }
+
+    /// The code bytes the object file holds at `addr` (not the target's memory); false if none.
+    fn file_code(&self, _addr: u64, _buf: &mut [u8]) -> bool {
+        false
+    }
 }
 
 impl<S: Symbols + ?Sized> Symbols for &S {
@@ -94,6 +99,9 @@ impl<S: Symbols + ?Sized> Symbols for &S {
     }
     fn address_of(&self, name: &str) -> Option<u64> {
         (**self).address_of(name)
+    }
+    fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
+        (**self).file_code(addr, buf)
     }
 }
 
@@ -184,6 +192,9 @@ impl Symbols for Layered<'_> {
     }
     fn address_of(&self, name: &str) -> Option<u64> {
         self.layers.iter().find_map(|l| l.address_of(name))
+    }
+    fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.layers.iter().any(|l| l.file_code(addr, buf))
     }
 }
 

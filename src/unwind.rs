@@ -99,6 +99,8 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
                 match step_pt_regs(mem, syms, &cur, level) {
                     Some((Some(entry), f)) => (Some(entry), Some(f)),
                     Some((None, f)) => (Some(f), None),
+                    // Nothing is outer of a task stack's bottom frame but its pt_regs.
+                    None if cur.frame.slot.is_some_and(crate::kernel::is_stack_bottom_slot) => (None, None),
                     None => (step_scan(mem, syms, &cur, is_ra, level), None),
                 }
             }
@@ -196,7 +198,7 @@ fn step_layout<M: Memory, S: Symbols>(
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
     let sigreturn = is_restore_rt(syms, ra);
-    if !sigreturn && call_site(mem, syms, ra).is_none() {
+    if !sigreturn && call_site(mem, syms, ra).is_none() && !crate::kernel::unverifiable_ra(syms, slot, ra) {
         return Err("the layout's return address slot holds no return address");
     }
     let mut regs: CalleeSaved = Default::default();

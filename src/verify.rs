@@ -126,6 +126,10 @@ pub enum Reason {
     BelowSp(u64),
     /// The CPU the task runs on is in user mode: no kernel frame of it is live.
     CpuInUserMode,
+    /// Kernel init code, freed after boot: memory no longer holds the call, the file has no bytes.
+    CodeFreed,
+    /// The outermost frame of a kernel task stack, whose return address the kernel placed.
+    StackBottom,
 }
 
 impl Reason {
@@ -148,6 +152,8 @@ impl Reason {
             Reason::TargetUnreadable(_) => "target-unreadable",
             Reason::BelowSp(_) => "below-sp",
             Reason::CpuInUserMode => "cpu-in-user-mode",
+            Reason::CodeFreed => "code-freed",
+            Reason::StackBottom => "stack-bottom",
         }
     }
 }
@@ -308,6 +314,9 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             }
             _ if r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_))) => {}
             _ => check_call(mem, syms, f, &mut r, callee.and_then(|c| out.get(c)), resolver),
+        }
+        if is_ra && f.kind == FrameKind::Normal {
+            crate::kernel::review_frame(syms, f, &mut r);
         }
         let stale = r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_)));
         let is_callee = f.kind != FrameKind::Inline && !stale;

@@ -6,6 +6,7 @@ traces (pc, sp, interrupted), all taken on the full dumps (tests/fixtures/kernel
 """
 import json
 import re
+import subprocess
 
 import pytest
 
@@ -100,3 +101,96 @@ def test_scan_of_a_cpu_in_an_interrupt_covers_the_irq_and_task_stacks(scenario):
     saved = {"panic": 0xffffc900004739e0, "irq": 0xffffc9000043ba40}[scenario]
     assert ranges[0][1] == 0xffffc900000d1000 and ranges[0][2] == hexint(doc["live_sp"]), ranges
     assert ranges[1] == (saved & ~(BLOCK - 1), (saved & ~(BLOCK - 1)) + BLOCK, saved), ranges
+
+
+# ---- idle CPUs: freed init code, the stack bottom -------------------------------------
+
+DWARF_VMLINUX = "crash/vmlinux-6.1.0-53-cloud-amd64.dwz.min"  # every allocated section's bytes
+TEXT_VMLINUX = "vmlinux-text-orc"                                # .text and .init.text bytes
+
+
+def init_text_range():
+    """[start, end) of .init.text from the vmlinux's section headers (readelf)."""
+    out = subprocess.run(["readelf", "-SW", str(kernel_fixture("vmlinux.sym"))], capture_output=True, text=True,
+                         check=True).stdout
+    m = re.search(r"\]\s+\.init\.text\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)", out)
+    start = int(m.group(1), 16)
+    return start, start + int(m.group(2), 16)
+
+
+def drgn_names(scenario):
+    """{cpu: [(pc, sp, function)]}: drgn's frames (without its inline repeats) with their names."""
+    out, cpu = {}, None
+    for line in (KFIX / scenario / "expected-drgn-0.3.0-cpus.txt").read_text().splitlines():
+        m = re.match(r"^== CPU (\d+):", line)
+        if m:
+            cpu = int(m.group(1))
+            out[cpu] = []
+            continue
+        m = re.match(r"^\s+#\d+\s+pc=0x([0-9a-f]+) sp=0x([0-9a-f]+) interrupted=\S+ (\S+?)\+", line)
+        if m and cpu is not None:
+            fr = (int(m.group(1), 16), int(m.group(2), 16), m.group(3))
+            if not out[cpu] or out[cpu][-1][:2] != fr[:2]:
+                out[cpu].append(fr)
+    return out
+
+
+def idle_docs(vmlinux, cmd):
+    return json_docs(kernel_gdb("idle", [cmd], vmlinux=vmlinux), "stackproof/verify-bt/1")[0]["threads"]
+
+
+def check_idle_frames(threads, key, code_bytes):
+    """Every frame of drgn's chain is there and not bogus; those in freed init text are `ok`
+    with the call to the inner frame's function (drgn's) when the vmlinux has the code, else
+    `unknown` `code-freed`; the outermost (drgn's last frame) is `ok` `stack-bottom`."""
+    lo, hi = init_text_range()
+    drgn = drgn_names("idle")
+    n_init = 0
+    for t in threads:
+        cpu = key(t)
+        want = drgn[cpu]
+        by_key = {(hexint(f["pc"]), hexint(f["sp"])): f for f in t["frames"] if f["pc"] is not None}
+        for i, (pc, sp, name) in enumerate(want):
+            f = by_key.get((pc, sp))
+            if f is None and i == 0:
+                continue  # crash prints frame 0 as [exception RIP] without an sp
+            assert f is not None, (cpu, name, hex(pc), hex(sp))
+            assert f["verdict"] != "bogus", f
+            if lo <= pc < hi:
+                n_init += 1
+                if code_bytes:
+                    assert f["verdict"] == "ok" and f["reasons"] == [], f
+                    assert f["call"]["target_function"] == want[i - 1][2], (f, want[i - 1])
+                else:
+                    assert f["verdict"] == "unknown" and f["reasons"] == ["code-freed"], f
+            if i == len(want) - 1:
+                assert name == "secondary_startup_64", want
+                assert f["verdict"] == "ok" and f["reasons"] == ["stack-bottom"], f
+    assert n_init == 2  # arch_call_rest_init, start_kernel on CPU 0
+
+
+CRASH_IDLE = KFIX / "idle" / "expected-crash-8.0.6-bt-f-a.txt"
+
+
+@pytest.mark.parametrize("vmlinux", ("vmlinux.sym", DWARF_VMLINUX))
+def test_idle_cpus_gdb_chain(vmlinux):
+    threads = idle_docs(vmlinux, "verify-bt -a --json")
+    check_idle_frames(threads, lambda t: t["thread"] - 1, code_bytes=vmlinux != "vmlinux.sym")
+
+
+@pytest.mark.parametrize("vmlinux", ("vmlinux.sym", TEXT_VMLINUX))
+def test_idle_cpus_crash_bt(vmlinux):
+    threads = idle_docs(vmlinux, "verify-bt --crash-bt %s --json" % CRASH_IDLE)
+    cpus = [int(m) for m in re.findall(r"^PID: .*CPU: (\d+)", CRASH_IDLE.read_text(), re.M)]
+    key = dict(zip(map(id, threads), cpus))
+    check_idle_frames(threads, lambda t: key[id(t)], code_bytes=vmlinux != "vmlinux.sym")
+
+
+def test_idle_own_chain_is_drgns_with_the_code():
+    """With the code of .init.text (the DWARF vmlinux), stackproof's own chain from each
+    idle CPU's registers is drgn's whole chain (pc and sp), down to secondary_startup_64."""
+    threads = idle_docs(DWARF_VMLINUX, "verify-bt -a --json")
+    drgn = drgn_names("idle")
+    for t in threads:
+        got = [(hexint(c["pc"]), hexint(c["sp"])) for c in t["chain"]]
+        assert got == [w[:2] for w in drgn[t["thread"] - 1]], [(hex(a), hex(b)) for a, b in got]
