@@ -120,19 +120,11 @@ def init_text_range():
 
 def drgn_names(scenario):
     """{cpu: [(pc, sp, function)]}: drgn's frames (without its inline repeats) with their names."""
-    out, cpu = {}, None
-    for line in (KFIX / scenario / "expected-drgn-0.3.0-cpus.txt").read_text().splitlines():
-        m = re.match(r"^== CPU (\d+):", line)
-        if m:
-            cpu = int(m.group(1))
-            out[cpu] = []
-            continue
-        m = re.match(r"^\s+#\d+\s+pc=0x([0-9a-f]+) sp=0x([0-9a-f]+) interrupted=\S+ (\S+?)\+", line)
-        if m and cpu is not None:
-            fr = (int(m.group(1), 16), int(m.group(2), 16), m.group(3))
-            if not out[cpu] or out[cpu][-1][:2] != fr[:2]:
-                out[cpu].append(fr)
-    return out
+    text = (KFIX / scenario / "expected-drgn-0.3.0-cpus.txt").read_text()
+    names = {(int(pc, 16), int(sp, 16)): n
+             for pc, sp, n in re.findall(r"pc=0x([0-9a-f]+) sp=0x([0-9a-f]+) interrupted=\S+ (\S+?)\+", text)}
+    return {cpu: [(pc, sp, names[(pc, sp)]) for pc, sp, _i in frames]
+            for cpu, frames in drgn_chains(scenario).items()}
 
 
 def idle_docs(vmlinux, cmd):
