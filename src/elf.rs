@@ -157,7 +157,7 @@ pub fn symbols_from_bytes(data: &[u8], placement: &Placement, module: Option<&st
 fn placed(t: &RawTable, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
     let mut out = Vec::with_capacity(t.syms.len());
     for s in &t.syms {
-        let Some(start) = place(&t, s, placement) else { continue };
+        let Some(start) = place(t, s, placement) else { continue };
         out.push(Symbol { name: s.name.as_str().into(), start, size: s.size, module: module.map(Into::into) });
     }
     out
