@@ -2,6 +2,9 @@
 //! the address-space split, stack sizes, where an IRQ stack keeps the stack it
 //! interrupted, which ranges a CPU's chain crosses.
 
+pub mod entry;
+pub mod task;
+
 use crate::memory::Memory;
 use crate::symbols::Symbols;
 use crate::unwind::{unwind, Start};
@@ -24,6 +27,11 @@ pub const PT_REGS_WINDOW: u64 = 0x400;
 
 pub fn is_kernel(addr: u64) -> bool {
     addr >= KERNEL_HALF
+}
+
+/// Is a CPU whose registers are `cs` and `pc` in user mode (`cs & 3 == 3`, or a user pc)?
+pub fn user_mode(cs: u64, pc: u64) -> bool {
+    cs & 3 == 3 || pc < USER_END
 }
 
 /// Stack pointers an IRQ stack's top may have saved for the frame at `sp`, each with the

@@ -701,6 +701,80 @@ fn start_of((pc, sp, regs): (u64, u64, std::collections::HashMap<String, u64>)) 
     crate::unwind::Start { pc, sp, callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()) }
 }
 
+/// Is `addr` in the kernel half of the address space?
+#[pyfunction]
+fn kernel_address(addr: u64) -> bool {
+    crate::kernel::is_kernel(addr)
+}
+
+/// Is a CPU with these `cs` and `pc` in user mode?
+#[pyfunction]
+fn cpu_in_user_mode(cs: u64, pc: u64) -> bool {
+    crate::kernel::user_mode(cs, pc)
+}
+
+/// The caller of a kernel frame a debugger has no CFI for (entry code, an IRQ stack's
+/// top): `("interrupted", pt_regs found dict)`, `("switch", {"rip": pc, "rsp": sp})` or None.
+#[pyfunction]
+fn kernel_caller<'py>(
+    py: Python<'py>,
+    read: &Bound<'py, PyAny>,
+    symtab: &Symtab,
+    pc: u64,
+    sp: u64,
+) -> PyResult<Option<(&'static str, Bound<'py, PyDict>)>> {
+    use crate::kernel::entry::{caller_of, Caller};
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
+    let caller = guarded("stackproof-unwinder", || Ok(caller_of(mem, symtab, pc, sp)))?;
+    Ok(match caller {
+        None => None,
+        Some(Caller::Interrupted(f)) => Some(("interrupted", found_dict(py, &f)?)),
+        Some(Caller::Switch { pc, sp }) => {
+            let d = PyDict::new(py);
+            d.set_item("rip", pc)?;
+            d.set_item("rsp", sp)?;
+            Some(("switch", d))
+        }
+    })
+}
+
+/// Where a sleeping kernel task resumes (see [`crate::kernel::task::task_start`]). `cpus`:
+/// `(gdb thread, sp or None, gs_base)` of each CPU. Returns `(pc, sp, {reg: value},
+/// (stack, stack end), frame 0's slot or None, notes)`; a ValueError says why not.
+#[pyfunction]
+#[pyo3(signature = (read, symtab, task, task_expr, stack_offset, thread_sp_offset, saved_sp, cpus, current_task_offset))]
+#[allow(clippy::too_many_arguments)] // the Python signature
+fn task_start(
+    read: &Bound<'_, PyAny>,
+    symtab: &Symtab,
+    task: u64,
+    task_expr: String,
+    stack_offset: Option<u64>,
+    thread_sp_offset: Option<u64>,
+    saved_sp: Option<u64>,
+    cpus: Vec<(u32, Option<u64>, u64)>,
+    current_task_offset: Option<u64>,
+) -> PyResult<TaskStartTuple> {
+    use crate::kernel::task::{Cpu, TaskQuery};
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
+    let q = TaskQuery {
+        task,
+        task_expr,
+        stack_offset,
+        thread_sp_offset,
+        saved_sp,
+        cpus: cpus.into_iter().map(|(thread, sp, gs_base)| Cpu { thread, sp, gs_base }).collect(),
+        current_task_offset,
+    };
+    let t = guarded("task_start", || crate::kernel::task::task_start(mem, symtab, &q).map_err(PyValueError::new_err))?;
+    let regs = t.regs.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+    Ok((t.pc, t.sp, regs, t.stack, t.slot, t.notes))
+}
+
+type TaskStartTuple = (u64, u64, std::collections::HashMap<String, u64>, (u64, u64), Option<u64>, Vec<String>);
+
 type StackWord = (u64, Option<u64>, Option<String>);
 
 /// The words of `[lo, hi)`: `(address, value or None if unreadable, "func+off" when the
@@ -842,8 +916,9 @@ fn layout_cli(py: Python<'_>, args: Vec<String>) -> PyResult<(String, i32)> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check_chain, decode_regs, kernel_scan_ranges, layout_cli, probe_symbol, scan_regs, section_address, stack_rows,
-        stack_words, thread_text, verify_crash_bt, verify_json, ChainFrame, Report, Symtab, TargetMemory,
+        check_chain, cpu_in_user_mode, decode_regs, kernel_address, kernel_caller, kernel_scan_ranges, layout_cli,
+        probe_symbol, scan_regs, section_address, stack_rows, stack_words, task_start, thread_text, verify_crash_bt,
+        verify_json, ChainFrame, Report, Symtab, TargetMemory,
     };
     #[pymodule_export]
     use crate::python_core::CoreFile;

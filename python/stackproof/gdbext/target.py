@@ -366,20 +366,6 @@ def styled():
 
 # ---- sleeping kernel tasks ------------------------------------------------------
 
-KERNEL_MIN = 0xFFFF800000000000
-THREAD_SIZE = 0x4000          # x86-64 kernel stacks: 16 KiB
-TASK_STACK_OFFSET = 0x20      # task_struct.stack without debug info (x86-64, 6.x: after thread_info)
-TASK_SCAN_LIMIT = 0x4000      # how far into a task_struct `thread.sp` is looked for
-INACTIVE_FRAME_WORDS = 7      # struct inactive_task_frame: r15 r14 r13 r12 bx bp ret_addr
-
-
-def _u64(read, addr):
-    if not 0 <= addr <= U64_MAX - 7:
-        return None  # the word would pass the top of the address space
-    b = read(addr, 8)
-    return None if b is None else int.from_bytes(b, "little")
-
-
 def _struct_offset(expr):
     """offsetof() from the kernel's debug info, or None without DWARF."""
     try:
@@ -388,15 +374,10 @@ def _struct_offset(expr):
         return None
 
 
-def _current_tasks(read):
-    """{task address: gdb thread number} of the tasks running on a CPU.
-
-    Each thread of a kernel dump is a CPU. In kernel mode its per-CPU
-    `current_task` is at `$gs_base` + the variable's offset in `.data..percpu`
-    (which `symbol-file -o` moves too); a CPU whose per-CPU area cannot be
-    read is matched by its stack pointer lying in the task's stack instead.
-    """
-    out = {}
+def _cpus():
+    """`(current_task offset from the GS base or None, [(gdb thread, sp, gs_base)])`: each
+    thread of a kernel dump is a CPU; its per-CPU `current_task` is at `$gs_base` + the
+    variable's offset in `.data..percpu` (which `symbol-file -o` moves too)."""
     percpu_off = None
     try:
         cur = int(gdb.parse_and_eval("(unsigned long)&current_task"))
@@ -406,98 +387,35 @@ def _current_tasks(read):
                 base = secs[".data..percpu"]
                 break
         if base is not None:
-            percpu_off = cur - base
+            percpu_off = (cur - base) & U64_MAX
     except (gdb.error, RuntimeError):
         pass
+    out = []
     selected = gdb.selected_thread()
     try:
         for th in gdb.selected_inferior().threads():
             th.switch()
             frame = gdb.newest_frame()
             try:
-                sp = int(frame.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
-                gs = int(frame.read_register("gs_base")) & 0xFFFFFFFFFFFFFFFF
+                sp = int(frame.read_register("rsp")) & U64_MAX
+                gs = int(frame.read_register("gs_base")) & U64_MAX
             except (gdb.error, ValueError):
                 sp, gs = None, 0
-            task = None
-            if percpu_off is not None and gs >= KERNEL_MIN:
-                task = _u64(read, gs + percpu_off)
-            out[th.num] = (task, sp)
+            out.append((th.num, sp, gs))
     finally:
         if selected is not None and selected.is_valid():
             selected.switch()
-    return out
+    return percpu_off, out
 
 
-def _resumes_in_code(read, symtab, frame):
-    """Does the inactive_task_frame at `frame` end with a place a task resumes at: a return
-    address right after a call (into `__schedule`), or a function's entry (`ret_from_fork`)?"""
-    [(_addr, ret, ra)] = _core.stack_words(read, symtab, frame + 0x30, frame + 0x38)
-    if ret is None:
-        return False
-    if ra is not None:
-        return True
-    sym = symtab.lookup(ret) if ret >= KERNEL_MIN else None
-    return sym is not None and sym[1] == ret
-
-
-def task_start(read, task_expr, saved_sp_expr=None, symtab=None):
-    """Where a sleeping task's stack resumes: `(pc, sp, callee-saved regs, stack base, notes)`.
-
-    `task_struct.thread.sp` points at the `struct inactive_task_frame` that
-    `__switch_to_asm` pushed (r15 r14 r13 r12 bx bp ret_addr); the task
-    resumes at `ret_addr` with `sp = thread.sp + 7*8`. Without debug info the
-    offset of `thread.sp` is found as the one word of the task_struct that
-    points into the task's own stack (`task_struct.stack`, at +0x20) at a
-    frame whose last word is where a task resumes (checked with `symtab`).
-    """
+def task_start(read, task_expr, saved_sp_expr, symbols):
+    """Where a sleeping task's stack resumes (the core decides, from its task_struct):
+    `(pc, sp, callee-saved regs, (stack, stack end), frame 0's slot or None, notes)`."""
     task = parse_address(task_expr, "--task")
-    if task < KERNEL_MIN:
-        raise UserError("--task %s: a PID needs the kernel's debug info (the layout of struct task_struct); "
-                        "give the task_struct address instead (crash's TASK: column)" % task_expr)
-    notes = []
-    stack_off = _struct_offset("stack")
-    stack = _u64(read, task + (TASK_STACK_OFFSET if stack_off is None else stack_off))
-    if stack is None:
-        raise UserError("--task %#x: task_struct not readable" % task)
-    if stack < KERNEL_MIN or stack % THREAD_SIZE:
-        raise UserError("--task %#x: task_struct.stack is %#x, not a kernel stack: not a task_struct?"
-                        % (task, stack))
-    for num, (cur, sp) in _current_tasks(read).items():
-        if cur == task or (cur is None and sp is not None and stack <= sp < stack + THREAD_SIZE):
-            raise UserError("--task %#x is running on a CPU (gdb thread %d): use `thread %d` instead "
-                            "(its registers are live; its thread.sp is stale)" % (task, num, num))
-    if saved_sp_expr is not None:
-        saved_sp = parse_address(saved_sp_expr, "--sp")
-        notes.append("thread.sp %#x given with --sp" % saved_sp)
-    else:
-        off = _struct_offset("thread.sp")
-        if off is not None:
-            saved_sp = _u64(read, task + off)
-            notes.append("thread.sp at task+%#x (debug info)" % off)
-        else:
-            found = []
-            for o in range(TASK_STACK_OFFSET + 8, TASK_SCAN_LIMIT, 8):
-                v = _u64(read, task + o)
-                if v is None:
-                    break
-                if stack < v < stack + THREAD_SIZE and v % 8 == 0:
-                    if symtab is None or _resumes_in_code(read, symtab, v):
-                        found.append((o, v))
-            if not found and all(read(stack + a, 8) is None for a in range(0, THREAD_SIZE, 0x1000)):
-                raise UserError("--task %#x: its stack %#x..%#x is not in the dump" % (task, stack, stack + THREAD_SIZE))
-            if len(found) != 1:
-                raise UserError("--task %#x: cannot tell which word of the task_struct is thread.sp "
-                                "(%d candidates pointing into its stack %#x); give it with --sp"
-                                % (task, len(found), stack))
-            off, saved_sp = found[0]
-            notes.append("thread.sp at task+%#x (the one word pointing at a switch frame in the task's stack)" % off)
-        if saved_sp is None:
-            raise UserError("--task %#x: thread.sp not readable" % task)
-    words = [_u64(read, saved_sp + 8 * i) for i in range(INACTIVE_FRAME_WORDS)]
-    if words[6] is None or saved_sp + 8 * INACTIVE_FRAME_WORDS > U64_MAX:
-        raise UserError("--task %#x: inactive_task_frame at %#x not readable" % (task, saved_sp))
-    ret = words[6]
-    regs = {n: v for n, v in zip(("r15", "r14", "r13", "r12", "rbx", "rbp"), words) if v is not None}
-    notes.append("inactive_task_frame at %#x: ret_addr %#x" % (saved_sp, ret))
-    return ret, saved_sp + 8 * INACTIVE_FRAME_WORDS, regs, stack, notes
+    saved_sp = parse_address(saved_sp_expr, "--sp") if saved_sp_expr is not None else None
+    percpu_off, cpus = _cpus()
+    try:
+        return _core.task_start(read, symbols, task, task_expr, _struct_offset("stack"),
+                                _struct_offset("thread.sp"), saved_sp, cpus, percpu_off)
+    except ValueError as e:
+        raise UserError(str(e))

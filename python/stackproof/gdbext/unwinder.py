@@ -23,7 +23,6 @@ from stackproof.gdbext import target
 
 NAME = "stackproof"
 MASK = 0xFFFFFFFFFFFFFFFF
-KERNEL_HALF = 0xFFFF800000000000
 
 # decode_regs names (pt_regs short names and sigframe names) -> gdb's amd64 names.
 _GDB_NAMES = {
@@ -35,24 +34,6 @@ _GDB_NAMES = {
     "rip": "rip", "rsp": "rsp", "eflags": "eflags",
 }
 
-# Kernel entry code: assembly without DWARF CFI whose frame sits on (or points at) a pt_regs.
-_ENTRY_PREFIXES = ("asm_", "entry_SYSCALL", "entry_SYSENTER", "entry_INT80", "entry_IRET")
-_ENTRY_NAMES = frozenset((
-    "irq_entries_start", "spurious_entries_start", "error_entry", "paranoid_entry",
-    "ret_from_intr", "ret_from_fork", "system_call", "ia32_syscall", "xen_error_entry",
-))
-# How far above the entry frame's sp a pt_regs is looked for when it is not at sp.
-ENTRY_SCAN = 0x200
-# How far above an IRQ stack's saved previous sp the return address is looked for.
-SWITCH_SCAN = 0x100
-
-
-def is_entry_code(name):
-    if not name:
-        return False
-    base = name.split(".", 1)[0] if not name.startswith(".") else name
-    return base.startswith(_ENTRY_PREFIXES) or base in _ENTRY_NAMES
-
 
 def gdb_registers(regs):
     """`[(decode_regs name, value)]` -> `{gdb register name: value}` (unknown names dropped)."""
@@ -62,11 +43,6 @@ def gdb_registers(regs):
         if g is not None:
             out[g] = value & MASK
     return out
-
-
-def accepted(found):
-    """No required check of a decode_regs / scan_regs dict failed."""
-    return all(ok or not required for _name, ok, required, _detail in found["checks"])
 
 
 class _FrameId:
@@ -117,73 +93,17 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
         if not self.session:
             return None
         pc = int(pf.read_register("rip")) & MASK
-        if pc < KERNEL_HALF:
+        if not _core.kernel_address(pc):
             return None
         sp = int(pf.read_register("rsp")) & MASK
-        symtab = target.symtab()
-        sym = symtab.lookup(pc)
-        read = target.memory_reader(gdb.selected_inferior())
-        if sym is not None and is_entry_code(sym[0]):
-            regs = self._pt_regs_for_entry(read, symtab, sp)
-            return self._caller_is(pf, regs, interrupted=True) if regs else None
-        if sp & 0xFFF == 0xFF8:
-            caller = self._irq_stack_switch(read, symtab, sp)
-            if caller:
-                return self._caller_is(pf, caller)
-        return None
-
-    # -- the two shapes -----------------------------------------------------------
-
-    @staticmethod
-    def _pt_regs_for_entry(read, symtab, sp):
-        """The registers of the pt_regs an entry-code frame at `sp` belongs to, or None.
-
-        After its `call` into C an entry stub has sp = pt_regs (idtentry, syscall);
-        older kernels pushed the pt_regs pointer on the IRQ stack ([sp]). Otherwise the
-        first live pt_regs in [sp, sp + ENTRY_SCAN)."""
-        candidates = [sp]
-        word = read(sp, 8)
-        if word is not None:
-            w = int.from_bytes(word, "little")
-            if w >= KERNEL_HALF and w % 8 == 0 and w != sp:
-                candidates.append(w)
-        for addr in candidates:
-            try:
-                f = _core.decode_regs(read, symtab, addr, "pt_regs", addr)
-            except ValueError:
-                continue
-            if accepted(f) and f["status"] == "live":
-                return gdb_registers(f["regs"])
-        found, _unreadable, _trunc, _reads = _core.scan_regs(read, symtab, sp, sp + ENTRY_SCAN, sp)
-        for f in found:
-            if f["layout"] == "pt_regs" and f["status"] == "live" and f["address"] >= sp:
-                return gdb_registers(f["regs"])
-        return None
-
-    @staticmethod
-    def _irq_stack_switch(read, symtab, sp):
-        """A frame whose sp is the top word of an IRQ stack: that word is the interrupted
-        stack pointer; the caller is the first return address above it. Returns
-        `{"rip", "rsp"}` or None."""
-        word = read(sp, 8)
-        if word is None:
+        # Entry code (the pt_regs its frame sits on) and IRQ-stack tops: the core decides.
+        found = _core.kernel_caller(target.memory_reader(gdb.selected_inferior()), target.symtab(), pc, sp)
+        if found is None:
             return None
-        prev = int.from_bytes(word, "little")
-        if prev < KERNEL_HALF or prev % 8 or prev == sp:
-            return None
-        above_readable = read(sp + 8, 8) is not None
-        same_stack = sp - 0x4000 < prev < sp + 0x4000
-        if above_readable and same_stack:
-            return None  # a saved frame pointer or a local, not a stack switch
-        for addr, _value, ra in _core.stack_words(read, symtab, prev, prev + SWITCH_SCAN):
-            if ra is None or _value is None:
-                continue
-            # Where the stack above the top is readable, only a return into entry code
-            # is taken as proof of a switch.
-            if above_readable and not is_entry_code(ra.split("+", 1)[0]):
-                return None
-            return {"rip": _value, "rsp": addr + 8}
-        return None
+        kind, regs = found
+        if kind == "interrupted":
+            return self._caller_is(pf, gdb_registers(regs["regs"]), interrupted=True)
+        return self._caller_is(pf, regs)
 
     # -- UnwindInfo -----------------------------------------------------------------
 

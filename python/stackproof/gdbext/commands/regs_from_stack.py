@@ -12,7 +12,6 @@ from stackproof.gdbext.command import StackproofCommand, ascii_text, bounded_int
 from stackproof.gdbext.target import UserError
 
 SCHEMA = "stackproof/regs-from-stack/1"
-KERNEL_STACK = 0x4000  # THREAD_SIZE and IRQ stack size on x86-64
 USER_SCAN_BELOW = 0x10000
 USER_SCAN_MAX = 8 << 20
 MAX_WORDS = 1 << 17  # --annotate's default: 1 MiB of stack
@@ -84,7 +83,7 @@ unwinding back. See also `stackproof-unwinder`."""
         task_stack = None
         if args.task is not None:
             try:
-                _pc, sp, _bp, task_stack, _notes = target.task_start(read, args.task, symtab=symtab)
+                _pc, sp, _bp, task_stack, _slot, _notes = target.task_start(read, args.task, None, symtab)
             except UserError as e:
                 raise UserError("regs-from-stack: %s" % e)
         else:
@@ -101,7 +100,7 @@ unwinding back. See also `stackproof-unwinder`."""
         else:
             ranges = []
             if task_stack is not None and args.lo is None:
-                lo, hi = task_stack, target.end_of(task_stack, KERNEL_STACK)
+                lo, hi = task_stack
             elif args.lo is None:
                 # Every kernel stack the CPU's chain crosses (IRQ, task, exception stacks).
                 ranges = [tuple(r) for r in _core.kernel_scan_ranges(read, symtab, target.frame0_registers(), sp)]
@@ -111,7 +110,7 @@ unwinding back. See also `stackproof-unwinder`."""
             if hi <= lo:
                 raise UserError("regs-from-stack: empty range %#x..%#x" % (lo, hi))
             ranges = ranges or [(lo, hi, sp)]
-            if task_stack is None and args.lo is None and sp < 0xFFFF800000000000:
+            if task_stack is None and args.lo is None and not _core.kernel_address(sp):
                 ranges += self._signal_stacks(args, (lo, hi))
             found, unreadable, truncated = [], [], None
             for rlo, rhi, rsp in ranges:
@@ -267,9 +266,6 @@ unwinding back. See also `stackproof-unwinder`."""
     def _range(args, sp):
         if args.lo is not None:
             return target.parse_address(args.lo, "--from"), target.parse_address(args.hi, "--to")
-        if sp >= 0xFFFF800000000000:
-            lo = sp & ~(KERNEL_STACK - 1)
-            return lo, target.end_of(lo, KERNEL_STACK)
         end = _mapping_end(sp) or sp + (1 << 20)
         return max(sp - USER_SCAN_BELOW, 0x1000) & ~0xFFF, min(end, sp + USER_SCAN_MAX)
 
@@ -292,7 +288,7 @@ unwinding back. See also `stackproof-unwinder`."""
         taken = [first]
         out = []
         for s in sps:  # innermost first: the first sp met on a stack is its live sp
-            if s is None or s >= 0xFFFF800000000000 or any(lo <= s < hi for lo, hi in taken):
+            if s is None or _core.kernel_address(s) or any(lo <= s < hi for lo, hi in taken):
                 continue
             lo, hi = cls._range(args, s)
             lo = max([lo] + [h for _l, h in taken if h <= s])
@@ -352,7 +348,7 @@ unwinding back. See also `stackproof-unwinder`."""
 
 def _canary(read, sp):
     """The stack-protector canary: %fs:0x28 in user space, %gs:0x28 (per-CPU) in the kernel."""
-    base = "$gs_base" if sp >= 0xFFFF800000000000 else "$fs_base"
+    base = "$gs_base" if _core.kernel_address(sp) else "$fs_base"
     try:
         b = int(gdb.parse_and_eval(base)) & 0xFFFFFFFFFFFFFFFF
     except (gdb.error, ValueError):

@@ -74,12 +74,14 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                                 "stop": None, "frames": reports})
         elif args.task is not None:
             try:
-                pc, sp, regs, _stack, notes = target.task_start(read, args.task, args.sp, symtab)
+                pc, sp, regs, _stack, slot, notes = target.task_start(read, args.task, args.sp, symtab)
             except UserError as e:
                 raise UserError("verify-bt: %s" % e)
             _r, chain, stop, _n, _i, _l = _core.check_chain(read, symtab, None, (pc, sp, regs), args.max_frames)
             frames = [(c["level"], c["pc"], c["sp"], c["slot"], c["kind"], None, c["trust"]) for c in chain]
-            frames = _resume_frame(symtab, frames, pc, sp)
+            if frames and slot is not None:
+                # ret_addr was pushed by `call __switch_to_asm`: its slot is checked like any.
+                frames[0] = frames[0][:3] + (slot,) + frames[0][4:]
             t = self._verify(read, symtab, frames, (pc, sp, regs), args.max_frames, source="registers",
                              thread=current, stop=stop, title="TASK %s (%s):" % (args.task, "; ".join(notes)))
             threads.append(t)
@@ -149,22 +151,11 @@ def _cpu_registers(inf):
                 cs = int(gdb.newest_frame().read_register("cs"))
             except (gdb.error, ValueError):
                 continue
-            out[th.ptid[1] - 1] = (pc, sp, regs, (cs & 3) == 3 or pc < (1 << 47))
+            out[th.ptid[1] - 1] = (pc, sp, regs, _core.cpu_in_user_mode(cs & 0xFFFFFFFFFFFFFFFF, pc))
     finally:
         if selected is not None and selected.is_valid():
             selected.switch()
     return out
-
-
-def _resume_frame(symtab, frames, pc, sp):
-    """A sleeping task's frame 0: `ret_addr` was pushed by `call __switch_to_asm`, so
-    its slot (the inactive_task_frame's last word) is checked like any return address,
-    unless it is a function's first byte (`ret_from_fork` of a task that never ran)."""
-    sym = symtab.lookup(pc)
-    if not frames or (sym is not None and sym[1] == pc):
-        return frames
-    level, fpc, fsp, _slot, kind, name, trust = frames[0]
-    return [(level, fpc, fsp, sp - 8, kind, name, trust)] + list(frames[1:])
 
 
 def _read_text(path):
