@@ -79,6 +79,9 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
         name: None,
         trust: Trust::Registers,
     };
+    // A crossing may go down or stay (a register set naming its own place): a frame
+    // met again is a loop, whatever step led to it.
+    let mut seen = std::collections::HashSet::from([(first.pc, first.sp, first.kind.as_str())]);
     let mut frames = vec![Frame { frame: first, regs, cfa: None, layout_note: None }];
     let mut stop = None;
     while frames.len() < max {
@@ -122,6 +125,13 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
         }
         for next in pending {
             if frames.len() >= max {
+                break;
+            }
+            if !seen.insert((next.frame.pc, next.frame.sp, next.frame.kind.as_str())) {
+                stop = Some(format!(
+                    "frame #{} repeats an earlier one (pc {:#x}): a loop",
+                    next.frame.level, next.frame.pc
+                ));
                 break;
             }
             let user = match next.regs[0].as_ref().map(|r| &r.origin) {

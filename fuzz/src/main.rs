@@ -1,7 +1,7 @@
 //! stackproof-fuzz: a seeded random driver over the core's public entry points.
 //!
 //!   cargo run --profile fuzz -p stackproof-fuzz -- [--cases N] [--seed S] [--only NAME]
-//!                                                 [--jobs J] [--smoke] [--list]
+//!                                                 [--jobs J] [--budget SECS] [--smoke] [--list]
 //!
 //! Each entry point runs in a worker process (this program with `--worker`), so a
 //! stack overflow or an abort is a finding too, not the end of the campaign. Every
@@ -9,7 +9,8 @@
 //! the ground truth of its input (a value reported as read equals memory, a range
 //! reported unreadable is unreadable, ...). Case `i` of entry point `e` is
 //! reproducible: `--only e --seed S --from i --cases 1`.
-//! Exit status: 0 when nothing was found, 1 otherwise.
+//! Exit status: 0 when nothing was found, 1 otherwise. `STACKPROOF_FUZZ_SHOW=1` with
+//! `--worker --only unwind --from i --cases 1` prints the frames of an unwind case.
 
 mod gen;
 mod targets;
@@ -33,6 +34,8 @@ struct Args {
     seed: u64,
     only: Vec<String>,
     jobs: usize,
+    /// Seconds per entry point (per job) at most; the cases run are counted exactly.
+    budget: Option<u64>,
     worker: bool,
     repo: PathBuf,
 }
@@ -44,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 1,
         only: Vec::new(),
         jobs: 1,
+        budget: None,
         worker: false,
         repo: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."),
     };
@@ -63,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--from" => a.from = num(it.next(), "--from")?,
             "--seed" => a.seed = num(it.next(), "--seed")?,
             "--jobs" => a.jobs = num(it.next(), "--jobs")?.max(1) as usize,
+            "--budget" => a.budget = Some(num(it.next(), "--budget")?),
             "--only" => a.only.extend(it.next().ok_or("--only needs a name")?.split(',').map(String::from)),
             "--smoke" => a.cases = 200,
             "--repo" => a.repo = PathBuf::from(it.next().ok_or("--repo needs a directory")?),
@@ -74,7 +79,7 @@ fn parse_args() -> Result<Args, String> {
                 std::process::exit(0);
             }
             "-h" | "--help" => {
-                println!("usage: stackproof-fuzz [--cases N] [--seed S] [--only A,B] [--jobs J] [--smoke] [--list]");
+                println!("usage: stackproof-fuzz [--cases N] [--seed S] [--only A,B] [--jobs J] [--budget SECS] [--smoke] [--list]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -160,7 +165,13 @@ fn worker(a: &Args) {
     let out = std::io::stdout();
     let mut out = out.lock();
     let t0 = Instant::now();
+    let budget = a.budget.map(Duration::from_secs);
+    let mut done = 0u64;
     for i in a.from..a.from.saturating_add(a.cases) {
+        if budget.is_some_and(|b| t0.elapsed() > b) {
+            break;
+        }
+        done += 1;
         let _ = writeln!(out, "S {i}");
         let _ = out.flush();
         let mut rng = gen::Rng::new(case_seed(a.seed, &name, i));
@@ -184,10 +195,18 @@ fn worker(a: &Args) {
             }
         }
         if took > SLOW {
-            let _ = writeln!(out, "F {i} slow {:.2}s", took.as_secs_f64());
+            // Wall time on a shared machine: slow only if it is slow again.
+            let again = Instant::now();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                target(&mut gen::Rng::new(case_seed(a.seed, &name, i)), &c)
+            }));
+            if again.elapsed() > SLOW {
+                let _ =
+                    writeln!(out, "F {i} slow {:.2}s, again {:.2}s", took.as_secs_f64(), again.elapsed().as_secs_f64());
+            }
         }
     }
-    let _ = writeln!(out, "E {} {}", a.cases, t0.elapsed().as_nanos());
+    let _ = writeln!(out, "E {done} {}", t0.elapsed().as_nanos());
 }
 
 #[derive(Default)]
@@ -237,10 +256,16 @@ fn drive(a: &Args, name: &str, from: u64, to: u64) -> Tally {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("stackproof-fuzz"));
     let mut t = Tally::default();
     let mut next = from;
-    while next < to {
+    let started = Instant::now();
+    while next < to && a.budget.is_none_or(|b| started.elapsed().as_secs() < b) {
         let child = Command::new(&exe)
             .args(["--worker", "--only", name, "--seed", &a.seed.to_string()])
             .args(["--from", &next.to_string(), "--cases", &(to - next).to_string()])
+            .args(
+                a.budget
+                    .map(|b| vec!["--budget".to_string(), b.saturating_sub(started.elapsed().as_secs()).to_string()])
+                    .unwrap_or_default(),
+            )
             .arg("--repo")
             .arg(&a.repo)
             .stdout(Stdio::piped())

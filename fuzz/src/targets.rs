@@ -175,6 +175,22 @@ fn unwinder(rng: &mut Rng, _c: &Corpus) -> Vec<String> {
     if u.frames.len() > max {
         out.push(format!("{} frames for max {max}", u.frames.len()));
     }
+    if std::env::var_os("STACKPROOF_FUZZ_SHOW").is_some() {
+        for f in &u.frames {
+            eprintln!(
+                "#{} pc {:#x} sp {:?} slot {:?} {:?} {:?} cfa {:?} {:?}",
+                f.frame.level,
+                f.frame.pc,
+                f.frame.sp.map(|s| format!("{s:#x}")),
+                f.frame.slot.map(|s| format!("{s:#x}")),
+                f.frame.kind,
+                f.frame.trust,
+                f.cfa.map(|s| format!("{s:#x}")),
+                f.layout_note
+            );
+        }
+        eprintln!("stop {:?}", u.stop);
+    }
     let mut seen = std::collections::HashSet::new();
     for f in &u.frames {
         if !seen.insert((f.frame.pc, f.frame.sp, f.frame.kind.as_str())) {

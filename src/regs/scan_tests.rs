@@ -600,3 +600,26 @@ fn decode_sigframe_picks_the_matching_restore_rt() {
     let f = decode_at(&m, at, Layout::SigFrame, &LookupOnly(kernel_symbols()), &ScanOptions::default()).unwrap();
     assert!(f.check("pretcode").unwrap().ok, "{:#?}", f.checks);
 }
+
+#[test]
+fn a_register_set_naming_its_own_place_is_not_walked_again() {
+    // A user-mode pt_regs whose sp points just below itself and whose ip has no
+    // symbol: each step found the same set again, frame after frame up to --max-frames
+    // (the fuzz harness's unwind case 70953).
+    let base = 0x7fff_ffff_0000u64;
+    let set = base + 0x108;
+    let ip = 0x5555_5555_41a7u64;
+    let mut w = vec![0u64; 64];
+    let mut f: Vec<u64> = (0..15).map(|i| 0x1000 + i).collect();
+    f.extend([u64::MAX, ip, 0x33, 0x246, set - 8, 0x2b]);
+    w[0x21..0x21 + 21].copy_from_slice(&f);
+    let mut m = Regions::new();
+    m.add_u64s(base, &w);
+    let start = crate::unwind::Start { pc: ip, sp: set - 8, callee_saved: [None; 6] };
+    let u = crate::unwind::unwind(&m, &kernel_symbols(), &start, 50);
+    let mut seen = std::collections::HashSet::new();
+    for fr in &u.frames {
+        assert!(seen.insert((fr.frame.pc, fr.frame.sp, fr.frame.kind.as_str())), "{:?} twice: {:?}", fr.frame, u.stop);
+    }
+    assert!(u.frames.len() < 50 && u.stop.as_deref().is_some_and(|s| s.contains("loop")), "{:?}", u.stop);
+}
