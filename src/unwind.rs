@@ -204,7 +204,17 @@ fn step_layout<M: Memory, S: Symbols>(
             .and_then(|i| cur.regs[i].as_ref())
             .map(|r| r.value),
     };
-    let cfa = rule.cfa_from(&known, &|a| mem.read_u64(a).ok()).ok_or("CFA not computable here")?;
+    let from_regs = rule.cfa_from(&known, &|a| mem.read_u64(a).ok());
+    // A CFA outside the frame sizes the code allows (a realigned frame's damaged saved rbp)
+    // or none at all: the return address within that range whose call leads here.
+    let bounds = rule.cfa_bounds().and_then(|(lo, hi)| Some((sp.checked_add(lo)?, sp.checked_add(hi)?)));
+    let cfa = match (from_regs, bounds) {
+        (Some(c), Some((lo, hi))) if c < lo || c > hi => {
+            cfa_in_bounds(mem, syms, cur, is_ra, lo, hi).ok_or("CFA outside the frame sizes the code allows")?
+        }
+        (None, Some((lo, hi))) => cfa_in_bounds(mem, syms, cur, is_ra, lo, hi).ok_or("CFA not computable here")?,
+        (c, _) => c.ok_or("CFA not computable here")?,
+    };
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
     let sigreturn = is_restore_rt(syms, ra);
@@ -244,6 +254,13 @@ fn step_layout<M: Memory, S: Symbols>(
     };
     next.frame.trust = Trust::Layout;
     Ok(next)
+}
+
+/// The CFA in `[lo, hi]` whose slot holds a return address leading to the current function.
+fn cfa_in_bounds<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, lo: u64, hi: u64) -> Option<u64> {
+    let mut probe = cur.clone();
+    probe.frame.sp = Some(lo.checked_sub(8)?);
+    step_scan(mem, syms, &probe, is_ra, 0)?.frame.sp.filter(|c| *c <= hi)
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.

@@ -115,6 +115,9 @@ pub enum Reason {
     IndirectCall,
     TailCall,
     InsideFrameOf(String),
+    /// The frame's slot is farther from the inner frame's sp than the inner function's
+    /// code allows at its pc (a saved rbp overwritten with another stack address).
+    FrameSize(String),
     SignalFrame,
     InterruptedPc,
     InlineFrame,
@@ -143,6 +146,7 @@ impl Reason {
             Reason::IndirectCall => "indirect-call",
             Reason::TailCall => "tail-call",
             Reason::InsideFrameOf(_) => "inside-frame-of",
+            Reason::FrameSize(_) => "frame-size",
             Reason::SignalFrame => "signal-frame",
             Reason::InterruptedPc => "interrupted-pc",
             Reason::InlineFrame => "inline-frame",
@@ -164,6 +168,7 @@ impl fmt::Display for Reason {
             Reason::Unreadable(a) => write!(f, "unreadable at {a:#x}"),
             Reason::TargetUnreadable(a) => write!(f, "target-unreadable at {a:#x}"),
             Reason::InsideFrameOf(func) => write!(f, "inside-frame-of {func}"),
+            Reason::FrameSize(func) => write!(f, "frame-size {func}"),
             Reason::BelowSp(sp) => write!(f, "below-sp {sp:#x}"),
             other => f.write_str(other.code()),
         }
@@ -344,13 +349,50 @@ fn check_frame_size<M: Memory, S: Symbols>(
         return; // a disproved frame's layout says nothing
     }
     let Some(slot) = r.slot else { return };
-    let Some((expected, name)) = expected_slot(mem, syms, inner, ir) else { return };
+    let Some((sym, rule)) = inner_rule(mem, syms, inner, ir) else { return };
+    let Some(expected) = slot_of(mem, inner, &rule) else { return };
+    let name = sym.name.to_string();
     r.expected_slot = Some(expected);
     let inner_sp = inner.sp.unwrap_or(0);
     if slot < expected && slot >= inner_sp {
         r.flag(Verdict::Bogus, Reason::InsideFrameOf(name));
+        return;
+    }
+    // The inner frame's extent must be one its code allows at its pc (realigned frames: a range).
+    let bounds = rule.cfa_bounds().and_then(|(lo, hi)| Some((inner.sp?.checked_add(lo)?, inner.sp?.checked_add(hi)?)));
+    if let (Some((lo, hi)), Some(cfa)) = (bounds, slot.checked_add(8)) {
+        if cfa < lo || cfa > hi {
+            r.flag(Verdict::Bogus, Reason::FrameSize(name));
+        }
     }
     let _ = f;
+}
+
+/// The layout rule of a frame at its pc (at the call, for a return address).
+fn inner_rule<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    fr: &FrameIn,
+    rep: &FrameReport,
+) -> Option<(crate::symbols::Symbol, crate::layout::Rule)> {
+    let code_pc = match &rep.call {
+        Some(c) => c.site.addr,
+        None if rep.reasons.contains(&Reason::SignalFrame) => return None,
+        None if fr.level > 0 && fr.kind == FrameKind::Normal => return None,
+        None => fr.pc,
+    };
+    let (sym, _, rule) = crate::layout::at_pc::rule_at(mem, syms, code_pc).ok()?;
+    Some((sym, rule))
+}
+
+/// CFA - 8 of a frame from its rule and what the frame knows (sp, rbp).
+fn slot_of<M: Memory>(mem: &M, fr: &FrameIn, rule: &crate::layout::Rule) -> Option<u64> {
+    let known = |dw: u8| match dw {
+        7 => fr.sp,
+        6 => fr.bp,
+        _ => None,
+    };
+    rule.cfa_from(&known, &|a| mem.read_u64(a).ok())?.checked_sub(8)
 }
 
 /// CFA - 8 of a frame from its function's layout at its pc (at the call, for a return address).
@@ -360,20 +402,8 @@ pub fn expected_slot<M: Memory, S: Symbols>(
     fr: &FrameIn,
     rep: &FrameReport,
 ) -> Option<(u64, String)> {
-    let code_pc = match &rep.call {
-        Some(c) => c.site.addr,
-        None if rep.reasons.contains(&Reason::SignalFrame) => return None,
-        None if fr.level > 0 && fr.kind == FrameKind::Normal => return None,
-        None => fr.pc,
-    };
-    let (sym, _, rule) = crate::layout::at_pc::rule_at(mem, syms, code_pc).ok()?;
-    let known = |dw: u8| match dw {
-        7 => fr.sp,
-        6 => fr.bp,
-        _ => None,
-    };
-    let cfa = rule.cfa_from(&known, &|a| mem.read_u64(a).ok())?;
-    Some((cfa.checked_sub(8)?, sym.name.to_string()))
+    let (sym, rule) = inner_rule(mem, syms, fr, rep)?;
+    Some((slot_of(mem, fr, &rule)?, sym.name.to_string()))
 }
 
 /// The slot must hold the return address; unreadable is `unknown`, never a match.
