@@ -375,6 +375,10 @@ fn inner_rule<M: Memory, S: Symbols>(
     fr: &FrameIn,
     rep: &FrameReport,
 ) -> Option<(crate::symbols::Symbol, crate::layout::Rule)> {
+    // gdb's tail-call frames have no frame of their own: their pc says nothing of a layout.
+    if fr.kind == FrameKind::TailCall {
+        return None;
+    }
     let code_pc = match &rep.call {
         Some(c) => c.site.addr,
         None if rep.reasons.contains(&Reason::SignalFrame) => return None,
