@@ -278,11 +278,11 @@ pub fn verify_chain<M: Memory, S: Symbols>(
     // Index of the nearest inner frame that is a callee (not inline, not a stale slot).
     let mut callee: Option<usize> = None;
     for (i, f) in frames.iter().enumerate() {
-        let inner = i.checked_sub(1).and_then(|j| frames.get(j));
-        let after_signal = matches!(inner.map(|p| p.kind), Some(FrameKind::SigTramp));
-        // Is the pc a return address? Not for frame 0 from registers, an interrupted
-        // frame, or the frame a signal interrupted.
-        let is_ra = (i > 0 || f.slot.is_some()) && f.kind != FrameKind::Interrupted && !after_signal;
+        // An inline frame and the frame holding it are one physical frame: the group's
+        // pc is a return address or not as its innermost frame's is, and only its
+        // outermost frame has a slot.
+        let head = inline_group_head(frames, i);
+        let is_ra = pc_is_return_address(frames, head);
         let func = if is_ra { function_of_ra(syms, f.pc) } else { syms.lookup(f.pc) };
         let mut r = FrameReport::new(f, func);
 
@@ -294,7 +294,7 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             continue;
         }
 
-        if is_ra {
+        if is_ra && f.kind != FrameKind::Inline {
             check_slot(mem, f, &mut r);
             if let Some(c) = callee {
                 check_frame_size(mem, syms, f, &mut r, frames.get(c), out.get(c));
@@ -306,7 +306,7 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             // The kernel wrote this return address; there is no call to find.
             FrameKind::SigTramp => r.flag(Verdict::Ok, Reason::SignalFrame),
             _ if !is_ra => {
-                if i > 0 {
+                if head > 0 {
                     r.flag(Verdict::Ok, Reason::InterruptedPc);
                 }
                 // A pc from registers is real, but only code that can be read is checked code.
@@ -331,6 +331,28 @@ pub fn verify_chain<M: Memory, S: Symbols>(
         }
     }
     out
+}
+
+/// The first frame of the inline group frame `i` ends: `i` itself, or the innermost of
+/// the inline frames right inner to it.
+pub fn inline_group_head(frames: &[FrameIn], i: usize) -> usize {
+    let mut h = i;
+    while h > 0 && frames.get(h - 1).is_some_and(|p| p.kind == FrameKind::Inline) {
+        h -= 1;
+    }
+    h
+}
+
+/// Is the pc of the inline group starting at `head` a return address? Not for frame 0
+/// from registers, an interrupted frame, or the frame a signal interrupted.
+fn pc_is_return_address(frames: &[FrameIn], head: usize) -> bool {
+    let Some(f) = frames.get(head) else { return false };
+    let after_signal = head.checked_sub(1).and_then(|j| frames.get(j)).is_some_and(|p| p.kind == FrameKind::SigTramp);
+    // The group: its inline frames and the real frame holding them.
+    let group = frames.get(head..).unwrap_or_default();
+    let len = group.iter().position(|g| g.kind != FrameKind::Inline).map_or(group.len(), |n| n + 1);
+    let interrupted = group.iter().take(len).any(|g| g.kind == FrameKind::Interrupted);
+    (head > 0 || f.slot.is_some()) && !interrupted && !after_signal
 }
 
 /// The inner frame's layout says where its caller's return address is (CFA - 8);
@@ -382,7 +404,8 @@ fn inner_rule<M: Memory, S: Symbols>(
     let code_pc = match &rep.call {
         Some(c) => c.site.addr,
         None if rep.reasons.contains(&Reason::SignalFrame) => return None,
-        None if fr.level > 0 && fr.kind == FrameKind::Normal => return None,
+        // A return address whose call was not found says nothing of the layout.
+        None if rep.slot.is_some() && fr.kind == FrameKind::Normal => return None,
         None => fr.pc,
     };
     let (sym, _, rule) = crate::layout::at_pc::rule_at(mem, syms, code_pc).ok()?;
@@ -533,5 +556,92 @@ pub fn call_kind(t: &CallTarget) -> &'static str {
         CallTarget::Direct(_) => "direct",
         CallTarget::Register(_) => "register",
         CallTarget::Memory(_) => "memory",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Regions;
+    use crate::symbols::{Symbol, SymbolTable};
+
+    const CALLER: u64 = 0x1000;
+    const HOLDER: u64 = 0x2000;
+    const LEAF: u64 = 0x3000;
+    const SP: u64 = 0x7000_0000;
+
+    /// caller: `call holder; nop...`; holder: `sub $8,%rsp; call leaf; nop...` (a
+    /// NULL write at +0x10 when it crashes itself); leaf: nops. The stack words from SP.
+    fn world(words: &[u64]) -> (Regions, SymbolTable) {
+        let mut m = Regions::new();
+        let mut caller = vec![0xe8];
+        caller.extend(((HOLDER as i64 - (CALLER as i64 + 5)) as i32).to_le_bytes());
+        caller.resize(0x20, 0x90);
+        caller.push(0xc3);
+        m.add(CALLER, caller);
+        let mut holder = vec![0x48, 0x83, 0xec, 0x08, 0xe8];
+        holder.extend(((LEAF as i64 - (HOLDER as i64 + 9)) as i32).to_le_bytes());
+        holder.resize(0x20, 0x90);
+        holder.extend([0x48, 0x83, 0xc4, 0x08, 0xc3]);
+        m.add(HOLDER, holder);
+        let mut leaf = vec![0x90; 0x20];
+        leaf.push(0xc3);
+        m.add(LEAF, leaf);
+        m.add_u64s(SP - 0x40, &[0; 8]);
+        m.add_u64s(SP, words);
+        let syms = SymbolTable::new(vec![
+            Symbol::new("caller", CALLER, 0x21),
+            Symbol::new("holder", HOLDER, 0x25),
+            Symbol::new("leaf", LEAF, 0x21),
+        ]);
+        (m, syms)
+    }
+
+    fn fr(level: u32, pc: u64, sp: u64, kind: FrameKind) -> FrameIn {
+        let trust = if level == 0 { Trust::Registers } else { Trust::Cfi };
+        FrameIn { level, pc, sp: Some(sp), slot: None, bp: None, kind, name: Some(format!("f{level}")), trust }
+    }
+
+    #[test]
+    fn inline_group_at_frame_0_has_no_slot_and_its_caller_is_ok() {
+        // Crash at holder+0x10 inside two inlined helpers: the holder's pc comes from the registers.
+        let (mem, syms) = world(&[CALLER + 5]);
+        let pc = HOLDER + 0x10;
+        let frames = vec![
+            fr(0, pc, SP - 8, FrameKind::Inline),
+            fr(1, pc, SP - 8, FrameKind::Inline),
+            fr(2, pc, SP - 8, FrameKind::Normal),
+            fr(3, CALLER + 5, SP + 8, FrameKind::Normal),
+        ];
+        let r = verify_chain(&mem, &syms, &frames, &NoResolver);
+        for f in &r[..3] {
+            assert_eq!(f.slot, None, "{f:?}");
+            assert_ne!(f.verdict, Verdict::Bogus, "{f:?}");
+        }
+        assert!(r[0].reasons.contains(&Reason::InlineFrame));
+        assert_eq!(r[2].function.as_ref().map(|s| &*s.name), Some("holder"));
+        assert_eq!(r[3].verdict, Verdict::Ok, "{:?}", r[3]);
+        assert_eq!(r[3].slot, Some(SP));
+        // the holder's layout at its pc (sub $8: CFA = sp + 16) puts the caller's slot at SP
+        assert_eq!(r[3].expected_slot, Some(SP));
+    }
+
+    #[test]
+    fn inline_group_in_the_middle_has_one_slot_below_it() {
+        // leaf (frame 0) was called from an inlined helper in holder: the helper and
+        // holder share the return address holder+9; only holder has the slot.
+        let (mem, syms) = world(&[HOLDER + 9, 0, CALLER + 5]);
+        let frames = vec![
+            fr(0, LEAF + 4, SP, FrameKind::Normal),
+            fr(1, HOLDER + 9, SP + 8, FrameKind::Inline),
+            fr(2, HOLDER + 9, SP + 8, FrameKind::Normal),
+            fr(3, CALLER + 5, SP + 24, FrameKind::Normal),
+        ];
+        let r = verify_chain(&mem, &syms, &frames, &NoResolver);
+        assert_eq!(r[1].slot, None);
+        assert_eq!(r[1].verdict, Verdict::Ok);
+        assert_eq!((r[2].verdict, r[2].slot), (Verdict::Ok, Some(SP)), "{:?}", r[2]);
+        assert_eq!(r[2].call.as_ref().and_then(|c| c.target), Some(LEAF));
+        assert_eq!((r[3].verdict, r[3].slot), (Verdict::Ok, Some(SP + 16)), "{:?}", r[3]);
     }
 }

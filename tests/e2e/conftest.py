@@ -491,6 +491,9 @@ def check_against_oracle(doc_thread, oracle_frames, what=""):
         if orc["has_slot"]:
             assert hexint(fr["slot"]) == orc["sp"] - 8, (ctx, fr)
             assert hexint(fr["slot_value"]) == orc["pc"], (ctx, fr)
+        else:
+            # an inline frame (or the frame holding an inline group at #0) has none
+            assert fr["slot"] is None, (ctx, fr)
         if oracle_expects_ok(oracle_frames, i):
             assert fr["verdict"] == "ok", (ctx, fr)
             assert fr["call"] is not None and fr["call"]["kind"] == "direct", (ctx, fr)

@@ -159,22 +159,25 @@ def walk_thread():
         if older is None:
             stop_reason = gdb.frame_stop_reason_string(frame.unwind_stop_reason())
         frame = older
-    # Which frames' pc is a return address stored at sp - 8?
+    # Which frames' pc is a return address stored at sp - 8?  An inline frame and
+    # the frame holding it are one physical frame: only the holder (the outermost
+    # of the group) has the slot, and only when the group's innermost frame's pc
+    # is a return address.
     for i, rec in enumerate(frames):
-        has_slot = i > 0 and rec["sp"] is not None
-        if has_slot and rec["type"] == "tailcall":
-            has_slot = False          # reached by a jmp: no slot of its own
+        head = i
+        while head > 0 and frames[head - 1]["type"] == "inline":
+            head -= 1
+        has_slot = head > 0 and rec["sp"] is not None
+        if rec["type"] in ("tailcall", "inline"):
+            has_slot = False          # reached by a jmp / part of the holder's frame
         if has_slot:
             # tail-call frames share the sp of the frame outer to them; the
             # ra that frame's pc is was pushed by the frame inner of the chain
-            j = i - 1
+            j = head - 1
             while j > 0 and frames[j]["type"] == "tailcall":
                 j -= 1
-            inner = frames[j]
-            if inner["type"] == "sigtramp":
+            if frames[j]["type"] == "sigtramp":
                 has_slot = False      # pc restored from the signal frame
-            elif inner["type"] == "inline":
-                has_slot = inner["has_slot"]  # shares the inline frame's ra
         rec["has_slot"] = bool(has_slot)
         rec["slot"] = rec["sp"] - 8 if has_slot else None
         if has_slot:

@@ -1,0 +1,146 @@
+"""A corpus of everyday frame shapes (tests/programs/frames.c and libframes.c):
+inlined frames at #0 and in the middle of the stack, calls through the PLT
+(lazy, `-z now`, `.plt.sec`), threads blocked in libc waits, a signal handler,
+a NULL call, at every -O level and with distro flags. Every verdict, the own
+chain and the callee-saved registers are judged against gdb's DWARF unwinding
+of the same intact core (oracle_gdb.py), never against stackproof's output."""
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import (BUILD, PROGRAMS, _digest, assert_no_crash, check_against_oracle,
+                      check_schema, gcc_version, gdb_stackproof, hexint, parse_verify_json)
+
+DISTRO = ["-O2", "-fcf-protection=full", "-fstack-clash-protection", "-fstack-protector-strong",
+          "-D_FORTIFY_SOURCE=2"]
+CORPUS_OPTS = {
+    "O0": ["-O0"],
+    "O1": ["-O1"],
+    "O2": ["-O2"],
+    "O3": ["-O3"],
+    "Os": ["-Os"],
+    "distro": DISTRO,
+    # Link variants of the PLT: bound at load time, and IBT's .plt.sec stubs.
+    "O2now": ["-O2", "-Wl,-z,now"],
+    "distronow": DISTRO + ["-Wl,-z,now"],
+}
+# mode -> (gdb commands before `run`, the signal it stops with)
+MODES = {
+    "inline1": ([], "SIGSEGV"),
+    "inline3": ([], "SIGSEGV"),
+    "inlinemid": ([], "SIGSEGV"),
+    "static": ([], "SIGSEGV"),
+    "join": ([], "SIGSEGV"),
+    "plt": ([], "SIGSEGV"),
+    "qsort": ([], "SIGSEGV"),
+    "nullcall": ([], "SIGSEGV"),
+    "signal": (["handle SIGUSR1 nostop noprint pass"], "SIGSEGV"),
+}
+LINK_ONLY = {"O2now", "distronow"}   # only the PLT modes are worth building again
+CASES = [(m, o) for o in CORPUS_OPTS for m in MODES if o not in LINK_ONLY or m in ("plt", "qsort")]
+
+
+class Corpus:
+    def __init__(self, a_exe, core, oracle, mode, opt):
+        self.exe, self.core, self.mode, self.opt = a_exe, core, mode, opt
+        self.oracle = json.loads(oracle.read_text())
+
+    def frames(self, num=None):
+        num = num or self.oracle["selected_thread"]
+        return next(t for t in self.oracle["threads"] if t["thread"] == num)["frames"]
+
+
+def _build(builder, opt):
+    """libframes.so and frames, linked through the PLT, for one flag set."""
+    flags = ["-g"] + CORPUS_OPTS[opt]
+    srcs = [(PROGRAMS / n).read_bytes() for n in ("frames.c", "libframes.c")]
+    key = _digest(*srcs, flags, gcc_version())
+    d = BUILD / "corpus" / ("%s-%s" % (opt, key))
+    exe = d / "frames"
+    with builder._lock_for(str(d)):
+        if not exe.exists():
+            d.mkdir(parents=True, exist_ok=True)
+            lib = d / "libframes.so"
+            for cmd in (["gcc"] + flags + ["-shared", "-fPIC", "-o", str(lib), str(PROGRAMS / "libframes.c")],
+                        ["gcc"] + flags + ["-Wall", "-o", str(d / "frames.tmp"), str(PROGRAMS / "frames.c"),
+                                           "-pthread", "-L", str(d), "-lframes", "-Wl,-rpath," + str(d)]):
+                p = subprocess.run(cmd, capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise RuntimeError("compile failed: %s\n%s" % (" ".join(cmd), p.stderr))
+            os.replace(d / "frames.tmp", exe)
+    return exe
+
+
+@pytest.fixture(scope="session")
+def corpus(builder):
+    def one(case):
+        mode, opt = case
+        exe = _build(builder, opt)
+        pre, sig = MODES[mode]
+        core = builder.core_for(exe, [mode], pre, sig, "frames-%s-%s" % (mode, opt))
+        return case, Corpus(exe, core, builder.oracle_for(exe, core), mode, opt)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(one, CASES))
+
+
+def physical(frames):
+    return [(f["pc"], f["sp"]) for f in frames if f["type"] not in ("inline", "tailcall")]
+
+
+def verify_all(c):
+    res = gdb_stackproof(["verify-bt -a --json"], c.exe, c.core)
+    assert_no_crash(res)
+    assert res.status == 0, res.describe()
+    doc = parse_verify_json(res)
+    check_schema(doc)
+    return {t["thread"]: t for t in doc["threads"]}
+
+
+@pytest.mark.parametrize("mode,opt", CASES, ids=["%s-%s" % c for c in CASES])
+def test_corpus_verdicts_and_own_chain_equal_gdbs(corpus, mode, opt):
+    """Every thread: gdb's frames, none bogus (they are all real: the core is intact);
+    stackproof's own chain is gdb's physical frames (pc, sp = the inner frame's CFA);
+    nothing invented, nothing lost."""
+    c = corpus[(mode, opt)]
+    got = verify_all(c)
+    assert sorted(got) == sorted(t["thread"] for t in c.oracle["threads"])
+    for ot in c.oracle["threads"]:
+        what = "frames-%s-%s thread %d" % (mode, opt, ot["thread"])
+        t = got[ot["thread"]]
+        check_against_oracle(t, ot["frames"], what)
+        want = physical(ot["frames"])
+        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:len(want)]
+        assert own == want, (what, t["chain_stop"], [(hex(a), hex(b)) for a, b in own],
+                             [(hex(a), hex(b)) for a, b in want])
+        assert t["invented"] == [] and t["lost"] == [], (what, t["invented"], t["lost"])
+
+
+def test_inline_frames_are_one_physical_frame(corpus):
+    """The inline group at #0 (inl_c, inl_b, inl_a in crash_inline3) shares frame 0's
+    registers: no frame of it has a slot; the real function holding them is `ok` with
+    the return address below the whole group."""
+    for opt in CORPUS_OPTS:
+        if ("inline3", opt) not in corpus:
+            continue
+        c = corpus[("inline3", opt)]
+        frames = c.frames()
+        names = [f["function"] for f in frames]
+        holder = names.index("crash_inline3")
+        assert all(f["type"] == "inline" for f in frames[:holder]), (opt, frames)
+        t = verify_all(c)[c.oracle["selected_thread"]]
+        for fr in t["frames"][:holder + 1]:
+            assert fr["slot"] is None, (opt, fr)
+        main = t["frames"][holder + 1]
+        assert main["verdict"] == "ok", (opt, main)
+
+
+def test_strict_passes_on_inline_frames(corpus):
+    c = corpus[("inlinemid", "O2")]
+    res = gdb_stackproof(["verify-bt --strict"], c.exe, c.core)
+    assert_no_crash(res)
+    assert res.status == 0, res.describe()
+    assert "BOGUS" not in res.stdout, res.describe()
