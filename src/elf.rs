@@ -129,6 +129,7 @@ fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
     if syms.is_empty() {
         syms = file.dynamic_symbols().filter_map(text).collect();
     }
+    syms.extend(plt_symbols(&file));
     let markers = file
         .symbols()
         .filter(|s| s.name().is_ok_and(|n| crate::kernel::MARKERS.contains(&n)) && !s.is_undefined())
@@ -142,6 +143,66 @@ fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
         })
         .collect();
     Ok(RawTable { relocatable, sections, code, section_names, syms, markers })
+}
+
+/// PLT stubs get no symbol from the linker; name them `foo@plt` as gdb (BFD) does:
+/// each stub's `jmp *GOT(%rip)` names a GOT slot, and the relocation of that slot
+/// (`.rela.plt`, or `.rela.dyn` for `.plt.got`) names the symbol. Covers the lazy
+/// `.plt`, IBT's `.plt.sec` (`endbr64; bnd jmp`) and `.plt.got` (`-z now`).
+fn plt_symbols(file: &object::File<'_>) -> Vec<RawSymbol> {
+    use object::{ObjectSymbolTable, RelocationTarget};
+    let mut out = Vec::new();
+    let (Some(relocs), Some(dynsym)) = (file.dynamic_relocations(), file.dynamic_symbol_table()) else {
+        return out;
+    };
+    let mut by_slot: HashMap<u64, String> = HashMap::new();
+    for (slot, r) in relocs {
+        if let RelocationTarget::Symbol(i) = r.target() {
+            if let Some(n) = dynsym.symbol_by_index(i).ok().and_then(|s| s.name().ok().map(str::to_string)) {
+                if !n.is_empty() {
+                    by_slot.insert(slot, n);
+                }
+            }
+        }
+    }
+    for sec in file.sections() {
+        let Ok(name) = sec.name() else { continue };
+        if !matches!(name, ".plt" | ".plt.sec" | ".plt.got") {
+            continue;
+        }
+        let Ok(data) = sec.data() else { continue }; // NOBITS in a separate debug file
+        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+        let entry = if name == ".plt.got" && !data.starts_with(&ENDBR64) { 8 } else { 16 };
+        for (k, stub) in data.chunks_exact(entry).enumerate() {
+            let mut i = if stub.starts_with(&ENDBR64) { 4 } else { 0 };
+            if stub.get(i) == Some(&0xf2) {
+                i += 1; // bnd
+            }
+            let (Some(&[0xff, 0x25]), Some(d)) = (stub.get(i..i + 2), stub.get(i + 2..i + 6)) else { continue };
+            let disp = i32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+            let at = sec.address().wrapping_add((k * entry) as u64);
+            let slot = at.wrapping_add(i as u64 + 6).wrapping_add_signed(i64::from(disp));
+            if let Some(n) = by_slot.get(&slot) {
+                out.push(RawSymbol {
+                    name: format!("{n}{PLT_SUFFIX}"),
+                    value: at,
+                    size: entry as u64,
+                    section: Some(sec.index()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The suffix of a PLT stub's name (`foo@plt`).
+pub const PLT_SUFFIX: &str = "@plt";
+
+/// The PLT stubs of `path` only (its code, when the symbols come from a separate debug file).
+pub fn load_plt_symbols(path: &Path, placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
+    let mut all = load_symbols(path, placement, module)?;
+    all.retain(|s| s.name.ends_with(PLT_SUFFIX));
+    Ok(all)
 }
 
 /// The text symbols of `path`, placed, each tagged with `module`.

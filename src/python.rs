@@ -166,13 +166,14 @@ impl Symtab {
     }
 
     /// Add an ELF file's text symbols, moved by `bias` or placed per section (`{".text": addr}`).
-    #[pyo3(signature = (path, bias=None, sections=None, module=None))]
+    #[pyo3(signature = (path, bias=None, sections=None, module=None, plt_from=None))]
     fn add_elf(
         &mut self,
         path: &str,
         bias: Option<u64>,
         sections: Option<std::collections::HashMap<String, u64>>,
         module: Option<&str>,
+        plt_from: Option<&str>,
     ) -> PyResult<usize> {
         let placement = match sections {
             Some(s) => Placement::Sections(s),
@@ -180,7 +181,11 @@ impl Symtab {
         };
         let (syms, code, markers) = guarded("add_elf", || {
             let p = Path::new(path);
-            let syms = elf::load_symbols(p, &placement, module).map_err(PyValueError::new_err)?;
+            let mut syms = elf::load_symbols(p, &placement, module).map_err(PyValueError::new_err)?;
+            // A separate debug file has no code: the PLT stubs are named from the file itself.
+            if let Some(code) = plt_from.filter(|c| *c != path) {
+                syms.extend(elf::load_plt_symbols(Path::new(code), &placement, module).unwrap_or_default());
+            }
             let code = elf::CodeImage::open(p, &placement).map_err(PyValueError::new_err)?;
             Ok((syms, code, elf::load_markers(p, &placement).map_err(PyValueError::new_err)?))
         })?;

@@ -515,7 +515,17 @@ fn check_call<M: Memory, S: Symbols>(
             TargetMatch::Exact => {}
             TargetMatch::Via(hops) => {
                 ev.via = hops.iter().map(|h| hop_text(syms, h)).collect();
-                r.flag(Verdict::Probable, Reason::TailCall);
+                // `call foo@plt` whose GOT slot holds the callee: an ordinary call.
+                let plt_only = matches!(hops.as_slice(), [Hop::Slot { at, .. }] if plt_stub(syms, *at).is_some());
+                if !plt_only {
+                    r.flag(Verdict::Probable, Reason::TailCall);
+                }
+            }
+            // The GOT slot could not be followed (not bound, unreadable), but the stub's
+            // relocation names the callee.
+            TargetMatch::Unknown(_) if plt_stub(syms, t).is_some_and(|p| plt_names(&p, &cf)) => {
+                let stub = plt_stub(syms, t).map(|p| p.name.to_string()).unwrap_or_default();
+                ev.via.push(format!("{stub} -> {} (by the stub's relocation)", cf.name));
             }
             TargetMatch::IndirectRegister { reg, thunk } => {
                 ev.via.push(format!("{thunk}: call *%{}", reg.name()));
@@ -541,9 +551,27 @@ fn check_call<M: Memory, S: Symbols>(
     r.call = Some(ev);
 }
 
+/// The PLT stub (`foo@plt`) holding `addr`, if any.
+fn plt_stub<S: Symbols>(syms: &S, addr: u64) -> Option<Symbol> {
+    syms.lookup(addr).filter(|s| s.name.ends_with(crate::elf::PLT_SUFFIX))
+}
+
+/// Does the PLT stub name the function `f` (`foo@plt` for `foo`, `foo.cold`, `foo@@GLIBC_2.2.5`)?
+fn plt_names(stub: &Symbol, f: &Symbol) -> bool {
+    let want = stub.name.trim_end_matches(crate::elf::PLT_SUFFIX);
+    let have = f.base_name();
+    have == want || have.split('@').next() == Some(want)
+}
+
 /// A hop from a call's target towards the callee, as the evidence line shows it.
 pub fn hop_text<S: Symbols>(syms: &S, h: &Hop) -> String {
     let name = |a: u64| syms.lookup(a).map(|s| format!(" <{}>", s.describe(a))).unwrap_or_default();
+    if let Hop::Slot { at, slot, dest } = h {
+        if let Some(stub) = plt_stub(syms, *at) {
+            let to = syms.lookup(*dest).map_or_else(|| format!("{dest:#x}"), |s| s.describe(*dest));
+            return format!("{} -> {to} (GOT {slot:#x} = {dest:#x})", stub.name);
+        }
+    }
     match h {
         Hop::Slot { at, slot, dest } => format!("jmp *{slot:#x} at {at:#x} -> {dest:#x}{}", name(*dest)),
         Hop::TailJump { from, at, to } => format!("tail jmp in {from} at {at:#x} -> {to:#x}{}", name(*to)),

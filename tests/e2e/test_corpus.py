@@ -6,13 +6,14 @@ chain and the callee-saved registers are judged against gdb's DWARF unwinding
 of the same intact core (oracle_gdb.py), never against stackproof's output."""
 import json
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conftest import (BUILD, PROGRAMS, _digest, assert_no_crash, check_against_oracle,
-                      check_schema, gcc_version, gdb_stackproof, hexint, parse_verify_json)
+                      check_schema, gcc_version, gdb_stackproof, hexint, parse_verify_json, run_gdb)
 
 DISTRO = ["-O2", "-fcf-protection=full", "-fstack-clash-protection", "-fstack-protector-strong",
           "-D_FORTIFY_SOURCE=2"]
@@ -144,3 +145,47 @@ def test_strict_passes_on_inline_frames(corpus):
     assert_no_crash(res)
     assert res.status == 0, res.describe()
     assert "BOGUS" not in res.stdout, res.describe()
+
+
+def gdb_call_names(c, frames):
+    """{level: the `<name>` gdb's own disassembler (no stackproof) gives the direct call
+    ending at that frame's pc}."""
+    cmds = []
+    for f in frames:
+        cmds += ["-ex", "x/i %#x" % (f["pc"] - 5)]
+    res = run_gdb(cmds, c.exe, c.core)
+    out = {}
+    for line in res.stdout.splitlines():
+        m = re.match(r"^\s*(?:=> )?0x([0-9a-f]+) <[^>]*>:\s+call\S*\s+0x[0-9a-f]+ <([^>+]+)>", line)
+        if m:
+            for f in frames:
+                if f["pc"] - 5 == int(m.group(1), 16):
+                    out[f["level"]] = m.group(2)
+    return out
+
+
+PLT_CASES = [o for o in CORPUS_OPTS if o != "O0"] + ["O0"]
+
+
+@pytest.mark.parametrize("opt", PLT_CASES)
+def test_calls_through_the_plt_are_ok(corpus, opt):
+    """main -> lib_twice@plt -> lib_twice -> lib_apply@plt (inside the library: default
+    visibility) -> lib_apply: every frame whose call gdb's disassembler names `X@plt`
+    and whose inner frame gdb names X is `ok`, the target named X@plt as gdb names it,
+    the evidence `X@plt -> X`. Lazy .plt, -z now, and IBT's .plt.sec (distro flags)."""
+    c = corpus[("plt", opt)]
+    frames = c.frames()
+    named = gdb_call_names(c, frames[1:])
+    t = verify_all(c)[c.oracle["selected_thread"]]
+    checked = 0
+    for lvl, name in named.items():
+        if not name.endswith("@plt"):
+            continue
+        inner = frames[lvl - 1]
+        fr = t["frames"][lvl]
+        assert fr["call"]["target_function"] == name, (opt, fr)
+        if inner["function"] == name[:-4] and inner["type"] == "normal":
+            assert fr["verdict"] == "ok", (opt, fr)
+            assert any(v.startswith("%s -> %s" % (name, name[:-4])) for v in fr["call"]["via"]), (opt, fr)
+            checked += 1
+    assert checked >= 2, (opt, named, [f["function"] for f in frames])

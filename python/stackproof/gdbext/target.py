@@ -263,7 +263,7 @@ def symtab():
                 bias = _bias_by_probe(symfile)
             if bias is None:
                 continue  # gdb's fallback still names these addresses
-            st.add_elf(symfile, bias=bias, module=module)
+            st.add_elf(symfile, bias=bias, module=module, plt_from=path)
         except ValueError:
             continue  # not an ELF we can read; gdb's fallback covers it
     _symtab_cache.update(key=key, symtab=st)
