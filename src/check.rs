@@ -79,7 +79,10 @@ fn check_unscoped<M: Memory, S: Symbols>(
     let consistent = ConsistencyResolver { mem, syms };
     let reports = match &chain {
         Some(c) => {
-            let recovered = ChainResolver::new(mem, &c.frames);
+            let recovered = match start {
+                Some(s) => ChainResolver::new(mem, &c.frames).with_start(s),
+                None => ChainResolver::new(mem, &c.frames),
+            };
             for f in frames.iter_mut().filter(|f| f.bp.is_none()) {
                 let same = recovered.frame(f.pc, f.sp);
                 f.bp = same.and_then(|u| u.regs[1].as_ref()).map(|r| r.value);
@@ -88,10 +91,12 @@ fn check_unscoped<M: Memory, S: Symbols>(
         }
         None => verify_chain(mem, syms, &frames, &consistent),
     };
-    let (invented, lost) = match &chain {
+    let (mut invented, lost) = match &chain {
         Some(c) if given => compare(&frames, c),
         _ => (Vec::new(), Vec::new()),
     };
+    // A frame whose own checks all pass is real, whatever the own chain found.
+    invented.retain(|l| reports.iter().find(|r| r.level == *l).is_none_or(|r| r.verdict != Verdict::Ok));
     Checked { reports, chain, invented, lost }
 }
 

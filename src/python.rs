@@ -577,6 +577,7 @@ fn verify_crash_bt<'py>(
                 pc: *pc,
                 sp: *sp,
                 callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
+                scratch: Vec::new(),
             },
             user_mode: *user_mode,
         });
@@ -703,7 +704,17 @@ fn kernel_scan_ranges(
 }
 
 fn start_of((pc, sp, regs): (u64, u64, std::collections::HashMap<String, u64>)) -> crate::unwind::Start {
-    crate::unwind::Start { pc, sp, callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()) }
+    let scratch = regs
+        .iter()
+        .filter(|(n, _)| !crate::layout::CALLEE_SAVED_NAMES.contains(&n.as_str()))
+        .filter_map(|(n, v)| Some((crate::x86::Reg::from_name(n)?, *v)))
+        .collect();
+    crate::unwind::Start {
+        pc,
+        sp,
+        callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
+        scratch,
+    }
 }
 
 /// Is `addr` in the kernel half of the address space?

@@ -57,6 +57,8 @@ pub struct ChainResolver<'a, M> {
     frames: &'a [Frame],
     /// `(pc, sp)` -> first frame with them: deep chains are looked up once per frame.
     index: std::collections::HashMap<(u64, Option<u64>), usize>,
+    /// The caller of a pc-0 frame 0 (a NULL call) and the registers at its call.
+    at_call: Option<((u64, Option<u64>), Vec<(Reg, u64)>)>,
 }
 
 impl<'a, M> ChainResolver<'a, M> {
@@ -65,7 +67,18 @@ impl<'a, M> ChainResolver<'a, M> {
         for (i, u) in frames.iter().enumerate() {
             index.entry((u.frame.pc, u.frame.sp)).or_insert(i);
         }
-        ChainResolver { mem, frames, index }
+        ChainResolver { mem, frames, index, at_call: None }
+    }
+
+    /// When frame 0 is at pc 0 with its caller's return address at sp (a call through a
+    /// NULL pointer), nothing ran since that call: the starting registers are its operands'.
+    pub fn with_start(mut self, start: &crate::unwind::Start) -> Self {
+        if let (Some(f0), Some(f1)) = (self.frames.first(), self.frames.get(1)) {
+            if f0.frame.pc == 0 && f0.frame.level == 0 && f1.frame.slot == f0.frame.sp {
+                self.at_call = Some(((f1.frame.pc, f1.frame.sp), start.scratch.clone()));
+            }
+        }
+        self
     }
 
     /// The chain's frame with this pc and sp.
@@ -77,7 +90,14 @@ impl<'a, M> ChainResolver<'a, M> {
 impl<M: Memory> IndirectResolver for ChainResolver<'_, M> {
     fn resolve(&self, frame: &FrameIn, site: &CallSite) -> Option<(u64, Vec<String>)> {
         let fr = self.frame(frame.pc, frame.sp)?;
+        let at_call = self.at_call.as_ref().filter(|(k, _)| *k == (frame.pc, frame.sp)).map(|(_, r)| r);
         let value = |reg: Reg| {
+            if let Some(&(_, v)) = at_call.and_then(|r| r.iter().find(|(x, _)| *x == reg)) {
+                return Some((
+                    v,
+                    format!("{} = {v:#x} from the registers at pc 0 (nothing ran since the call)", reg.name()),
+                ));
+            }
             let i = callee_saved_index(reg)?;
             let v = fr.regs.get(i)?.as_ref()?;
             Some((v.value, describe_origin(i, v)))

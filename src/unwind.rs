@@ -14,8 +14,8 @@ use crate::memory::Memory;
 use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
 use crate::regs::{Layout, Status};
 use crate::symbols::Symbols;
-use crate::verify::{function_of_ra, FrameIn, FrameKind, Trust};
-use crate::x86::{call_before, follow_target, CallCheck, CallSite, CallTarget, Limits, TargetMatch};
+use crate::verify::{function_of_ra, FrameIn, FrameKind, Reason, Trust};
+use crate::x86::{call_before, CallCheck, CallSite};
 
 /// How far above a frame's sp a scan looks for its return address.
 pub const SCAN_WINDOW: u64 = 16 * 1024;
@@ -64,6 +64,9 @@ pub struct Start {
     pub sp: u64,
     /// rbx rbp r12 r13 r14 r15 when known.
     pub callee_saved: [Option<u64>; 6],
+    /// Other general-purpose registers when known (rax, rcx, ...): at pc 0 after a NULL
+    /// call nothing has run since the call, so they are its operands' values.
+    pub scratch: Vec<(crate::x86::Reg, u64)>,
 }
 
 /// Unwind from `start` for at most `max` frames.
@@ -90,6 +93,8 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
         let level = cur.frame.level + 1;
         let stepped = if cur.frame.kind == FrameKind::SigTramp {
             step_sigframe(mem, syms, cur, level).ok_or("signal frame unreadable")
+        } else if cur.frame.pc == 0 && !is_ra {
+            step_null_call(mem, syms, cur, level).ok_or("pc 0 and no indirect call's return address at sp")
         } else {
             step_layout(mem, syms, cur, is_ra, level)
         };
@@ -104,7 +109,9 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
                     Some((None, f)) => (Some(f), None),
                     // Nothing is outer of a task stack's bottom frame but its pt_regs.
                     None if cur.frame.slot.is_some_and(crate::kernel::is_stack_bottom_slot) => (None, None),
-                    None => (step_scan(mem, syms, &cur, is_ra, level), None),
+                    None => {
+                        (step_lost(mem, syms, &cur, is_ra, level).or_else(|| step_scan(mem, syms, &cur, level)), None)
+                    }
                 }
             }
         };
@@ -189,32 +196,8 @@ fn step_layout<M: Memory, S: Symbols>(
 ) -> Result<Frame, &'static str> {
     // A return address is read at its call: after a call to a noreturn function
     // at the end of a function, the ra itself is already in the next one.
-    let code_pc = if is_ra {
-        call_site(mem, syms, cur.frame.pc).ok_or("no call before the return address")?.addr
-    } else {
-        cur.frame.pc
-    };
-    let (_sym, layout, rule) = rule_at(mem, syms, code_pc)?;
-    let sp = cur.frame.sp.ok_or("sp unknown")?;
-    let known = |dw: u8| match dw {
-        7 => Some(sp),
-        _ => crate::layout::CALLEE_SAVED
-            .iter()
-            .position(|r| *r == dw)
-            .and_then(|i| cur.regs[i].as_ref())
-            .map(|r| r.value),
-    };
-    let from_regs = rule.cfa_from(&known, &|a| mem.read_u64(a).ok());
-    // A CFA outside the frame sizes the code allows (a realigned frame's damaged saved rbp)
-    // or none at all: the return address within that range whose call leads here.
-    let bounds = rule.cfa_bounds().and_then(|(lo, hi)| Some((sp.checked_add(lo)?, sp.checked_add(hi)?)));
-    let cfa = match (from_regs, bounds) {
-        (Some(c), Some((lo, hi))) if c < lo || c > hi => {
-            cfa_in_bounds(mem, syms, cur, is_ra, lo, hi).ok_or("CFA outside the frame sizes the code allows")?
-        }
-        (None, Some((lo, hi))) => cfa_in_bounds(mem, syms, cur, is_ra, lo, hi).ok_or("CFA not computable here")?,
-        (c, _) => c.ok_or("CFA not computable here")?,
-    };
+    let (layout, rule, cfa) = frame_cfa(mem, syms, cur, is_ra)?;
+    let known = known_regs(cur);
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
     let sigreturn = is_restore_rt(syms, ra);
@@ -253,14 +236,154 @@ fn step_layout<M: Memory, S: Symbols>(
         layout_note: None,
     };
     next.frame.trust = Trust::Layout;
+    if let Some(why) = crate::verify::step_disproved(mem, syms, &cur.frame, &next.frame) {
+        return Err(match why {
+            Reason::WrongTarget => "the return address's call leads elsewhere (a stale return address)",
+            Reason::InsideFrameOf(_) => "the return address lies inside the frame (a stale one)",
+            _ => "the layout's return address fails the checks",
+        });
+    }
     Ok(next)
 }
 
 /// The CFA in `[lo, hi]` whose slot holds a return address leading to the current function.
-fn cfa_in_bounds<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, lo: u64, hi: u64) -> Option<u64> {
-    let mut probe = cur.clone();
-    probe.frame.sp = Some(lo.checked_sub(8)?);
-    step_scan(mem, syms, &probe, is_ra, 0)?.frame.sp.filter(|c| *c <= hi)
+fn cfa_in_bounds<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, lo: u64, hi: u64) -> Option<u64> {
+    scan_slots(mem, syms, cur, lo.checked_sub(8)?, hi, 0)?.frame.sp.filter(|c| *c <= hi)
+}
+
+/// pc 0 after a call through a NULL pointer: the call pushed its return address at sp
+/// and nothing else ran. The word at sp must follow an indirect call (whose pointer,
+/// when it can be read without registers, is 0).
+fn step_null_call<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
+    let sp = cur.frame.sp?;
+    let ra = mem.read_u64(sp).ok()?;
+    let site = call_site(mem, syms, ra)?;
+    match &site.target {
+        crate::x86::CallTarget::Direct(_) => return None,
+        crate::x86::CallTarget::Memory(m) if m.base.is_none() && m.index.is_none() => {
+            if mem.read_u64(m.absolute?).ok()? != 0 {
+                return None;
+            }
+        }
+        _ => {}
+    }
+    let frame = FrameIn {
+        level,
+        pc: ra,
+        sp: sp.checked_add(8),
+        slot: Some(sp),
+        bp: cur.frame.bp,
+        kind: FrameKind::Normal,
+        name: None,
+        trust: Trust::Layout,
+    };
+    Some(Frame { frame, regs: cur.regs.clone(), cfa: None, layout_note: None })
+}
+
+/// The CFA of a frame from its function's layout (at the call, for a return address).
+fn frame_cfa<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    cur: &Frame,
+    is_ra: bool,
+) -> Result<(std::sync::Arc<crate::layout::FunctionLayout>, crate::layout::Rule, u64), &'static str> {
+    let code_pc = if is_ra {
+        call_site(mem, syms, cur.frame.pc).ok_or("no call before the return address")?.addr
+    } else {
+        cur.frame.pc
+    };
+    let (_sym, layout, rule) = rule_at(mem, syms, code_pc)?;
+    let sp = cur.frame.sp.ok_or("sp unknown")?;
+    let from_regs = rule.cfa_from(&known_regs(cur), &|a| mem.read_u64(a).ok());
+    // A CFA outside the frame sizes the code allows (a realigned frame's damaged saved rbp)
+    // or none at all: the return address within that range whose call leads here.
+    let bounds = rule.cfa_bounds().and_then(|(lo, hi)| Some((sp.checked_add(lo)?, sp.checked_add(hi)?)));
+    let cfa = match (from_regs, bounds) {
+        (Some(c), Some((lo, hi))) if c < lo || c > hi => {
+            cfa_in_bounds(mem, syms, cur, lo, hi).ok_or("CFA outside the frame sizes the code allows")?
+        }
+        (None, Some((lo, hi))) => cfa_in_bounds(mem, syms, cur, lo, hi).ok_or("CFA not computable here")?,
+        (c, _) => c.ok_or("CFA not computable here")?,
+    };
+    Ok((layout, rule, cfa))
+}
+
+/// A frame's registers by DWARF number, as far as they are known (sp and the callee-saved).
+fn known_regs(cur: &Frame) -> impl Fn(u8) -> Option<u64> + '_ {
+    move |dw: u8| match dw {
+        7 => cur.frame.sp,
+        _ => crate::layout::CALLEE_SAVED
+            .iter()
+            .position(|r| *r == dw)
+            .and_then(|i| cur.regs[i].as_ref())
+            .map(|r| r.value),
+    }
+}
+
+/// The frame's return address is lost (zeroed, overwritten): its caller G is the
+/// function whose call precedes the first return address above, at the slot G's
+/// layout puts it, and G's one call site that can lead to this frame's function is
+/// where G stands (its return address rebuilt: trust `scan`).
+fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, level: u32) -> Option<Frame> {
+    let (_, _, cfa) = frame_cfa(mem, syms, cur, is_ra).ok()?;
+    let here = if is_ra { function_of_ra(syms, cur.frame.pc) } else { syms.lookup(cur.frame.pc) }?;
+    let end = cfa.saturating_add(SCAN_WINDOW);
+    let mut slot = cfa;
+    while slot < end {
+        let v = mem.read_u64(slot).ok()?;
+        slot = slot.checked_add(8)?;
+        let Some(site) = plausible_code_address(v).then(|| call_site(mem, syms, v)).flatten() else { continue };
+        let crate::x86::CallTarget::Direct(t) = site.target else { continue };
+        let Some(g) = syms.lookup(t).filter(|g| g.start == t && !crate::x86::target::same_function(g, &here)) else {
+            continue;
+        };
+        let Ok(layout) = crate::layout::at_pc::layout_of(mem, syms, &g) else { continue };
+        let insns = layout.instructions();
+        let mut found = None;
+        for (k, ins) in insns.iter().enumerate() {
+            let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
+            let Ok(CallCheck::Call { site: s, .. }) = call_before(mem, ra, Some(g.start)) else { continue };
+            if s.addr != ins.addr {
+                continue;
+            }
+            // At the call, G's CFA is the slot above: the frame we are in starts at cfa.
+            let crate::layout::Cfa::Rsp(n) = ins.rule.cfa else { continue };
+            if cfa.checked_add_signed(n) != Some(slot) {
+                continue;
+            }
+            let leads = match s.target {
+                crate::x86::CallTarget::Direct(t2) => !matches!(
+                    crate::x86::follow_target(mem, syms, t2, &here, &crate::x86::Limits::default()),
+                    crate::x86::TargetMatch::Mismatch { .. }
+                ),
+                _ => true,
+            };
+            if leads {
+                if found.is_some() {
+                    return None; // two places G could stand: not rebuilt
+                }
+                found = Some(ra);
+            }
+        }
+        let ra = found?;
+        let frame = FrameIn {
+            level,
+            pc: ra,
+            sp: Some(cfa),
+            slot: cfa.checked_sub(8),
+            bp: None,
+            kind: FrameKind::Normal,
+            name: None,
+            trust: Trust::Scan,
+        };
+        return Some(Frame {
+            frame,
+            regs: Default::default(),
+            cfa: None,
+            layout_note: Some("its return address was lost; rebuilt from its caller's call".to_string()),
+        });
+    }
+    None
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.
@@ -362,36 +485,34 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
 
 /// The first slot at or above sp holding a return address whose call leads to
 /// the current function.
-fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, level: u32) -> Option<Frame> {
-    let (pc, sp) = (cur.frame.pc, cur.frame.sp?);
-    let current = if is_ra { function_of_ra(syms, pc) } else { syms.lookup(pc) };
-    let end = sp.saturating_add(SCAN_WINDOW);
-    let mut slot = sp;
+fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
+    let sp = cur.frame.sp?;
+    scan_slots(mem, syms, cur, sp, sp.saturating_add(SCAN_WINDOW), level)
+}
+
+/// The first slot in `[start, end)` holding a return address that passes verify's checks.
+fn scan_slots<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, start: u64, end: u64, level: u32) -> Option<Frame> {
+    // The layout failed here: an rbp it would read is what misled it (a saved rbp overwritten).
+    let known = FrameIn { bp: None, ..cur.frame.clone() };
+    let mut slot = start;
     while slot < end {
         let v = mem.read_u64(slot).ok()?;
-        if plausible_code_address(v) {
-            if let Some(site) = call_site(mem, syms, v) {
-                let leads_here = match (&site.target, &current) {
-                    (CallTarget::Direct(t), Some(cur)) => {
-                        !matches!(follow_target(mem, syms, *t, cur, &Limits::default()), TargetMatch::Mismatch { .. })
-                    }
-                    // An indirect call could have gone anywhere.
-                    _ => true,
-                };
-                if leads_here {
-                    let frame = FrameIn {
-                        level,
-                        pc: v,
-                        sp: slot.checked_add(8),
-                        slot: Some(slot),
-                        bp: None,
-                        kind: FrameKind::Normal,
-                        name: None,
-                        trust: Trust::Scan,
-                    };
-                    // What the skipped code saved is not known.
-                    return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None });
-                }
+        if plausible_code_address(v) && call_site(mem, syms, v).is_some() {
+            let frame = FrameIn {
+                level,
+                pc: v,
+                sp: slot.checked_add(8),
+                slot: Some(slot),
+                bp: None,
+                kind: FrameKind::Normal,
+                name: None,
+                trust: Trust::Scan,
+            };
+            // The same checks as the verdicts, against the frame that is known (an
+            // indirect call could have gone anywhere: it passes).
+            if crate::verify::step_disproved(mem, syms, &known, &frame).is_none() {
+                // What the skipped code saved is not known.
+                return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None });
             }
         }
         slot = slot.checked_add(8)?;

@@ -133,6 +133,11 @@ pub enum Reason {
     CodeFreed,
     /// The outermost frame of a kernel task stack, whose return address the kernel placed.
     StackBottom,
+    /// The pc is 0 because the caller called through a NULL pointer (its `call *...`
+    /// resolves to 0): the caller's return address is the word at sp.
+    NullCall,
+    /// A register set (a signal frame) holds a pc or sp no code can run at.
+    DamagedRegisters(&'static str),
 }
 
 impl Reason {
@@ -158,6 +163,8 @@ impl Reason {
             Reason::CpuInUserMode => "cpu-in-user-mode",
             Reason::CodeFreed => "code-freed",
             Reason::StackBottom => "stack-bottom",
+            Reason::NullCall => "null-call",
+            Reason::DamagedRegisters(_) => "damaged-registers",
         }
     }
 }
@@ -170,6 +177,7 @@ impl fmt::Display for Reason {
             Reason::InsideFrameOf(func) => write!(f, "inside-frame-of {func}"),
             Reason::FrameSize(func) => write!(f, "frame-size {func}"),
             Reason::BelowSp(sp) => write!(f, "below-sp {sp:#x}"),
+            Reason::DamagedRegisters(what) => write!(f, "damaged-registers ({what})"),
             other => f.write_str(other.code()),
         }
     }
@@ -306,8 +314,14 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             // The kernel wrote this return address; there is no call to find.
             FrameKind::SigTramp => r.flag(Verdict::Ok, Reason::SignalFrame),
             _ if !is_ra => {
+                // A signal frame's registers (not a kernel pt_regs: a dump often lacks the user stack).
+                let from_sigframe =
+                    head.checked_sub(1).and_then(|j| frames.get(j)).is_some_and(|p| p.kind == FrameKind::SigTramp);
                 if head > 0 {
-                    r.flag(Verdict::Ok, Reason::InterruptedPc);
+                    match damaged_registers(mem, f).filter(|_| from_sigframe) {
+                        Some(what) => r.flag(Verdict::Bogus, Reason::DamagedRegisters(what)),
+                        None => r.flag(Verdict::Ok, Reason::InterruptedPc),
+                    }
                 }
                 // A pc from registers is real, but only code that can be read is checked code.
                 if let Err(e) = mem.read(f.pc, &mut [0u8; 1]) {
@@ -324,6 +338,13 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             crate::kernel::review_frame(syms, f, &mut r);
         }
         let stale = r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_)));
+        if r.reasons.contains(&Reason::NullCall) {
+            // The inner frame's pc 0 is explained: it is where this call went.
+            if let Some(inner) = callee.and_then(|c| out.get_mut(c)) {
+                inner.verdict = Verdict::Ok;
+                inner.reasons = vec![Reason::NullCall];
+            }
+        }
         let is_callee = f.kind != FrameKind::Inline && !stale;
         out.push(r);
         if is_callee {
@@ -331,6 +352,39 @@ pub fn verify_chain<M: Memory, S: Symbols>(
         }
     }
     out
+}
+
+/// Would `verify-bt` call `caller` bogus as the frame outer to `inner`? The own
+/// unwinder asks this of every step, so it never follows what the verdicts disprove
+/// (a stale return address: no call before it, a call elsewhere, a slot inside the
+/// inner frame).
+pub fn step_disproved<M: Memory, S: Symbols>(mem: &M, syms: &S, inner: &FrameIn, caller: &FrameIn) -> Option<Reason> {
+    let pair = [inner.clone(), caller.clone()];
+    let r = verify_chain(mem, syms, &pair, &NoResolver);
+    let c = r.get(1)?;
+    if c.verdict == Verdict::Bogus {
+        c.reasons.first().cloned()
+    } else {
+        None
+    }
+}
+
+/// A pc or sp restored from a register set that no code can run at: pc 0, sp
+/// non-canonical, misaligned or unmapped.
+fn damaged_registers<M: Memory>(mem: &M, f: &FrameIn) -> Option<&'static str> {
+    if f.pc == 0 {
+        return Some("pc 0");
+    }
+    let sp = f.sp?;
+    if (0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&sp) {
+        Some("sp non-canonical")
+    } else if sp % 8 != 0 {
+        Some("sp misaligned")
+    } else if mem.read(sp, &mut [0u8; 1]).is_err() {
+        Some("sp unmapped")
+    } else {
+        None
+    }
 }
 
 /// The first frame of the inline group frame `i` ends: `i` itself, or the innermost of
@@ -508,6 +562,15 @@ fn check_call<M: Memory, S: Symbols>(
         r.call = Some(ev);
         return;
     };
+    // The call went to where the inner frame stands (its pc is not a return address):
+    // `#0 0x0 in ?? ()` after a call through a NULL pointer.
+    if t == callee.pc && callee.slot.is_none() && callee.kind != FrameKind::Inline {
+        if t == 0 {
+            r.reasons.push(Reason::NullCall);
+        }
+        r.call = Some(ev);
+        return;
+    }
     let callee_fn = callee.function.clone();
     match callee_fn {
         None => r.flag(Verdict::Probable, Reason::NoSymbol),

@@ -377,6 +377,7 @@ fn own_chain_from_cpu_registers_is_drgns() {
                 pc: rip[cpu],
                 sp: rsp[cpu],
                 callee_saved: [0, 1, 2, 3, 4, 5].map(|i| callee[i].get(cpu).copied()),
+                scratch: Vec::new(),
             };
             let got: Vec<(u64, u64)> = unwind(&s.mem, &s.syms, &start, 64)
                 .frames

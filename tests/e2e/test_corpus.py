@@ -189,3 +189,124 @@ def test_calls_through_the_plt_are_ok(corpus, opt):
             assert any(v.startswith("%s -> %s" % (name, name[:-4])) for v in fr["call"]["via"]), (opt, fr)
             checked += 1
     assert checked >= 2, (opt, named, [f["function"] for f in frames])
+
+
+def test_null_call_is_named_and_ok(corpus):
+    """`null_fn(v)` with null_fn NULL: gdb's `#0 0x0 in ?? ()`, #1 call_null. The call
+    at #1 (`call *%rax`: rax is frame 0's, nothing ran since the call) resolves to 0 =
+    #0's pc (gdb's): both frames `ok`, #0 `null-call`; the own chain takes the caller
+    from the word at sp, with trust `layout`."""
+    checked = []
+    for opt in CORPUS_OPTS:
+        if ("nullcall", opt) not in corpus:
+            continue
+        c = corpus[("nullcall", opt)]
+        frames = c.frames()
+        assert frames[0]["pc"] == 0 and frames[1]["function"] == "call_null", frames
+        checked.append(opt)
+        t = verify_all(c)[c.oracle["selected_thread"]]
+        f0, f1 = t["frames"][0], t["frames"][1]
+        assert (f0["verdict"], f0["reasons"]) == ("ok", ["null-call"]), (opt, f0)
+        assert f1["verdict"] == "ok" and "null-call" in f1["reasons"], (opt, f1)
+        assert hexint(f1["call"]["target"]) == 0, (opt, f1)
+        assert t["chain"][1]["trust"] == "layout", (opt, t["chain"][1])
+    assert len(checked) >= 4, checked
+
+
+def sigframe_words(c):
+    """(the interrupted frame's index, the stack addresses of the signal frame's saved
+    rip and rsp): the words equal to gdb's pc and sp of the frame after the trampoline."""
+    from corepatch import Core
+    frames = c.frames()
+    i = next(k for k, f in enumerate(frames) if f["type"] == "sigtramp")
+    it = frames[i + 1]
+    core = Core.load(c.core)
+    base = frames[i]["sp"] - 8
+    words = {off: core.read_u64(base + off) for off in range(0, 0x200, 8)}
+    # struct sigcontext: ... rcx, rsp, rip (rcx may hold the pc too, after a syscall)
+    rsp = [base + o for o, v in words.items() if v == it["sp"] and words.get(o + 8) == it["pc"]]
+    return i + 1, rsp[0] + 8, rsp[0]
+
+
+@pytest.mark.parametrize("value,why", [(0, "pc 0"), (0x0000900000000000, "sp non-canonical"),
+                                       (1, "sp misaligned")])
+def test_damaged_signal_frame_registers_are_bogus(corpus, tmp_core, value, why):
+    """The signal frame's saved rip zeroed (no NULL call explains it), or its saved rsp
+    made non-canonical or misaligned: the frame after the trampoline is bogus, and says
+    which register no code can run at."""
+    from corepatch import Core
+    c = corpus[("signal", "O2")]
+    k, rip_at, rsp_at = sigframe_words(c)
+    core = Core.load(c.core)
+    if why == "pc 0":
+        core.write_u64(rip_at, 0)
+    else:
+        sp = c.frames()[k]["sp"]
+        core.write_u64(rsp_at, value if value != 1 else sp + 1)
+    out = tmp_core()
+    core.save(out)
+    res = gdb_stackproof(["verify-bt --json", "verify-bt"], c.exe, out)
+    assert_no_crash(res)
+    doc = parse_verify_json(res)
+    fr = doc["threads"][0]["frames"][k]
+    assert fr["verdict"] == "bogus" and "damaged-registers" in fr["reasons"], fr
+    assert "damaged-registers (%s)" % why in res.stdout, res.describe()
+
+
+@pytest.mark.parametrize("mode", ["inlinemid", "join"])
+@pytest.mark.parametrize("damage", ["stale", "zero"])
+def test_own_chain_never_follows_a_stale_return_address(corpus, tmp_core, mode, damage):
+    """The return address of the first frame (k >= 2) that has one is replaced by the
+    return address of the frame outer to it (a real one, of another function) or zeroed.
+    gdb's frame k is bogus; stackproof's own chain does not follow the stale address
+    (its call leads elsewhere) and rebuilds frame k from its caller's one call that can
+    lead to the frame below (trust `scan`): the chain is the intact core's (gdb's oracle).
+    -O0 (rbp-based frames) is not rebuilt yet."""
+    from corepatch import Core
+    for opt in ("O1", "O2", "O3", "Os", "distro"):
+        c = corpus[(mode, opt)]
+        frames = c.frames()
+        k = next(i for i in range(2, len(frames) - 1) if frames[i]["has_slot"] and frames[i]["type"] == "normal")
+        core = Core.load(c.core)
+        core.write_u64(frames[k]["slot"], frames[k + 1]["pc"] if damage == "stale" else 0)
+        out = tmp_core()
+        core.save(out)
+        res = gdb_stackproof(["verify-bt --json"], c.exe, out)
+        assert_no_crash(res)
+        t = parse_verify_json(res)["threads"][0]
+        got = t["frames"]
+        # the frames below the damaged one are not bogus; the damaged one (its sp is frame k's) is
+        below = [g for g in got if hexint(g["sp"]) < frames[k]["sp"]]
+        at = [g for g in got if hexint(g["sp"]) == frames[k]["sp"]]
+        assert all(g["verdict"] != "bogus" for g in below), (opt, below)
+        assert at and at[-1]["verdict"] == "bogus", (opt, at)
+        want = physical(frames)
+        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:len(want)]
+        assert own == want, (opt, damage, t["chain_stop"])
+        rebuilt = next(f for f in t["chain"] if hexint(f["pc"]) == frames[k]["pc"])
+        assert rebuilt["trust"] == "scan", (opt, rebuilt)
+
+
+@pytest.mark.parametrize("mode,opt", CASES, ids=["%s-%s" % c for c in CASES])
+def test_corpus_callee_saved_registers_equal_gdbs(corpus, mode, opt):
+    """rbx/rbp/r12-r15 of every frame of every thread (`regs-from-stack --all`) equal
+    gdb's DWARF unwinding where gdb knows them: none wrong, >= 99% recovered."""
+    from test_regs import all_regs_docs
+    c = corpus[(mode, opt)]
+    equal = unknown = 0
+    wrong = []
+    for num, doc in all_regs_docs(c):
+        oracle = c.frames(num)
+        for fr in doc["frames"]:
+            want = oracle[fr["level"]]
+            for name, value in (want.get("regs") or {}).items():
+                got = fr["registers"].get(name, {}).get("value")
+                if got is None:
+                    unknown += 1
+                elif hexint(got) == value:
+                    equal += 1
+                else:
+                    wrong.append((num, fr["level"], want["function"], name, got, hex(value)))
+    print("REGS %s-%s equal %d unknown %d wrong %d" % (mode, opt, equal, unknown, len(wrong)))
+    assert not wrong, wrong
+    assert equal >= 0.99 * (equal + unknown), (equal, unknown)

@@ -326,6 +326,8 @@ def gdb_frames(max_frames):
 
 
 CALLEE_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+# Read too for frame 0: the operands of a call that jumped to pc 0 (a NULL call).
+SCRATCH = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11")
 
 
 def _register(frame, name):
@@ -340,7 +342,7 @@ def frame0_registers():
     """`(pc, sp, {callee-saved name: value})` of the selected thread's newest frame."""
     f = gdb.newest_frame()
     regs = {}
-    for name in CALLEE_SAVED:
+    for name in CALLEE_SAVED + (SCRATCH if f.pc() == 0 else ()):
         try:
             regs[name] = int(f.read_register(name)) & 0xFFFFFFFFFFFFFFFF
         except (gdb.error, ValueError):
