@@ -291,22 +291,6 @@ def test_own_chain_never_follows_a_stale_return_address(corpus, tmp_core, mode, 
 def test_corpus_callee_saved_registers_equal_gdbs(corpus, mode, opt):
     """rbx/rbp/r12-r15 of every frame of every thread (`regs-from-stack --all`) equal
     gdb's DWARF unwinding where gdb knows them: none wrong, >= 99% recovered."""
-    from test_regs import all_regs_docs
+    from test_regs import all_regs_docs, assert_registers_equal_gdbs
     c = corpus[(mode, opt)]
-    equal = unknown = 0
-    wrong = []
-    for num, doc in all_regs_docs(c):
-        oracle = c.frames(num)
-        for fr in doc["frames"]:
-            want = oracle[fr["level"]]
-            for name, value in (want.get("regs") or {}).items():
-                got = fr["registers"].get(name, {}).get("value")
-                if got is None:
-                    unknown += 1
-                elif hexint(got) == value:
-                    equal += 1
-                else:
-                    wrong.append((num, fr["level"], want["function"], name, got, hex(value)))
-    print("REGS %s-%s equal %d unknown %d wrong %d" % (mode, opt, equal, unknown, len(wrong)))
-    assert not wrong, wrong
-    assert equal >= 0.99 * (equal + unknown), (equal, unknown)
+    assert_registers_equal_gdbs((doc, c.frames(num)) for num, doc in all_regs_docs(c))
