@@ -78,7 +78,7 @@ fn start_of(rng: &mut Rng, img: &Image, base: u64, n: usize) -> Start {
             *r = Some(if rng.chance(50) { base.saturating_add(8 * rng.below(n as u64 + 1)) } else { rng.next() });
         }
     }
-    Start { pc, sp, callee_saved }
+    Start { pc, sp, callee_saved, scratch: Vec::new() }
 }
 
 fn scoped<T>(rng: &Rng, f: impl FnOnce() -> T) -> T {
