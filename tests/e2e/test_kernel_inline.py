@@ -46,4 +46,6 @@ def test_inline_frames_of_a_dwarf_vmlinux_are_not_bogus(scenario):
         # stackproof's own chain has each physical frame once
         own = [(hexint(c["pc"]), hexint(c["sp"])) for c in t["chain"]]
         assert len(own) == len(set(own)), own
-    assert inline > 0, "the DWARF vmlinux gives gdb inline frames on %s" % scenario
+    # The idle CPUs sit in default_idle, where gdb shows no inlined function.
+    if scenario != "idle":
+        assert inline > 0, "the DWARF vmlinux gives gdb inline frames on %s" % scenario
