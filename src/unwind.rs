@@ -491,7 +491,14 @@ fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) 
 }
 
 /// The first slot in `[start, end)` holding a return address that passes verify's checks.
-fn scan_slots<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, start: u64, end: u64, level: u32) -> Option<Frame> {
+fn scan_slots<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    cur: &Frame,
+    start: u64,
+    end: u64,
+    level: u32,
+) -> Option<Frame> {
     // The layout failed here: an rbp it would read is what misled it (a saved rbp overwritten).
     let known = FrameIn { bp: None, ..cur.frame.clone() };
     let mut slot = start;

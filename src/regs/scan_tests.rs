@@ -615,7 +615,7 @@ fn a_register_set_naming_its_own_place_is_not_walked_again() {
     w[0x21..0x21 + 21].copy_from_slice(&f);
     let mut m = Regions::new();
     m.add_u64s(base, &w);
-    let start = crate::unwind::Start { pc: ip, sp: set - 8, callee_saved: [None; 6] };
+    let start = crate::unwind::Start { pc: ip, sp: set - 8, callee_saved: [None; 6], scratch: Vec::new() };
     let u = crate::unwind::unwind(&m, &kernel_symbols(), &start, 50);
     let mut seen = std::collections::HashSet::new();
     for fr in &u.frames {
