@@ -196,7 +196,7 @@ fn step_layout<M: Memory, S: Symbols>(
 ) -> Result<Frame, &'static str> {
     // A return address is read at its call: after a call to a noreturn function
     // at the end of a function, the ra itself is already in the next one.
-    let (layout, rule, cfa) = frame_cfa(mem, syms, cur, is_ra)?;
+    let (layout, rule, cfa, regs_trusted) = frame_cfa(mem, syms, cur, is_ra)?;
     let known = known_regs(cur);
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
@@ -236,7 +236,9 @@ fn step_layout<M: Memory, S: Symbols>(
         layout_note: None,
     };
     next.frame.trust = Trust::Layout;
-    if let Some(why) = crate::verify::step_disproved(mem, syms, &cur.frame, &next.frame) {
+    // Checked against what gave the CFA: not an rbp the frame sizes refuted.
+    let inner = if regs_trusted { cur.frame.clone() } else { FrameIn { bp: None, ..cur.frame.clone() } };
+    if let Some(why) = crate::verify::step_disproved(mem, syms, &inner, &next.frame, false) {
         return Err(match why {
             Reason::WrongTarget => "the return address's call leads elsewhere (a stale return address)",
             Reason::InsideFrameOf(_) => "the return address lies inside the frame (a stale one)",
@@ -248,7 +250,7 @@ fn step_layout<M: Memory, S: Symbols>(
 
 /// The CFA in `[lo, hi]` whose slot holds a return address leading to the current function.
 fn cfa_in_bounds<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, lo: u64, hi: u64) -> Option<u64> {
-    scan_slots(mem, syms, cur, lo.checked_sub(8)?, hi, 0)?.frame.sp.filter(|c| *c <= hi)
+    scan_slots(mem, syms, cur, lo.checked_sub(8)?, hi, 0, false)?.frame.sp.filter(|c| *c <= hi)
 }
 
 /// pc 0 after a call through a NULL pointer: the call pushed its return address at sp
@@ -286,7 +288,7 @@ fn frame_cfa<M: Memory, S: Symbols>(
     syms: &S,
     cur: &Frame,
     is_ra: bool,
-) -> Result<(std::sync::Arc<crate::layout::FunctionLayout>, crate::layout::Rule, u64), &'static str> {
+) -> Result<(std::sync::Arc<crate::layout::FunctionLayout>, crate::layout::Rule, u64, bool), &'static str> {
     let code_pc = if is_ra {
         call_site(mem, syms, cur.frame.pc).ok_or("no call before the return address")?.addr
     } else {
@@ -298,14 +300,14 @@ fn frame_cfa<M: Memory, S: Symbols>(
     // A CFA outside the frame sizes the code allows (a realigned frame's damaged saved rbp)
     // or none at all: the return address within that range whose call leads here.
     let bounds = rule.cfa_bounds().and_then(|(lo, hi)| Some((sp.checked_add(lo)?, sp.checked_add(hi)?)));
-    let cfa = match (from_regs, bounds) {
+    let (cfa, regs_trusted) = match (from_regs, bounds) {
         (Some(c), Some((lo, hi))) if c < lo || c > hi => {
-            cfa_in_bounds(mem, syms, cur, lo, hi).ok_or("CFA outside the frame sizes the code allows")?
+            (cfa_in_bounds(mem, syms, cur, lo, hi).ok_or("CFA outside the frame sizes the code allows")?, false)
         }
-        (None, Some((lo, hi))) => cfa_in_bounds(mem, syms, cur, lo, hi).ok_or("CFA not computable here")?,
-        (c, _) => c.ok_or("CFA not computable here")?,
+        (None, Some((lo, hi))) => (cfa_in_bounds(mem, syms, cur, lo, hi).ok_or("CFA not computable here")?, false),
+        (c, _) => (c.ok_or("CFA not computable here")?, true),
     };
-    Ok((layout, rule, cfa))
+    Ok((layout, rule, cfa, regs_trusted))
 }
 
 /// A frame's registers by DWARF number, as far as they are known (sp and the callee-saved).
@@ -325,7 +327,7 @@ fn known_regs(cur: &Frame) -> impl Fn(u8) -> Option<u64> + '_ {
 /// layout puts it, and G's one call site that can lead to this frame's function is
 /// where G stands (its return address rebuilt: trust `scan`).
 fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, level: u32) -> Option<Frame> {
-    let (_, _, cfa) = frame_cfa(mem, syms, cur, is_ra).ok()?;
+    let (_, _, cfa, _) = frame_cfa(mem, syms, cur, is_ra).ok()?;
     let here = if is_ra { function_of_ra(syms, cur.frame.pc) } else { syms.lookup(cur.frame.pc) }?;
     let end = cfa.saturating_add(SCAN_WINDOW);
     let mut slot = cfa;
@@ -487,10 +489,11 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
 /// the current function.
 fn step_scan<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u32) -> Option<Frame> {
     let sp = cur.frame.sp?;
-    scan_slots(mem, syms, cur, sp, sp.saturating_add(SCAN_WINDOW), level)
+    scan_slots(mem, syms, cur, sp, sp.saturating_add(SCAN_WINDOW), level, true)
 }
 
-/// The first slot in `[start, end)` holding a return address that passes verify's checks.
+/// The first slot in `[start, end)` holding a return address that passes verify's checks
+/// (`skipped`: the frame found may be farther up than the current one's size: lost frames).
 fn scan_slots<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,
@@ -498,6 +501,7 @@ fn scan_slots<M: Memory, S: Symbols>(
     start: u64,
     end: u64,
     level: u32,
+    skipped: bool,
 ) -> Option<Frame> {
     // The layout failed here: an rbp it would read is what misled it (a saved rbp overwritten).
     let known = FrameIn { bp: None, ..cur.frame.clone() };
@@ -517,7 +521,7 @@ fn scan_slots<M: Memory, S: Symbols>(
             };
             // The same checks as the verdicts, against the frame that is known (an
             // indirect call could have gone anywhere: it passes).
-            if crate::verify::step_disproved(mem, syms, &known, &frame).is_none() {
+            if crate::verify::step_disproved(mem, syms, &known, &frame, skipped).is_none() {
                 // What the skipped code saved is not known.
                 return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None });
             }

@@ -141,6 +141,22 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Does this reason alone make a frame bogus (docs/json.md's "bogus" rows)?
+    pub fn disproves(&self) -> bool {
+        matches!(
+            self,
+            Reason::SlotMismatch
+                | Reason::NoCallBeforeRa
+                | Reason::WrongTarget
+                | Reason::RaNotInText
+                | Reason::InsideFrameOf(_)
+                | Reason::FrameSize(_)
+                | Reason::BelowSp(_)
+                | Reason::CpuInUserMode
+                | Reason::DamagedRegisters(_)
+        )
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Reason::SlotMismatch => "slot-mismatch",
@@ -358,15 +374,22 @@ pub fn verify_chain<M: Memory, S: Symbols>(
 /// unwinder asks this of every step, so it never follows what the verdicts disprove
 /// (a stale return address: no call before it, a call elsewhere, a slot inside the
 /// inner frame).
-pub fn step_disproved<M: Memory, S: Symbols>(mem: &M, syms: &S, inner: &FrameIn, caller: &FrameIn) -> Option<Reason> {
+/// `skipped`: frames may lie between them (a scan past a lost frame), so the caller's
+/// distance from the inner frame (`frame-size`) proves nothing.
+pub fn step_disproved<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    inner: &FrameIn,
+    caller: &FrameIn,
+    skipped: bool,
+) -> Option<Reason> {
     let pair = [inner.clone(), caller.clone()];
     let r = verify_chain(mem, syms, &pair, &NoResolver);
     let c = r.get(1)?;
-    if c.verdict == Verdict::Bogus {
-        c.reasons.first().cloned()
-    } else {
-        None
+    if c.verdict != Verdict::Bogus {
+        return None;
     }
+    c.reasons.iter().find(|r| r.disproves() && !(skipped && matches!(r, Reason::FrameSize(_)))).cloned()
 }
 
 /// A pc or sp restored from a register set that no code can run at: pc 0, sp
