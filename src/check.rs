@@ -28,7 +28,7 @@ fn physical(f: &FrameIn) -> bool {
 }
 
 /// Which given frames the own chain lacks, and which of its frames the given chain lacks.
-fn compare(given: &[FrameIn], own: &Unwound) -> (Vec<u32>, Vec<usize>) {
+pub fn compare(given: &[FrameIn], own: &Unwound) -> (Vec<u32>, Vec<usize>) {
     use std::collections::HashSet;
     let key = |f: &FrameIn| (f.pc, f.sp);
     let mine: HashSet<_> = own.frames.iter().map(|f| key(&f.frame)).collect();

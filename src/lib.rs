@@ -18,6 +18,7 @@ pub mod resolve;
 pub mod symbols;
 #[doc(hidden)]
 pub mod synth;
+pub mod task;
 pub mod text;
 pub mod unwind;
 pub mod verify;
@@ -30,5 +31,8 @@ pub(crate) mod testdata;
 mod python;
 #[cfg(feature = "python")]
 mod python_core;
+
+#[cfg(feature = "capi")]
+pub mod capi;
 
 pub use oracle::cli::layout_cli;

@@ -9,6 +9,9 @@ use std::rc::Rc;
 
 pub const PAGE: u64 = 4096;
 
+/// Front-ends read stacks 64 KiB at a time: one read per stack in most cases.
+pub const STACK_BLOCK: u64 = 64 * 1024;
+
 /// A read that could not be satisfied; `addr` is the first address that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadError {

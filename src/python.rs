@@ -37,7 +37,7 @@ impl Memory for PyMemory {
 }
 
 /// Stacks are read 64 KiB at a time: one call per stack in most cases.
-const BLOCK: u64 = 64 * 1024;
+const BLOCK: u64 = crate::memory::STACK_BLOCK;
 
 /// Target memory for a whole session: `read(addr, n) -> bytes | None` behind a block
 /// cache kept until `clear()`, which the gdb layer calls when the target runs or its
@@ -583,24 +583,12 @@ fn verify_crash_bt<'py>(
         });
         let reports =
             guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
-        // Frames crash could not place go where their level puts them.
-        let mut unplaced = unplaced.iter().peekable();
         let list = PyList::empty(py);
-        for r in reports {
-            while let Some(f) = unplaced.next_if(|f| f.level < r.level) {
-                list.append(Report(Row::Unplaced(verify::Unplaced { level: f.level, function: f.function.clone() })))?;
-            }
-            list.append(Report(Row::Frame(Box::new(r))))?;
+        for row in report::crash_rows(reports, &unplaced) {
+            list.append(Report(row))?;
         }
-        for f in unplaced {
-            list.append(Report(Row::Unplaced(verify::Unplaced { level: f.level, function: f.function.clone() })))?;
-        }
-        let title = match (t.pid, t.task, t.cpu, &t.command) {
-            (Some(pid), Some(task), cpu, cmd) => format!(
-                "PID: {pid:<7} TASK: {task:x}  CPU: {}  COMMAND: \"{}\"",
-                cpu.map_or("-".to_string(), |c| c.to_string()),
-                cmd.clone().unwrap_or_default()
-            ),
+        let title = match (t.pid, t.task) {
+            (Some(pid), Some(task)) => report::task_title(pid, task, t.cpu, t.command.as_deref().unwrap_or_default()),
             _ => String::new(),
         };
         out.push((title, list));

@@ -281,6 +281,158 @@ pub fn verify_json(threads: &[Thread]) -> String {
     out
 }
 
+/// crash's frames checked (`reports`) with the frames crash printed without an
+/// address (`unplaced`) where their level puts them.
+pub fn crash_rows(reports: Vec<FrameReport>, unplaced: &[&crate::crashbt::CrashFrame]) -> Vec<Row> {
+    let mut unplaced = unplaced.iter().peekable();
+    let mut out = Vec::with_capacity(reports.len() + unplaced.len());
+    let row = |f: &crate::crashbt::CrashFrame| Row::Unplaced(Unplaced { level: f.level, function: f.function.clone() });
+    for r in reports {
+        while let Some(f) = unplaced.next_if(|f| f.level < r.level) {
+            out.push(row(f));
+        }
+        out.push(Row::Frame(Box::new(r)));
+    }
+    out.extend(unplaced.map(|f| row(f)));
+    out
+}
+
+/// crash's task header: `PID: 1  TASK: ffff888003e0b000  CPU: 0  COMMAND: "init"`.
+pub fn task_title(pid: u64, task: u64, cpu: Option<u32>, command: &str) -> String {
+    let cpu = cpu.map_or("-".to_string(), |c| c.to_string());
+    format!("PID: {pid:<7} TASK: {task:x}  CPU: {cpu}  COMMAND: \"{command}\"")
+}
+
+pub const REGS_SCHEMA: &str = "stackproof/regs-from-stack/1";
+
+/// A register set found on the stack, as text (`regs-from-stack`).
+pub fn found_text(f: &crate::regs::scan::Found) -> Vec<String> {
+    let status = if f.status == crate::regs::Status::Live { "live".to_string() } else { f.status.name().to_uppercase() };
+    let mut out = vec![format!("{} at {:016x}  {status}  {}", f.layout.name(), f.address, f.summary)];
+    if f.status != crate::regs::Status::Live {
+        out.push(format!("  ({})", f.status_reason));
+    }
+    let regs: Vec<String> = f.regs.iter().map(|(n, v)| format!("{n:>8} {v:016x}")).collect();
+    for chunk in regs.chunks(3) {
+        out.push(format!("  {}", chunk.join("  ")));
+    }
+    let named = |ok: bool| {
+        f.checks
+            .iter()
+            .filter(|c| c.ok == ok)
+            .map(|c| if c.detail.is_empty() { c.name.to_string() } else { format!("{} ({})", c.name, c.detail) })
+            .collect::<Vec<_>>()
+    };
+    out.push(format!("  checks passed: {}", named(true).join(", ")));
+    let bad = named(false);
+    if !bad.is_empty() {
+        out.push(format!("  checks FAILED: {}", bad.join(", ")));
+    }
+    out
+}
+
+fn hex_or_null(out: &mut String, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "\"{v:#x}\"");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// A register set found on the stack, as JSON (`found[]` of stackproof/regs-from-stack/1).
+pub fn found_json(f: &crate::regs::scan::Found) -> String {
+    let mut o = String::with_capacity(512);
+    o.push_str("{\"address\":");
+    hex_or_null(&mut o, Some(f.address));
+    o.push_str(",\"layout\":");
+    json::string(&mut o, f.layout.name());
+    o.push_str(",\"status\":");
+    json::string(&mut o, f.status.name());
+    o.push_str(",\"status_reason\":");
+    json::string(&mut o, &f.status_reason);
+    o.push_str(",\"copy_of\":");
+    hex_or_null(&mut o, f.copy_of);
+    o.push_str(",\"summary\":");
+    json::string(&mut o, &f.summary);
+    o.push_str(",\"registers\":{");
+    for (i, (n, v)) in f.regs.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        json::string(&mut o, n);
+        o.push(':');
+        hex_or_null(&mut o, Some(*v));
+    }
+    o.push_str("},\"checks\":[");
+    for (i, c) in f.checks.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"name\":");
+        json::string(&mut o, c.name);
+        let _ = write!(o, ",\"ok\":{},\"required\":{},\"detail\":", c.ok, c.required);
+        json::string(&mut o, &c.detail);
+        o.push('}');
+    }
+    o.push_str("]}");
+    o
+}
+
+/// `regs-from-stack --scan` (or ADDR when `scan` is None) as text.
+pub fn regs_text(live_sp: u64, scans: Option<&[(crate::regs::scan::Scan, u64)]>, found: &[&crate::regs::scan::Found]) -> String {
+    let mut out = Vec::new();
+    if let Some(scans) = scans {
+        let ranges: Vec<String> = scans.iter().map(|(s, _)| format!("{:016x}..{:016x}", s.base, s.end)).collect();
+        let n = found.len();
+        out.push(format!(
+            "Scanned {} (live sp {live_sp:016x}): {n} register set{}",
+            ranges.join(", "),
+            if n == 1 { "" } else { "s" }
+        ));
+        for (a, b) in scans.iter().flat_map(|(s, _)| s.unreadable.iter()) {
+            out.push(format!("  unreadable: {a:#x}..{b:#x}"));
+        }
+    }
+    for f in found {
+        out.extend(found_text(f));
+    }
+    out.join("\n")
+}
+
+/// The stackproof/regs-from-stack/1 document of an ADDR decode or a scan.
+pub fn regs_json(live_sp: u64, scans: Option<&[(crate::regs::scan::Scan, u64)]>, found: &[&crate::regs::scan::Found]) -> String {
+    let mut o = String::from("{\"schema\":");
+    json::string(&mut o, REGS_SCHEMA);
+    o.push_str(",\"live_sp\":");
+    hex_or_null(&mut o, Some(live_sp));
+    o.push_str(",\"found\":[");
+    o.push_str(&found.iter().map(|f| found_json(f)).collect::<Vec<_>>().join(","));
+    o.push_str("],\"unreadable\":[");
+    let unreadable: Vec<String> = scans
+        .into_iter()
+        .flatten()
+        .flat_map(|(s, _)| s.unreadable.iter())
+        .map(|(a, b)| format!("[\"{a:#x}\",\"{b:#x}\"]"))
+        .collect();
+    o.push_str(&unreadable.join(","));
+    o.push_str("],\"words\":null");
+    if let Some(scans) = scans {
+        if let Some((first, _)) = scans.first() {
+            let _ = write!(o, ",\"range\":[\"{:#x}\",\"{:#x}\"]", first.base, first.end);
+        }
+        let ranges: Vec<String> = scans
+            .iter()
+            .map(|(s, sp)| format!("{{\"range\":[\"{:#x}\",\"{:#x}\"],\"live_sp\":\"{sp:#x}\"}}", s.base, s.end))
+            .collect();
+        let _ = write!(o, ",\"ranges\":[{}]", ranges.join(","));
+        o.push_str(",\"truncated_at\":");
+        hex_or_null(&mut o, scans.iter().find_map(|(s, _)| s.truncated_at));
+    }
+    o.push('}');
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

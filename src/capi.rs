@@ -1,0 +1,625 @@
+//! The C ABI for the crash extension (crash/stackproof.c): the glue passes crash's
+//! memory, symbols, tasks and registers in through callbacks; everything decided
+//! and printed comes from here. No panic crosses the boundary.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use crate::check::{check, check_crash_task, compare, LiveCpu};
+use crate::crashbt::{self, CrashTask};
+use crate::memory::{BlockCache, Memory, ReadError, STACK_BLOCK};
+use crate::report::{self, ChainRow, Compare, Row, Thread};
+use crate::elf::Placement;
+use crate::symbols::{Symbol, SymbolTable, Symbols};
+use crate::unwind::{unwind, Start};
+use crate::verify::Verdict;
+
+/// A symbol as the glue reports it (strings valid until the next call).
+#[repr(C)]
+pub struct SpSym {
+    pub name: *const c_char,
+    pub start: u64,
+    pub size: u64,
+    /// NULL for the kernel image.
+    pub module: *const c_char,
+}
+
+type ReadFn = unsafe extern "C" fn(*mut c_void, u64, *mut u8, usize) -> c_int;
+type SymbolFn = unsafe extern "C" fn(*mut c_void, u64, *mut SpSym) -> c_int;
+type AddressFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut u64) -> c_int;
+type WriteFn = unsafe extern "C" fn(*mut c_void, *const c_char);
+
+/// The host session. Each callback returns 1 on success.
+#[repr(C)]
+pub struct SpHost {
+    pub ctx: *mut c_void,
+    pub read: Option<ReadFn>,
+    pub symbol: Option<SymbolFn>,
+    pub address_of: Option<AddressFn>,
+    /// Print one piece of text (the glue adds the newline).
+    pub write: Option<WriteFn>,
+    /// The vmlinux crash loaded (its ELF symbols have sizes; crash's do not), or NULL.
+    pub vmlinux: *const c_char,
+}
+
+/// `user_regs_struct` (NT_PRSTATUS `pr_reg`) indices.
+const R15: usize = 0;
+const R14: usize = 1;
+const R13: usize = 2;
+const R12: usize = 3;
+const RBP: usize = 4;
+const RBX: usize = 5;
+const RIP: usize = 16;
+const CS: usize = 17;
+const RSP: usize = 19;
+pub const PR_REG_WORDS: usize = 27;
+
+/// One task to check.
+#[repr(C)]
+pub struct SpTask {
+    pub pid: u64,
+    pub task: u64,
+    /// -1 when not running on a CPU.
+    pub cpu: c_int,
+    pub comm: *const c_char,
+    /// `regs` holds the CPU's saved registers (NT_PRSTATUS).
+    pub has_regs: c_int,
+    pub regs: [u64; PR_REG_WORDS],
+    /// thread.sp of a sleeping task, 0 when unknown.
+    pub saved_sp: u64,
+    /// crash's own `bt` of the task, or NULL when not run.
+    pub crash_bt: *const c_char,
+    /// Why crash's `bt` failed, or NULL.
+    pub crash_bt_error: *const c_char,
+}
+
+#[repr(C)]
+pub struct SpOptions {
+    pub verbose: c_int,
+    pub json: c_int,
+    pub all_tasks: c_int,
+    pub colour: c_int,
+    pub max_frames: c_int,
+    /// Write the JSON document here too, or NULL.
+    pub output: *const c_char,
+}
+
+/// What a command found, for the glue's exit-status and `--strict` handling.
+#[repr(C)]
+#[derive(Default)]
+pub struct SpResult {
+    pub tasks: u32,
+    pub frames: u32,
+    pub bogus: u32,
+    pub lost: u32,
+    /// 0: done; 1: an error line was written.
+    pub error: c_int,
+}
+
+struct HostMemory<'a>(&'a SpHost);
+
+impl Memory for HostMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let f = self.0.read.ok_or(ReadError { addr })?;
+        // SAFETY: the glue reads at most buf.len() bytes into buf.
+        match unsafe { f(self.0.ctx, addr, buf.as_mut_ptr(), buf.len()) } {
+            1 => Ok(()),
+            _ => Err(ReadError { addr }),
+        }
+    }
+}
+
+/// The kernel's function symbols, from the vmlinux's ELF table (sized, as gdb has
+/// them) moved to where crash placed the kernel (KASLR): loaded once per session.
+fn kernel_table(host: &SpHost, ask: &HostSymbols) -> Option<Arc<SymbolTable>> {
+    static CACHE: Mutex<Option<(String, Option<Arc<SymbolTable>>)>> = Mutex::new(None);
+    // SAFETY: a NUL-terminated path from the glue.
+    let path = unsafe { text(host.vmlinux) }?;
+    let mut cache = CACHE.lock().ok()?;
+    if let Some((p, t)) = cache.as_ref() {
+        if *p == path {
+            return t.clone();
+        }
+    }
+    let load = || -> Option<Arc<SymbolTable>> {
+        let syms = crate::elf::load_symbols(std::path::Path::new(&path), &Placement::Bias(0), None).ok()?;
+        let linked = SymbolTable::new(syms.clone()).address_of("_stext")?;
+        let bias = ask.host_address_of("_stext")?.wrapping_sub(linked);
+        let moved = syms.into_iter().map(|mut s| {
+            s.start = s.start.wrapping_add(bias);
+            s
+        });
+        Some(Arc::new(SymbolTable::new(moved.collect())))
+    };
+    let table = load();
+    *cache = Some((path, table.clone()));
+    table
+}
+
+/// crash's symbols (modules, or all when the vmlinux cannot be read), each asked once per command.
+struct HostSymbols<'a> {
+    host: &'a SpHost,
+    kernel: Option<Arc<SymbolTable>>,
+    by_start: RefCell<BTreeMap<u64, Symbol>>,
+    misses: RefCell<HashMap<u64, ()>>,
+    names: RefCell<HashMap<String, Option<u64>>>,
+}
+
+unsafe fn text(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the glue passes NUL-terminated strings.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+impl HostSymbols<'_> {
+    fn host_address_of(&self, name: &str) -> Option<u64> {
+        if let Some(v) = self.names.borrow().get(name) {
+            return *v;
+        }
+        let f = self.host.address_of?;
+        let c = CString::new(name).ok()?;
+        let mut v = 0u64;
+        // SAFETY: c is NUL-terminated, v a valid out pointer.
+        let found = (unsafe { f(self.host.ctx, c.as_ptr(), &mut v) } == 1).then_some(v);
+        self.names.borrow_mut().insert(name.to_string(), found);
+        found
+    }
+}
+
+impl Symbols for HostSymbols<'_> {
+    fn lookup(&self, addr: u64) -> Option<Symbol> {
+        if let Some(s) = self.kernel.as_ref().and_then(|k| k.lookup(addr)) {
+            return Some(s);
+        }
+        if let Some((_, s)) = self.by_start.borrow().range(..=addr).next_back() {
+            if s.contains(addr) {
+                return Some(s.clone());
+            }
+        }
+        if self.misses.borrow().contains_key(&addr) {
+            return None;
+        }
+        let f = self.host.symbol?;
+        let mut out = SpSym { name: std::ptr::null(), start: 0, size: 0, module: std::ptr::null() };
+        // SAFETY: out is a valid SpSym; strings are copied before the next call.
+        let found = unsafe { f(self.host.ctx, addr, &mut out) } == 1;
+        let sym = if found {
+            // SAFETY: as above.
+            unsafe { text(out.name) }.map(|name| Symbol {
+                name: name.into(),
+                start: out.start,
+                size: out.size,
+                module: unsafe { text(out.module) }.map(Into::into),
+            })
+        } else {
+            None
+        };
+        match &sym {
+            Some(s) if s.contains(addr) && s.size > 0 => {
+                self.by_start.borrow_mut().insert(s.start, s.clone());
+            }
+            _ => {
+                let mut m = self.misses.borrow_mut();
+                if m.len() < 1 << 16 {
+                    m.insert(addr, ());
+                }
+            }
+        }
+        sym.filter(|s| s.contains(addr))
+    }
+
+    fn address_of(&self, name: &str) -> Option<u64> {
+        self.host_address_of(name)
+    }
+}
+
+struct Session<'a> {
+    host: &'a SpHost,
+    mem: BlockCache<HostMemory<'a>>,
+    syms: HostSymbols<'a>,
+}
+
+impl<'a> Session<'a> {
+    fn new(host: &'a SpHost) -> Self {
+        let mut syms = HostSymbols {
+            host,
+            kernel: None,
+            by_start: Default::default(),
+            misses: Default::default(),
+            names: Default::default(),
+        };
+        syms.kernel = kernel_table(host, &syms);
+        Session { host, mem: BlockCache::new(HostMemory(host), STACK_BLOCK), syms }
+    }
+
+    fn write(&self, s: &str) {
+        let Some(f) = self.host.write else { return };
+        let c = CString::new(s.replace('\0', "\\0")).unwrap_or_default();
+        // SAFETY: c is NUL-terminated and outlives the call.
+        unsafe { f(self.host.ctx, c.as_ptr()) }
+    }
+}
+
+/// Run `f`, turning a panic into one line.
+fn guarded<T: Default>(host: *const SpHost, what: &str, f: impl FnOnce(&SpHost) -> T) -> T {
+    // SAFETY: the glue passes a valid host or NULL.
+    let Some(host) = (unsafe { host.as_ref() }) else { return T::default() };
+    match catch_unwind(AssertUnwindSafe(|| f(host))) {
+        Ok(v) => v,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            let line = format!("{what}: internal error: {msg}");
+            if let (Some(w), Ok(c)) = (host.write, CString::new(line)) {
+                // SAFETY: as in Session::write.
+                unsafe { w(host.ctx, c.as_ptr()) }
+            }
+            T::default()
+        }
+    }
+}
+
+/// Silence the default panic hook (it would print a Rust backtrace into the session).
+/// Called once by the glue when it is loaded.
+#[no_mangle]
+pub extern "C" fn stackproof_init() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
+/// One task's checked document, owned.
+struct Checked {
+    title: String,
+    source: &'static str,
+    /// Printed before the document (crash's `bt` failed, no context).
+    notes: Vec<String>,
+    stop: Option<String>,
+    rows: Vec<Row>,
+    chain: Option<Vec<ChainRow>>,
+    chain_stop: Option<String>,
+    compare: Option<(Vec<u32>, Vec<usize>)>,
+    reads: u64,
+}
+
+impl Checked {
+    fn thread(&self) -> Thread<'_> {
+        let chain = self.chain.as_ref();
+        Thread {
+            title: Some(&self.title),
+            source: self.source,
+            thread: None,
+            stop: self.stop.as_deref(),
+            frames: self.rows.iter().collect(),
+            chain: chain.map(|c| c.iter().collect()),
+            chain_stop: self.chain_stop.as_deref(),
+            compare: self.compare.as_ref().map(|(invented, lost)| Compare {
+                invented: invented.clone(),
+                lost: lost.iter().filter_map(|&i| chain?.get(i)).collect(),
+            }),
+            reads: self.reads,
+        }
+    }
+
+    fn count(&self, v: Verdict) -> u32 {
+        self.rows.iter().filter(|r| r.verdict() == v).count() as u32
+    }
+
+    fn lost(&self) -> u32 {
+        self.compare.as_ref().map_or(0, |c| c.1.len() as u32)
+    }
+}
+
+fn task_start(s: &Session, t: &SpTask) -> Result<(Start, Option<LiveCpu>), String> {
+    if t.has_regs != 0 {
+        let r = &t.regs;
+        let start = Start {
+            pc: r[RIP],
+            sp: r[RSP],
+            callee_saved: [Some(r[RBX]), Some(r[RBP]), Some(r[R12]), Some(r[R13]), Some(r[R14]), Some(r[R15])],
+        };
+        let user_mode = r[CS] & 3 == 3 || r[RIP] < 0x0000_8000_0000_0000;
+        return Ok((start.clone(), Some(LiveCpu { start, user_mode })));
+    }
+    if t.saved_sp == 0 {
+        return Err("no registers and no saved thread.sp".into());
+    }
+    crate::task::switch_frame_start(&s.mem, t.saved_sp)
+        .map(|st| (st, None))
+        .map_err(|e| format!("its switch frame at thread.sp {:x} is unreadable ({e})", t.saved_sp))
+}
+
+fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Checked {
+    // SAFETY: NUL-terminated strings from the glue.
+    let comm = unsafe { text(t.comm) }.unwrap_or_default();
+    let cpu = u32::try_from(t.cpu).ok();
+    let title = report::task_title(t.pid, t.task, cpu, &comm);
+    let reads_before = s.mem.requests();
+    let mut out = Checked {
+        title,
+        source: "registers",
+        notes: Vec::new(),
+        stop: None,
+        rows: Vec::new(),
+        chain: None,
+        chain_stop: None,
+        compare: None,
+        reads: 0,
+    };
+    let started = task_start(s, t);
+    let crash_task: Option<CrashTask> = if with_crash_bt {
+        // SAFETY: as above.
+        let (bt, err) = unsafe { (text(t.crash_bt), text(t.crash_bt_error)) };
+        match (bt, err) {
+            (_, Some(e)) => {
+                out.notes.push(format!("crash's bt failed: {e}; checking stackproof's own chain"));
+                None
+            }
+            (Some(bt), None) => match crashbt::parse(&bt) {
+                Ok(tasks) => {
+                    let found = tasks.into_iter().find(|c| !c.frames.is_empty() || !c.exception_frames.is_empty());
+                    if found.is_none() {
+                        out.notes.push("crash's bt printed no frames; checking stackproof's own chain".into());
+                    }
+                    found
+                }
+                Err(e) => {
+                    out.notes.push(format!("crash's bt output not understood ({e}); checking stackproof's own chain"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    } else {
+        None
+    };
+    match (crash_task, started) {
+        (Some(ct), started) => {
+            out.source = "crash-bt";
+            let (start, live) = match started {
+                Ok((st, live)) => (Some(st), live),
+                Err(e) => {
+                    out.notes.push(format!("no own chain: {e}"));
+                    (None, None)
+                }
+            };
+            let reports = check_crash_task(&s.mem, &s.syms, &ct, live.as_ref(), max);
+            let (frames, unplaced) = crashbt::task_chain(&ct);
+            out.rows = report::crash_rows(reports, &unplaced);
+            if let Some(start) = start {
+                let own = crate::x86::memo::scoped(|| unwind(&s.mem, &s.syms, &start, max));
+                out.compare = Some(compare(&frames, &own));
+                out.chain = Some(own.frames.iter().map(|f| ChainRow::new(&s.syms, &f.frame)).collect());
+                out.chain_stop = own.stop;
+            }
+        }
+        (None, Ok((start, live))) => {
+            let c = if live.is_some() {
+                check(&s.mem, &s.syms, None, Some(&start), max)
+            } else {
+                // A sleeping task: its own chain, frame 0 checked at the switch frame's slot.
+                let own = crate::x86::memo::scoped(|| unwind(&s.mem, &s.syms, &start, max));
+                let frames = own.frames.iter().map(|f| f.frame.clone()).collect();
+                let frames = crate::task::resume_frames(&s.syms, frames, &start);
+                check(&s.mem, &s.syms, Some(frames), Some(&start), max)
+            };
+            out.stop = c.chain.as_ref().and_then(|u| u.stop.clone());
+            out.rows = c.reports.into_iter().map(|r| Row::Frame(Box::new(r))).collect();
+        }
+        (None, Err(e)) => out.notes.push(format!("cannot check it: {e}")),
+    }
+    out.reads = s.mem.requests() - reads_before;
+    out
+}
+
+fn counts_line(c: &Checked) -> String {
+    format!(
+        "{} ok, {} probable, {} unknown, {} bogus, {} lost",
+        c.count(Verdict::Ok),
+        c.count(Verdict::Probable),
+        c.count(Verdict::Unknown),
+        c.count(Verdict::Bogus),
+        c.lost()
+    )
+}
+
+/// `verify-bt`: check `n` tasks and print their documents (text or JSON); with
+/// `all_tasks`, one line per task, the details of tasks with a bogus or lost frame
+/// and a total.
+///
+/// # Safety
+/// `host`, `tasks` (`n` of them) and `opts` are valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn stackproof_verify(
+    host: *const SpHost,
+    tasks: *const SpTask,
+    n: usize,
+    opts: *const SpOptions,
+    result: *mut SpResult,
+) {
+    let r = guarded(host, "verify-bt", |host| {
+        // SAFETY: the caller's contract.
+        let (tasks, opts) = unsafe {
+            (if tasks.is_null() { &[][..] } else { std::slice::from_raw_parts(tasks, n) }, opts.as_ref())
+        };
+        let Some(opts) = opts else { return SpResult { error: 1, ..Default::default() } };
+        verify(&Session::new(host), tasks, opts)
+    });
+    // SAFETY: the caller's contract.
+    if let Some(out) = unsafe { result.as_mut() } {
+        *out = r;
+    }
+}
+
+fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
+    let max = usize::try_from(opts.max_frames).ok().filter(|&m| m > 0).unwrap_or(1024);
+    let all = opts.all_tasks != 0;
+    let colour = opts.colour != 0;
+    let mut res = SpResult::default();
+    let mut done = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let c = crate::x86::memo::scoped(|| check_task(s, t, max, !all));
+        res.tasks += 1;
+        res.frames += c.rows.len() as u32;
+        res.bogus += c.count(Verdict::Bogus);
+        res.lost += c.lost();
+        if all && opts.json == 0 {
+            let note = c.notes.first().map(|n| format!("  ({n})")).unwrap_or_default();
+            s.write(&format!(
+                "{:>7}  {:x}  {:>3}  {:<16} {:>3} frames: {}{note}",
+                t.pid,
+                t.task,
+                u32::try_from(t.cpu).map_or("-".to_string(), |c| c.to_string()),
+                c.title.split("COMMAND: ").nth(1).unwrap_or("").trim_matches('"'),
+                c.rows.len(),
+                counts_line(&c)
+            ));
+        }
+        done.push(c);
+    }
+    let doc = || report::verify_json(&done.iter().map(Checked::thread).collect::<Vec<_>>());
+    if opts.json != 0 {
+        for c in &done {
+            for n in &c.notes {
+                s.write(&format!("verify-bt: {}: {n}", c.title));
+            }
+        }
+        s.write(&doc());
+    } else if all {
+        for c in done.iter().filter(|c| c.count(Verdict::Bogus) > 0 || c.lost() > 0) {
+            s.write("");
+            s.write(&report::thread_text(&c.thread(), opts.verbose != 0, colour));
+        }
+        let flagged = done.iter().filter(|c| c.count(Verdict::Bogus) > 0 || c.lost() > 0).count();
+        s.write(&format!(
+            "{} tasks, {} frames: {} bogus, {} lost; {flagged} task{} with a bogus or lost frame",
+            res.tasks,
+            res.frames,
+            res.bogus,
+            res.lost,
+            if flagged == 1 { "" } else { "s" }
+        ));
+    } else {
+        for c in &done {
+            for n in &c.notes {
+                s.write(&format!("verify-bt: {n}"));
+            }
+            s.write(&report::thread_text(&c.thread(), opts.verbose != 0, colour));
+        }
+    }
+    // SAFETY: NUL-terminated path from the glue.
+    if let Some(path) = unsafe { text(opts.output) } {
+        if let Err(e) = std::fs::write(&path, doc() + "\n") {
+            s.write(&format!("verify-bt: cannot write {path}: {e}"));
+            res.error = 1;
+        }
+    }
+    res
+}
+
+/// `regs-from-stack` options.
+#[repr(C)]
+pub struct SpRegsOptions {
+    pub address: u64,
+    pub has_address: c_int,
+    pub scan: c_int,
+    pub annotate: c_int,
+    pub json: c_int,
+    /// `pt_regs` (the kernel's only layout).
+    pub layout: *const c_char,
+}
+
+/// `regs-from-stack`: decode the set at ADDR, or scan the stacks of a task.
+///
+/// # Safety
+/// `host`, `task` and `opts` are valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn stackproof_regs(
+    host: *const SpHost,
+    task: *const SpTask,
+    opts: *const SpRegsOptions,
+    result: *mut SpResult,
+) {
+    let r = guarded(host, "regs-from-stack", |host| {
+        // SAFETY: the caller's contract.
+        let (Some(t), Some(o)) = (unsafe { task.as_ref() }, unsafe { opts.as_ref() }) else {
+            return SpResult { error: 1, ..Default::default() };
+        };
+        regs(&Session::new(host), t, o)
+    });
+    // SAFETY: the caller's contract.
+    if let Some(out) = unsafe { result.as_mut() } {
+        *out = r;
+    }
+}
+
+fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
+    use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
+    use crate::regs::Layout;
+    let fail = |line: String| {
+        s.write(&format!("regs-from-stack: {line}"));
+        SpResult { error: 1, ..Default::default() }
+    };
+    let (start, _) = match task_start(s, t) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let live_sp = start.sp;
+    let opts = ScanOptions { live_sp: Some(live_sp), ..Default::default() };
+    // SAFETY: NUL-terminated from the glue.
+    let layout = match unsafe { text(o.layout) }.as_deref().unwrap_or("pt_regs") {
+        "pt_regs" => Layout::PtRegs,
+        "sigframe" | "rt_sigframe" => Layout::SigFrame,
+        "ucontext" => Layout::Ucontext,
+        other => return fail(format!("unknown layout {other} (pt_regs, sigframe, ucontext)")),
+    };
+    if o.annotate != 0 {
+        return fail("--annotate is not available in crash yet (use `rd -s`)".into());
+    }
+    let (scans, found) = if o.has_address != 0 {
+        match decode_at(&s.mem, o.address, layout, &s.syms, &opts) {
+            Ok(f) => (None, vec![f]),
+            Err(e) => return fail(format!("{:#x}: {e}", o.address)),
+        }
+    } else {
+        let ranges = scan_ranges(live_sp);
+        let scans: Vec<_> = ranges
+            .iter()
+            .map(|r| {
+                let opts = ScanOptions { live_sp: Some(r.live_sp), ..Default::default() };
+                (scan_memory(&s.mem, r.lo, r.hi, &s.syms, &opts), r.live_sp)
+            })
+            .collect();
+        let mut found: Vec<_> = scans.iter().flat_map(|(sc, _)| sc.found.iter().cloned()).collect();
+        found.sort_by_key(|f| f.address);
+        (Some(scans), found)
+    };
+    let refs: Vec<_> = found.iter().collect();
+    if o.json != 0 {
+        s.write(&report::regs_json(live_sp, scans.as_deref(), &refs));
+    } else {
+        s.write(&report::regs_text(live_sp, scans.as_deref(), &refs));
+    }
+    SpResult { tasks: 1, ..Default::default() }
+}
+
+/// A stack to scan, with the sp live on it.
+struct Span {
+    lo: u64,
+    hi: u64,
+    live_sp: u64,
+}
+
+/// The 16 KiB stack holding the live sp (until the kernel module's `scan_ranges`, which
+/// follows the chain across IRQ and exception stacks, is on this branch).
+fn scan_ranges(live_sp: u64) -> Vec<Span> {
+    const THREAD_SIZE: u64 = 0x4000;
+    let lo = live_sp & !(THREAD_SIZE - 1);
+    vec![Span { lo, hi: lo + THREAD_SIZE, live_sp }]
+}
