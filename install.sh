@@ -9,6 +9,8 @@
 #   PREFIX/lib/stackproof/stackproof-gdbinit.py        the file gdb sources
 #   PREFIX/lib/stackproof/python/stackproof/...         the package
 #   PREFIX/lib/stackproof/python/stackproof/_core.abi3.so   the Rust core
+#   PREFIX/lib/stackproof/crash/stackproof.so           the crash extension (when crash's
+#                                                       defs.h is installed: `extend` it in crash)
 # plus one marked `source` line in ~/.gdbinit and a stackproof.pth in the
 # user site-packages of python3 (so `python3 -m stackproof` works outside gdb).
 #
@@ -75,6 +77,7 @@ case "$PREFIX" in /*) ;; *) PREFIX="$PWD/$PREFIX" ;; esac
 PREFIX=${PREFIX%/}
 DEST="$PREFIX/lib/stackproof"
 GDBINIT_PY="$DEST/stackproof-gdbinit.py"
+CRASH_DEFS=${CRASH_DEFS:-/usr/include/crash/defs.h}
 
 # ---------------------------------------------------------------- helpers ---
 
@@ -123,6 +126,10 @@ install_deps() {
     command -v xz >/dev/null 2>&1 || pkgs+=(xz-utils)
     command -v strip >/dev/null 2>&1 || pkgs+=(binutils)
     command -v "$PYTHON" >/dev/null 2>&1 || pkgs+=(python3)
+    # crash and its defs.h (Debian's crash package ships both): the crash extension
+    if ! command -v crash >/dev/null 2>&1 || [ ! -f "$CRASH_DEFS" ]; then
+        if command -v apt-get >/dev/null 2>&1; then pkgs+=(crash); fi
+    fi
     if [ ${#pkgs[@]} -gt 0 ]; then apt_install "${pkgs[@]}"; fi
 
     # gdb must embed Python (Debian's gdb does; gdb-minimal does not)
@@ -216,6 +223,35 @@ build() {
     [ -f "$SO" ] || die "cargo did not produce $SO"
 }
 
+# The crash extension: the core as a static library (feature capi) linked with the C
+# glue, compiled against the defs.h of the crash on this machine, whose version it records.
+build_crash_extension() {
+    CRASH_SO=
+    if [ ! -f "$CRASH_DEFS" ]; then
+        echo "    note: $CRASH_DEFS not found: the crash extension is not built" \
+             "(Debian/Ubuntu: apt-get install crash; Fedora/RHEL: crash-devel)"
+        return 0
+    fi
+    local version
+    version=$(crash --version 2>/dev/null </dev/null | awk '/^crash /{print $2; exit}')
+    if [ -z "$version" ]; then
+        echo "    note: no crash binary answers 'crash --version': the crash extension is not built"
+        return 0
+    fi
+    say "cargo rustc --release --lib --features capi --crate-type staticlib (crash $version)"
+    local target=${CARGO_TARGET_DIR:-$REPO/target}
+    case "$target" in /*) ;; *) target="$REPO/$target" ;; esac
+    # Its own target dir: the features differ from the Python build's, both stay built.
+    target="$target/capi"
+    (cd "$REPO" && cargo rustc --release --lib --features capi --crate-type staticlib --target-dir "$target")
+    CRASH_SO="$target/release/stackproof-crash.so"
+    gcc -O2 -fPIC -shared -nostartfiles -Wall -Wno-unused -Wno-format-truncation -DX86_64 \
+        -DSP_CRASH_VERSION="\"$version\"" -I"$(dirname "$CRASH_DEFS")" \
+        -o "$CRASH_SO" "$REPO/crash/stackproof.c" "$target/release/libstackproof.a" \
+        -Wl,--gc-sections -Wl,--exclude-libs,ALL -lpthread -ldl -lm ||
+        die "building the crash extension failed"
+}
+
 install_files() {
     say "installing into $DEST"
     mkdir -p "$DEST/python"
@@ -227,6 +263,12 @@ install_files() {
     rm -rf "$DEST/python/stackproof"
     mv "$DEST/python/stackproof.new" "$DEST/python/stackproof"
     install -m 0644 "$REPO/python/stackproof-gdbinit.py" "$GDBINIT_PY"
+    if [ -n "${CRASH_SO:-}" ]; then
+        mkdir -p "$DEST/crash"
+        install -m 0755 "$CRASH_SO" "$DEST/crash/stackproof.so"
+        say "crash extension: $DEST/crash/stackproof.so"
+        echo "    in crash: extend $DEST/crash/stackproof.so   (or that line in ~/.crashrc), then help verify-bt"
+    fi
 }
 
 add_gdbinit_line() {
@@ -307,6 +349,7 @@ if [ $DEPS_ONLY -eq 1 ]; then
     exit 0
 fi
 build
+build_crash_extension
 install_files
 if [ $DO_GDBINIT -eq 1 ]; then add_gdbinit_line; fi
 if [ $DO_PTH -eq 1 ]; then add_pth; fi

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::check::{check, check_crash_task, compare, LiveCpu};
 use crate::crashbt::{self, CrashTask};
+use crate::elf::Placement;
 use crate::memory::{BlockCache, Memory, ReadError, STACK_BLOCK};
 use crate::report::{self, ChainRow, Compare, Row, Thread};
-use crate::elf::Placement;
 use crate::symbols::{Symbol, SymbolTable, Symbols};
 use crate::unwind::{unwind, Start};
 use crate::verify::Verdict;
@@ -277,6 +277,10 @@ pub extern "C" fn stackproof_init() {
 /// One task's checked document, owned.
 struct Checked {
     title: String,
+    pid: u64,
+    task: u64,
+    cpu: Option<u32>,
+    comm: String,
     source: &'static str,
     /// Printed before the document (crash's `bt` failed, no context).
     notes: Vec<String>,
@@ -293,6 +297,7 @@ impl Checked {
         let chain = self.chain.as_ref();
         Thread {
             title: Some(&self.title),
+            task: Some(report::Task { pid: self.pid, task: self.task, cpu: self.cpu, command: &self.comm }),
             source: self.source,
             thread: None,
             stop: self.stop.as_deref(),
@@ -343,6 +348,10 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
     let reads_before = s.mem.requests();
     let mut out = Checked {
         title,
+        pid: t.pid,
+        task: t.task,
+        cpu,
+        comm: comm.clone(),
         source: "registers",
         notes: Vec::new(),
         stop: None,
@@ -363,9 +372,15 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
             }
             (Some(bt), None) => match crashbt::parse(&bt) {
                 Ok(tasks) => {
-                    let found = tasks.into_iter().find(|c| !c.frames.is_empty() || !c.exception_frames.is_empty());
+                    // The text's task of this task (a --crash-bt file may hold several); a text
+                    // without task headers is this task's.
+                    let has_frames = |c: &CrashTask| !c.frames.is_empty() || !c.exception_frames.is_empty();
+                    let found = match tasks.iter().any(|c| c.task.is_some()) {
+                        true => tasks.into_iter().find(|c| c.task == Some(t.task) && has_frames(c)),
+                        false => tasks.into_iter().find(has_frames),
+                    };
                     if found.is_none() {
-                        out.notes.push("crash's bt printed no frames; checking stackproof's own chain".into());
+                        out.notes.push("crash's bt has no frames of this task; checking stackproof's own chain".into());
                     }
                     found
                 }
@@ -445,9 +460,8 @@ pub unsafe extern "C" fn stackproof_verify(
 ) {
     let r = guarded(host, "verify-bt", |host| {
         // SAFETY: the caller's contract.
-        let (tasks, opts) = unsafe {
-            (if tasks.is_null() { &[][..] } else { std::slice::from_raw_parts(tasks, n) }, opts.as_ref())
-        };
+        let (tasks, opts) =
+            unsafe { (if tasks.is_null() { &[][..] } else { std::slice::from_raw_parts(tasks, n) }, opts.as_ref()) };
         let Some(opts) = opts else { return SpResult { error: 1, ..Default::default() } };
         verify(&Session::new(host), tasks, opts)
     });
@@ -476,7 +490,7 @@ fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
                 t.pid,
                 t.task,
                 u32::try_from(t.cpu).map_or("-".to_string(), |c| c.to_string()),
-                c.title.split("COMMAND: ").nth(1).unwrap_or("").trim_matches('"'),
+                c.comm,
                 c.rows.len(),
                 counts_line(&c)
             ));

@@ -878,6 +878,7 @@ impl<'py> PyThread<'py> {
     fn thread(&self) -> report::Thread<'_> {
         report::Thread {
             title: self.title.as_deref(),
+            task: None,
             source: &self.source,
             thread: self.thread,
             stop: self.stop.as_deref(),

@@ -125,9 +125,19 @@ impl Compare<'_> {
     }
 }
 
+/// A kernel task, as crash names it.
+pub struct Task<'a> {
+    pub pid: u64,
+    pub task: u64,
+    pub cpu: Option<u32>,
+    pub command: &'a str,
+}
+
 /// One thread (or task) of a `verify-bt` document.
 pub struct Thread<'a> {
     pub title: Option<&'a str>,
+    /// The kernel task (crash front-end); written as `task` in the JSON only when known.
+    pub task: Option<Task<'a>>,
     /// `gdb`, `registers`, `crash-bt`.
     pub source: &'a str,
     /// gdb's thread number, when there is one.
@@ -255,6 +265,18 @@ pub fn verify_json(threads: &[Thread]) -> String {
             }
             None => out.push_str("null"),
         }
+        if let Some(k) = &t.task {
+            let _ = write!(out, ",\"task\":{{\"pid\":{},\"task\":\"{:#x}\",\"cpu\":", k.pid, k.task);
+            match k.cpu {
+                Some(c) => {
+                    let _ = write!(out, "{c}");
+                }
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"command\":");
+            json::string(&mut out, k.command);
+            out.push('}');
+        }
         out.push_str(",\"source\":");
         json::string(&mut out, t.source);
         out.push_str(",\"stop\":");
@@ -307,7 +329,8 @@ pub const REGS_SCHEMA: &str = "stackproof/regs-from-stack/1";
 
 /// A register set found on the stack, as text (`regs-from-stack`).
 pub fn found_text(f: &crate::regs::scan::Found) -> Vec<String> {
-    let status = if f.status == crate::regs::Status::Live { "live".to_string() } else { f.status.name().to_uppercase() };
+    let status =
+        if f.status == crate::regs::Status::Live { "live".to_string() } else { f.status.name().to_uppercase() };
     let mut out = vec![format!("{} at {:016x}  {status}  {}", f.layout.name(), f.address, f.summary)];
     if f.status != crate::regs::Status::Live {
         out.push(format!("  ({})", f.status_reason));
@@ -380,7 +403,11 @@ pub fn found_json(f: &crate::regs::scan::Found) -> String {
 }
 
 /// `regs-from-stack --scan` (or ADDR when `scan` is None) as text.
-pub fn regs_text(live_sp: u64, scans: Option<&[(crate::regs::scan::Scan, u64)]>, found: &[&crate::regs::scan::Found]) -> String {
+pub fn regs_text(
+    live_sp: u64,
+    scans: Option<&[(crate::regs::scan::Scan, u64)]>,
+    found: &[&crate::regs::scan::Found],
+) -> String {
     let mut out = Vec::new();
     if let Some(scans) = scans {
         let ranges: Vec<String> = scans.iter().map(|(s, _)| format!("{:016x}..{:016x}", s.base, s.end)).collect();
@@ -401,7 +428,11 @@ pub fn regs_text(live_sp: u64, scans: Option<&[(crate::regs::scan::Scan, u64)]>,
 }
 
 /// The stackproof/regs-from-stack/1 document of an ADDR decode or a scan.
-pub fn regs_json(live_sp: u64, scans: Option<&[(crate::regs::scan::Scan, u64)]>, found: &[&crate::regs::scan::Found]) -> String {
+pub fn regs_json(
+    live_sp: u64,
+    scans: Option<&[(crate::regs::scan::Scan, u64)]>,
+    found: &[&crate::regs::scan::Found],
+) -> String {
     let mut o = String::from("{\"schema\":");
     json::string(&mut o, REGS_SCHEMA);
     o.push_str(",\"live_sp\":");
@@ -446,6 +477,7 @@ mod tests {
         let row = Row::Unplaced(Unplaced { level: 2, function: "f".into() });
         let t = Thread {
             title: Some("T:"),
+            task: None,
             source: "crash-bt",
             thread: None,
             stop: None,
