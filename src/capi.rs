@@ -329,7 +329,7 @@ fn task_start(s: &Session, t: &SpTask) -> Result<(Start, Option<LiveCpu>), Strin
             sp: r[RSP],
             callee_saved: [Some(r[RBX]), Some(r[RBP]), Some(r[R12]), Some(r[R13]), Some(r[R14]), Some(r[R15])],
         };
-        let user_mode = r[CS] & 3 == 3 || r[RIP] < 0x0000_8000_0000_0000;
+        let user_mode = r[CS] & 3 == 3 || r[RIP] < crate::kernel::USER_END;
         return Ok((start.clone(), Some(LiveCpu { start, user_mode })));
     }
     if t.saved_sp == 0 {
@@ -602,7 +602,7 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
             Err(e) => return fail(format!("{:#x}: {e}", o.address)),
         }
     } else {
-        let ranges = scan_ranges(live_sp);
+        let ranges = crate::kernel::scan_ranges(&s.mem, &s.syms, &start, live_sp);
         let scans: Vec<_> = ranges
             .iter()
             .map(|r| {
@@ -621,19 +621,4 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         s.write(&report::regs_text(live_sp, scans.as_deref(), &refs));
     }
     SpResult { tasks: 1, ..Default::default() }
-}
-
-/// A stack to scan, with the sp live on it.
-struct Span {
-    lo: u64,
-    hi: u64,
-    live_sp: u64,
-}
-
-/// The 16 KiB stack holding the live sp (until the kernel module's `scan_ranges`, which
-/// follows the chain across IRQ and exception stacks, is on this branch).
-fn scan_ranges(live_sp: u64) -> Vec<Span> {
-    const THREAD_SIZE: u64 = 0x4000;
-    let lo = live_sp & !(THREAD_SIZE - 1);
-    vec![Span { lo, hi: lo + THREAD_SIZE, live_sp }]
 }

@@ -103,6 +103,7 @@ class Session:
             "verify-bt --crash-bt /nonexistent/bt.txt",
             "help verify-bt",
             "help regs-from-stack",
+            "regs-from-stack fffffffffff00000",
         ]
         for cpu in range(ncpu):
             cmds += ["set -c %d" % cpu, "regs-from-stack --scan --json"]
@@ -269,12 +270,16 @@ def test_version_mismatch_refused(tmp_path):
 
 
 def test_truncated_dump(tmp_path):
-    """A dump cut short: clear lines, crash goes on to the next command."""
+    """A dump cut short: crash 8.0.2 itself says so (`may be truncated`) and stops loading
+    or goes on; whichever it does, the extension adds no crash and the commands give lines."""
     full = kernel_fixture("crash/panic/vmcore-mini.elf").read_bytes()
     cut = tmp_path / "vmcore-cut.elf"
-    cut.write_bytes(full[: len(full) * 2 // 5])
+    cut.write_bytes(full[: len(full) * 9 // 10])
     p = run_crash(cut, ["verify-bt -a", "verify-bt --all-tasks", "regs-from-stack --scan", "sys"])
     assert_healthy(p)
-    if "stackproof.so: shared object loaded" not in p.stdout:
-        pytest.skip("crash refuses this truncated dump before any command runs:\n" + describe(p))
-    assert "DUMPFILE:" in p.stdout, describe(p)
+    assert "may be truncated or incomplete" in p.stdout + p.stderr, describe(p)
+
+
+def test_unreadable_address_is_one_line(session):
+    lines = [l for l in session.out.splitlines() if l.startswith("regs-from-stack: 0xfffffffffff00000")]
+    assert len(lines) == 1 and "cannot read" in lines[0], describe(session.proc)
