@@ -13,6 +13,7 @@
 #include "defs.h"
 #include <stdint.h>
 #include <elf.h>
+#include <time.h>
 
 #ifndef SP_CRASH_VERSION
 #error "build with -DSP_CRASH_VERSION='\"x.y.z\"' (the version of the crash whose defs.h this is)"
@@ -277,39 +278,59 @@ static int sp_prstatus(int cpu, uint64_t *regs)
 	return 1;
 }
 
-/* ---- crash's own bt, captured ---- */
+/* ---- crash commands run from ours ---- */
+
+/* Run a crash command line under a private setjmp (crash's errors longjmp to
+ * pc->main_loop_env), our own args[] kept. Returns 1 when it stopped with an error. */
+static int sp_call(const char *line)
+{
+	char buf[BUFSIZE], *saved_args[MAXARGS], *saved_curcmd = pc->curcmd;
+	int saved_argcnt = argcnt, saved_optind = optind, failed = 0;
+	jmp_buf saved_env;
+	struct command_table_entry *ce;
+
+	snprintf(buf, sizeof(buf), "%s", line);
+	memcpy(saved_args, args, sizeof(saved_args));
+	memcpy(&saved_env, &pc->main_loop_env, sizeof(jmp_buf));
+	if (setjmp(pc->main_loop_env)) {
+		failed = 1;
+	} else {
+		argcnt = parse_line(buf, args);
+		optind = 0;
+		if (argcnt < 1 || !(ce = get_command_table_entry(args[0]))) {
+			failed = 1;
+		} else {
+			pc->curcmd = ce->name;
+			ce->func();
+		}
+	}
+	memcpy(&pc->main_loop_env, &saved_env, sizeof(jmp_buf));
+	pc->curcmd = saved_curcmd;
+	memcpy(args, saved_args, sizeof(saved_args));
+	argcnt = saved_argcnt;
+	optind = saved_optind;
+	return failed;
+}
+
+/* crash's own bt of a task, its text; NULL with `err` set when it failed. */
 static char *sp_crash_bt(ulong task, char *err, size_t errlen)
 {
 	char cmd[64], line[BUFSIZE];
-	char *saved_args[MAXARGS], *saved_curcmd = pc->curcmd;
-	int saved_argcnt = argcnt, saved_optind = optind, failed = 0;
-	jmp_buf saved_env;
+	int failed = 0, saved_stdout = -1;
 	char *text = NULL;
 	size_t len = 0, cap = 0;
 	FILE *errs = tmpfile();
-	int saved_stdout = -1;
 
 	err[0] = 0;
+	snprintf(cmd, sizeof(cmd), "bt %lx", task);
 	/* crash writes its error lines to stdout, not to fp: catch them too. */
 	fflush(stdout);
 	if (errs)
 		saved_stdout = dup(1);
 	if (saved_stdout >= 0)
 		dup2(fileno(errs), 1);
-	memcpy(saved_args, args, sizeof(saved_args));
-	memcpy(&saved_env, &pc->main_loop_env, sizeof(jmp_buf));
-	snprintf(cmd, sizeof(cmd), "bt %lx", task);
 	open_tmpfile();
-	if (setjmp(pc->main_loop_env)) {
-		failed = 1;
-	} else {
-		argcnt = parse_line(cmd, args);
-		optind = 0;
-		pc->curcmd = "bt";
-		cmd_bt();
-	}
-	memcpy(&pc->main_loop_env, &saved_env, sizeof(jmp_buf));
-	pc->curcmd = saved_curcmd;
+	failed = sp_call(cmd);
 	fflush(stdout);
 	if (saved_stdout >= 0) {
 		dup2(saved_stdout, 1);
@@ -347,9 +368,6 @@ static char *sp_crash_bt(ulong task, char *err, size_t errlen)
 		len += l;
 	}
 	close_tmpfile();
-	memcpy(args, saved_args, sizeof(saved_args));
-	argcnt = saved_argcnt;
-	optind = saved_optind;
 	if (failed && !err[0])
 		snprintf(err, errlen, "crash's bt stopped with an error");
 	if (!failed)
@@ -362,6 +380,53 @@ static char *sp_crash_bt(ulong task, char *err, size_t errlen)
 		snprintf(err, errlen, "crash's bt printed nothing");
 	return text;
 }
+
+/* stackproof-time N COMMAND...: run a crash command N times in this session, its
+ * output discarded, and print the median and min wall time (bench/crash.py). */
+static void cmd_sp_time(void)
+{
+	char line[BUFSIZE] = "";
+	double t[64], tmp;
+	int n, i, j, failed = 0;
+	FILE *saved = fp, *null;
+	struct timespec a, b;
+
+	if (argcnt < 3 || (n = atoi(args[1])) < 1 || n > 64) {
+		fprintf(fp, "stackproof-time: usage: stackproof-time N(1-64) COMMAND [ARGS]\n");
+		return;
+	}
+	for (i = 2; i < argcnt; i++) {
+		strncat(line, args[i], sizeof(line) - strlen(line) - 2);
+		strcat(line, " ");
+	}
+	if (!(null = fopen("/dev/null", "w"))) {
+		fprintf(fp, "stackproof-time: cannot open /dev/null\n");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		fp = null;
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		failed |= sp_call(line);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		fp = saved;
+		t[i] = (b.tv_sec - a.tv_sec) * 1e3 + (b.tv_nsec - a.tv_nsec) / 1e6;
+	}
+	fclose(null);
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && t[j - 1] > t[j]; j--)
+			tmp = t[j], t[j] = t[j - 1], t[j - 1] = tmp;
+	fprintf(fp, "stackproof-time: %s: median %.3f ms, min %.3f ms, %d runs%s\n", line, t[n / 2], t[0], n,
+		failed ? " (it stopped with an error)" : "");
+}
+
+static char *help_sp_time[] = {
+	"stackproof-time",
+	"time a crash command in this session (stackproof's benchmark)",
+	"N COMMAND [ARGS]",
+	"  Runs COMMAND N times (1-64), its output discarded, and prints the median and",
+	"  the minimum wall time in milliseconds.",
+	NULL
+};
 
 static char *sp_read_file(const char *path)
 {
@@ -733,6 +798,7 @@ static char *help_regs_from_stack[] = {
 static struct command_table_entry sp_commands[] = {
 	{ "verify-bt", cmd_verify_bt, help_verify_bt, 0 },
 	{ "regs-from-stack", cmd_regs_from_stack, help_regs_from_stack, 0 },
+	{ "stackproof-time", cmd_sp_time, help_sp_time, 0 },
 	{ NULL }
 };
 

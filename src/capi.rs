@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::check::{check, check_crash_task, compare, LiveCpu};
 use crate::crashbt::{self, CrashTask};
 use crate::elf::Placement;
-use crate::memory::{BlockCache, Memory, ReadError, STACK_BLOCK};
+use crate::memory::{BlockCache, Memory, ReadError};
 use crate::report::{self, ChainRow, Compare, Row, Thread};
 use crate::symbols::{Symbol, SymbolTable, Symbols};
 use crate::unwind::{unwind, Start};
@@ -218,6 +218,10 @@ impl Symbols for HostSymbols<'_> {
     }
 }
 
+/// crash reads (and for kdump-compressed files decompresses) each page on its own:
+/// reading only the pages asked for is cheaper than gdb's 64 KiB blocks.
+const CRASH_BLOCK: u64 = crate::memory::PAGE;
+
 struct Session<'a> {
     host: &'a SpHost,
     mem: BlockCache<HostMemory<'a>>,
@@ -234,7 +238,7 @@ impl<'a> Session<'a> {
             names: Default::default(),
         };
         syms.kernel = kernel_table(host, &syms);
-        Session { host, mem: BlockCache::new(HostMemory(host), STACK_BLOCK), syms }
+        Session { host, mem: BlockCache::new(HostMemory(host), CRASH_BLOCK), syms }
     }
 
     fn write(&self, s: &str) {

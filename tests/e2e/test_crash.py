@@ -283,3 +283,15 @@ def test_truncated_dump(tmp_path):
 def test_unreadable_address_is_one_line(session):
     lines = [l for l in session.out.splitlines() if l.startswith("regs-from-stack: 0xfffffffffff00000")]
     assert len(lines) == 1 and "cannot read" in lines[0], describe(session.proc)
+
+
+def test_gdb_on_an_elf_vmcore_points_to_crash():
+    """gdb reads an ELF vmcore's physical memory only: the task stacks (vmalloc) are not there.
+    verify-bt says so in one line and names the installed crash extension."""
+    from conftest import gdb_stackproof
+    so = extension()
+    res = gdb_stackproof(["verify-bt"], exe=kernel_fixture(VMLINUX), core=kernel_fixture("crash/panic/vmcore-mini.elf"),
+                         timeout=300)
+    lines = [l for l in res.stdout.splitlines() if l.startswith("verify-bt: the kernel stack at ")]
+    assert len(lines) == 1, res.describe()
+    assert "is not in this core" in lines[0] and "extend %s" % so in lines[0], lines[0]

@@ -1,6 +1,7 @@
 """verify-bt: which frames of a backtrace are real."""
 
 import sys
+from pathlib import Path
 
 import gdb
 
@@ -106,6 +107,7 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                 if selected is not None and selected.is_valid():
                     selected.switch()
 
+        _unreadable_kernel_stack_hint(read, threads)
         if args.json:
             sys.stdout.write(render.verify_json(threads) + "\n")
         else:
@@ -156,6 +158,22 @@ def _cpu_registers(inf):
         if selected is not None and selected.is_valid():
             selected.switch()
     return out
+
+
+def _unreadable_kernel_stack_hint(read, threads):
+    """An ELF vmcore gives gdb physical memory (and the direct map) only: a kernel stack in
+    vmalloc space is not there. Say so once, and where the dump can be read."""
+    for t in threads:
+        frames = t["frames"]
+        sp = frames[0]["sp"] if frames and t["source"] == "gdb" else None
+        if sp is None or not _core.kernel_address(sp) or read(sp & ~7, 8) is not None:
+            continue
+        here = Path(__file__).resolve().parents[4] / "crash" / "stackproof.so"
+        how = ("then `extend %s`" % here) if here.is_file() else \
+            "with stackproof's crash extension (./install.sh builds it when crash's defs.h is installed)"
+        print("verify-bt: the kernel stack at %#x is not in this core (gdb sees an ELF vmcore's physical "
+              "memory only, not vmalloc'ed stacks): open the dump in crash, %s" % (sp, how))
+        return
 
 
 def _read_text(path):
