@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use crate::check::{check, check_crash_task, compare, LiveCpu};
+use crate::corefile::USER_REGS;
 use crate::crashbt::{self, CrashTask};
 use crate::elf::Placement;
 use crate::memory::{BlockCache, Memory, ReadError};
@@ -45,17 +46,13 @@ pub struct SpHost {
     pub vmlinux: *const c_char,
 }
 
-/// `user_regs_struct` (NT_PRSTATUS `pr_reg`) indices.
-const R15: usize = 0;
-const R14: usize = 1;
-const R13: usize = 2;
-const R12: usize = 3;
-const RBP: usize = 4;
-const RBX: usize = 5;
-const RIP: usize = 16;
-const CS: usize = 17;
-const RSP: usize = 19;
-pub const PR_REG_WORDS: usize = 27;
+/// Words of `pr_reg` (NT_PRSTATUS): `struct user_regs_struct`.
+pub const PR_REG_WORDS: usize = USER_REGS.len();
+
+/// A register of `pr_reg` by its name in [`USER_REGS`].
+fn pr_reg(r: &[u64; PR_REG_WORDS], name: &str) -> u64 {
+    USER_REGS.iter().position(|n| *n == name).map_or(0, |i| r[i])
+}
 
 /// One task to check.
 #[repr(C)]
@@ -256,12 +253,7 @@ fn guarded<T: Default>(host: *const SpHost, what: &str, f: impl FnOnce(&SpHost) 
     match catch_unwind(AssertUnwindSafe(|| f(host))) {
         Ok(v) => v,
         Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            let line = format!("{what}: internal error: {msg}");
+            let line = format!("{what}: internal error: {}", crate::panic_text(&*payload));
             if let (Some(w), Ok(c)) = (host.write, CString::new(line)) {
                 // SAFETY: as in Session::write.
                 unsafe { w(host.ctx, c.as_ptr()) }
@@ -327,13 +319,10 @@ impl Checked {
 
 fn task_start(s: &Session, t: &SpTask) -> Result<(Start, Option<LiveCpu>), String> {
     if t.has_regs != 0 {
-        let r = &t.regs;
-        let start = Start {
-            pc: r[RIP],
-            sp: r[RSP],
-            callee_saved: [Some(r[RBX]), Some(r[RBP]), Some(r[R12]), Some(r[R13]), Some(r[R14]), Some(r[R15])],
-        };
-        let user_mode = r[CS] & 3 == 3 || r[RIP] < crate::kernel::USER_END;
+        let r = |n| pr_reg(&t.regs, n);
+        let start =
+            Start { pc: r("rip"), sp: r("rsp"), callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| Some(r(n))) };
+        let user_mode = r("cs") & 3 == 3 || r("rip") < crate::kernel::USER_END;
         return Ok((start.clone(), Some(LiveCpu { start, user_mode })));
     }
     if t.saved_sp == 0 {

@@ -36,3 +36,12 @@ mod python_core;
 pub mod capi;
 
 pub use oracle::cli::layout_cli;
+
+/// The message of a caught panic, for the one line a front-end prints instead of dying.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
