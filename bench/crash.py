@@ -62,8 +62,8 @@ def main():
                                     .read_text())["tasks"]) for s in SCENARIOS}
     out = {}
     print("crash %s vmcores, medians of %d in one crash process (min in brackets), ms" % (a.format, a.repeat))
-    print("| dump | crash `bt` | `verify-bt` | ratio | `foreach bt` (%s tasks) | `verify-bt --all-tasks` (tasks) | ratio | per task |"
-          % "crash's")
+    print("| dump | crash `bt` | `verify-bt` | ratio | `foreach bt` (crash's tasks) | "
+          "`verify-bt --all-tasks` (tasks) | ratio | per task |")
     print("|---|---|---|---|---|---|---|---|")
     for s in SCENARIOS:
         got, ps_tasks = run(s, a.format, so, a.repeat)
@@ -71,7 +71,8 @@ def main():
         n = drgn_tasks[s]
         per_fe = fe[0] / max(ps_tasks, 1)
         per_at = at[0] / n
-        note = " (crash's bt fails)" if bt[2] else ""
+        # crash 8.0.2's bt of an active task other than the panic task fails at once (6.1.y).
+        note = " (crash's bt fails)" if bt[0] < 1.0 else ""
         print("| %s | %.1f (%.1f)%s | %.1f (%.1f) | %.2fx | %.1f (%.1f), %d tasks | %.1f (%.1f), %d tasks | %.2fx | %.2f vs %.2f ms: %.2fx |"
               % (s, bt[0], bt[1], note, vb[0], vb[1], vb[0] / bt[0], fe[0], fe[1], ps_tasks, at[0], at[1], n,
                  at[0] / fe[0], per_at, per_fe, per_at / per_fe))
