@@ -317,20 +317,34 @@ impl Checked {
     }
 }
 
-fn task_start(s: &Session, t: &SpTask) -> Result<(Start, Option<LiveCpu>), String> {
+/// Where a task starts: a running task from its CPU's registers (with them as the live
+/// CPU), a sleeping one from its switch frame (with frame 0's return-address slot).
+type Started = (Start, Option<LiveCpu>, Option<u64>);
+
+fn task_start(s: &Session, t: &SpTask) -> Result<Started, String> {
     if t.has_regs != 0 {
         let r = |n| pr_reg(&t.regs, n);
         let start =
             Start { pc: r("rip"), sp: r("rsp"), callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| Some(r(n))) };
-        let user_mode = r("cs") & 3 == 3 || r("rip") < crate::kernel::USER_END;
-        return Ok((start.clone(), Some(LiveCpu { start, user_mode })));
+        let user_mode = crate::kernel::user_mode(r("cs"), r("rip"));
+        return Ok((start.clone(), Some(LiveCpu { start, user_mode }), None));
     }
     if t.saved_sp == 0 {
         return Err("no registers and no saved thread.sp".into());
     }
-    crate::task::switch_frame_start(&s.mem, t.saved_sp)
-        .map(|st| (st, None))
-        .map_err(|e| format!("its switch frame at thread.sp {:x} is unreadable ({e})", t.saved_sp))
+    let q = crate::kernel::task::TaskQuery {
+        task: t.task,
+        task_expr: format!("{:#x}", t.task),
+        stack_offset: None,
+        thread_sp_offset: None,
+        saved_sp: Some(t.saved_sp),
+        cpus: Vec::new(),
+        current_task_offset: None,
+    };
+    let ts = crate::kernel::task::task_start(&s.mem, &s.syms, &q)?;
+    let reg = |n: &str| ts.regs.iter().find(|(r, _)| *r == n).map(|(_, v)| *v);
+    let start = Start { pc: ts.pc, sp: ts.sp, callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(reg) };
+    Ok((start, None, ts.slot))
 }
 
 fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Checked {
@@ -391,7 +405,7 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
         (Some(ct), started) => {
             out.source = "crash-bt";
             let (start, live) = match started {
-                Ok((st, live)) => (Some(st), live),
+                Ok((st, live, _)) => (Some(st), live),
                 Err(e) => {
                     out.notes.push(format!("no own chain: {e}"));
                     (None, None)
@@ -407,14 +421,17 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
                 out.chain_stop = own.stop;
             }
         }
-        (None, Ok((start, live))) => {
+        (None, Ok((start, live, slot))) => {
             let c = if live.is_some() {
                 check(&s.mem, &s.syms, None, Some(&start), max)
             } else {
                 // A sleeping task: its own chain, frame 0 checked at the switch frame's slot.
                 let own = crate::x86::memo::scoped(|| unwind(&s.mem, &s.syms, &start, max));
                 let frames = own.frames.iter().map(|f| f.frame.clone()).collect();
-                let frames = crate::task::resume_frames(&s.syms, frames, &start);
+                let mut frames: Vec<crate::verify::FrameIn> = frames;
+                if let Some(f) = frames.first_mut() {
+                    f.slot = slot;
+                }
                 check(&s.mem, &s.syms, Some(frames), Some(&start), max)
             };
             out.stop = c.chain.as_ref().and_then(|u| u.stop.clone());
@@ -573,7 +590,7 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         s.write(&format!("regs-from-stack: {line}"));
         SpResult { error: 1, ..Default::default() }
     };
-    let (start, _) = match task_start(s, t) {
+    let (start, _, _) = match task_start(s, t) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };

@@ -18,7 +18,6 @@ pub mod resolve;
 pub mod symbols;
 #[doc(hidden)]
 pub mod synth;
-pub mod task;
 pub mod text;
 pub mod unwind;
 pub mod verify;
