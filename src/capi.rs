@@ -324,8 +324,19 @@ type Started = (Start, Option<LiveCpu>, Option<u64>);
 fn task_start(s: &Session, t: &SpTask) -> Result<Started, String> {
     if t.has_regs != 0 {
         let r = |n| pr_reg(&t.regs, n);
-        let start =
-            Start { pc: r("rip"), sp: r("rsp"), callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| Some(r(n))) };
+        // The other general-purpose registers explain a NULL call at frame 0.
+        let scratch = USER_REGS
+            .iter()
+            .filter(|n| !crate::layout::CALLEE_SAVED_NAMES.contains(n))
+            .filter_map(|n| Some((crate::x86::Reg::from_name(n)?, r(n))))
+            .filter(|(reg, _)| *reg != crate::x86::Reg::Rsp)
+            .collect();
+        let start = Start {
+            pc: r("rip"),
+            sp: r("rsp"),
+            callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| Some(r(n))),
+            scratch,
+        };
         let user_mode = crate::kernel::user_mode(r("cs"), r("rip"));
         return Ok((start.clone(), Some(LiveCpu { start, user_mode }), None));
     }
@@ -343,7 +354,8 @@ fn task_start(s: &Session, t: &SpTask) -> Result<Started, String> {
     };
     let ts = crate::kernel::task::task_start(&s.mem, &s.syms, &q)?;
     let reg = |n: &str| ts.regs.iter().find(|(r, _)| *r == n).map(|(_, v)| *v);
-    let start = Start { pc: ts.pc, sp: ts.sp, callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(reg) };
+    let start =
+        Start { pc: ts.pc, sp: ts.sp, callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(reg), scratch: Vec::new() };
     Ok((start, None, ts.slot))
 }
 
