@@ -11,8 +11,13 @@
 #   PREFIX/lib/stackproof/python/stackproof/_core.abi3.so   the Rust core
 #   PREFIX/lib/stackproof/crash/stackproof.so           the crash extension (when crash's
 #                                                       defs.h is installed: `extend` it in crash)
-# plus one marked `source` line in ~/.gdbinit and a stackproof.pth in the
-# user site-packages of python3 (so `python3 -m stackproof` works outside gdb).
+# plus one marked `source` line in the init file gdb reads (the one `gdb --help`
+# names: $XDG_CONFIG_HOME/gdb/gdbinit or ~/.config/gdb/gdbinit if it exists, else
+# ~/.gdbinit) and a stackproof.pth in the user site-packages of python3 (so
+# `python3 -m stackproof` works outside gdb).
+#
+# Needs Rust (cargo) >= the rust-version of Cargo.toml; `pip install .` builds a
+# wheel instead (README).
 #
 # It ends by proving itself on a freshly crashed demo program (--no-demo skips).
 set -euo pipefail
@@ -27,8 +32,11 @@ UNINSTALL=0
 DEPS_ONLY=0
 DO_DEPS=1
 PYTHON=${PYTHON:-python3}
-GDBINIT_FILE=${STACKPROOF_GDBINIT_FILE:-${HOME:-/root}/.gdbinit}
+GDBINIT_FILE=${STACKPROOF_GDBINIT_FILE:-}
 MARKER="# stackproof: added by install.sh (./install.sh --uninstall removes it)"
+# The minimum Rust: Cargo.toml's rust-version (the one place it is written).
+MSRV=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$REPO/Cargo.toml" 2>/dev/null | head -n1)
+MSRV=${MSRV:-1.88}
 
 usage() {
     cat <<EOF
@@ -38,17 +46,21 @@ Build stackproof (cargo build --release --features python) and install it.
 
 Options:
   --prefix DIR    install under DIR/lib/stackproof (default: \$HOME/.local)
-  --no-gdbinit    do not add the 'source .../stackproof-gdbinit.py' line to ~/.gdbinit
+  --no-gdbinit    do not add the 'source .../stackproof-gdbinit.py' line to gdb's init file
   --no-pth        do not write stackproof.pth into python3's user site-packages
   --no-demo       skip the final self-test on a crashed demo program
-  --deps-only     only install missing system packages (gdb, gcc, make, xz-utils,
-                  python3, pytest) and check for cargo, then stop
+  --deps-only     only install what is missing to build and test (gdb, gcc, make,
+                  xz-utils, python3, and for the tests pytest and jsonschema), check
+                  cargo, then stop (CI runs this; a plain install adds no test tools)
   --no-deps       do not look for / install system packages (cargo must be on PATH)
-  --uninstall     remove the installed files, the ~/.gdbinit line and the .pth
+  --uninstall     remove the installed files, the gdb init file line and the .pth
   -h, --help      this help
 
 Environment: PYTHON (default python3), CARGO_TARGET_DIR, STACKPROOF_GDBINIT_FILE
-(default ~/.gdbinit).
+(default: the user init file gdb reads, as \`gdb --help\` names it; else ~/.gdbinit).
+HOME and XDG_CONFIG_HOME choose that file as they do for gdb.
+
+Needs cargo/rustc $MSRV or newer (rustup); without Rust: pip install a wheel (README).
 
 In gdb:  source PREFIX/lib/stackproof/stackproof-gdbinit.py   then   help verify-bt
 EOF
@@ -107,13 +119,48 @@ user_site() {
     "$PYTHON" -c 'import site, sys; sys.stdout.write(site.getusersitepackages())'
 }
 
+# "1.95.0" from `cargo 1.95.0 (f2d3ce0bd 2026-03-21)`
+cargo_version() { "$1" --version 2>/dev/null | sed -n 's/^cargo \([0-9][0-9.]*\).*/\1/p'; }
+
+# true when version $1 >= version $2 (dotted numbers)
+version_ge() {
+    [ "$(printf '%s\n%s\n' "$2" "$1" | sort -t. -k1,1n -k2,2n -k3,3n | head -n1)" = "$2" ]
+}
+
+# A cargo new enough for Cargo.lock and the crates: on PATH, else rustup's
+# ~/.cargo/bin (put first on PATH). Dies saying what to do.
 find_cargo() {
-    if command -v cargo >/dev/null 2>&1; then return 0; fi
-    if [ -x "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo" ]; then
-        PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"; export PATH
-        return 0
+    local c v old=""
+    for c in "$(command -v cargo 2>/dev/null || true)" "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo"; do
+        [ -n "$c" ] && [ -x "$c" ] || continue
+        v=$(cargo_version "$c")
+        if [ -n "$v" ] && version_ge "$v" "$MSRV"; then
+            PATH="$(dirname "$c"):$PATH"; export PATH
+            return 0
+        fi
+        old="$old $c ($v)"
+    done
+    if [ -n "$old" ]; then
+        die "cargo too old:$old; stackproof needs Rust $MSRV or newer.
+Install a current toolchain with rustup (see rustup.rs; then: rustup update stable),
+or install a prebuilt stackproof wheel with pip (no Rust needed, see README)."
     fi
-    return 1
+    die "cargo not found. stackproof's core is Rust ($MSRV or newer): install a toolchain
+with rustup (see rustup.rs; distributions' cargo packages are often older than $MSRV)
+and run $PROG again, or install a prebuilt stackproof wheel with pip (see README)."
+}
+
+# The user init file gdb reads, as gdb itself names it in `gdb --help`
+# ($XDG_CONFIG_HOME/gdb/gdbinit, else ~/.config/gdb/gdbinit, if it exists, else
+# ~/.gdbinit); when gdb names none yet, the same order by hand.
+gdb_user_init() {
+    if [ -n "${STACKPROOF_GDBINIT_FILE:-}" ]; then echo "$STACKPROOF_GDBINIT_FILE"; return; fi
+    local f
+    f=$(gdb --help 2>/dev/null </dev/null | sed -n 's/^ *\* user-specific init file: //p' | head -n1)
+    if [ -n "$f" ]; then echo "$f"; return; fi
+    local home=${HOME:-/root}
+    if [ -n "${XDG_CONFIG_HOME:-}" ]; then f="$XDG_CONFIG_HOME/gdb/gdbinit"; else f="$home/.config/gdb/gdbinit"; fi
+    if [ -f "$f" ]; then echo "$f"; else echo "$home/.gdbinit"; fi
 }
 
 # ------------------------------------------------------------------- deps ---
@@ -146,26 +193,43 @@ install_deps() {
     fi
     rm -rf "$t"
 
-    # pytest for the tests, for the python3 that runs them
-    if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
+    find_cargo
+}
+
+# pytest and jsonschema, for the python3 that runs the tests: only for the test
+# command and CI (--deps-only), never for a user's install.
+install_test_deps() {
+    local mod pkg
+    for mod in pytest jsonschema; do
+        "$PYTHON" -c "import $mod" 2>/dev/null && continue
         local pyprefix
         pyprefix=$("$PYTHON" -c 'import sys; print(sys.prefix)')
         if [ "$pyprefix" = /usr ] && command -v apt-get >/dev/null 2>&1; then
-            apt_install python3-pytest
+            apt_install "python3-$mod"
         else
-            say "$PYTHON -m pip install --user pytest"
-            "$PYTHON" -m pip install --user -q pytest </dev/null ||
-                echo "$PROG: warning: could not install pytest for $PYTHON (only the tests need it)" >&2
+            say "$PYTHON -m pip install --user $mod"
+            "$PYTHON" -m pip install --user -q "$mod" </dev/null ||
+                echo "$PROG: warning: could not install $mod for $PYTHON (only the tests need it)" >&2
         fi
-    fi
-
-    find_cargo || die "cargo not found. stackproof's core is Rust: install a Rust toolchain
-(rustup, or your distribution's 'cargo' package) and run $PROG again."
+    done
 }
 
 # -------------------------------------------------------------- uninstall ---
 
 remove_gdbinit_line() {
+    local f
+    for f in "$@"; do remove_line_from "$f"; done
+}
+
+# Every file gdb might read (an install made before the user created another one).
+gdbinit_candidates() {
+    local home=${HOME:-/root}
+    printf '%s\n' "$GDBINIT_FILE" "${XDG_CONFIG_HOME:-$home/.config}/gdb/gdbinit" \
+        "$home/.config/gdb/gdbinit" "$home/.gdbinit" | awk '!seen[$0]++'
+}
+
+remove_line_from() {
+    local GDBINIT_FILE=$1
     [ -f "$GDBINIT_FILE" ] || return 0
     local tmp; tmp=$(mktemp)
     # drop each marker line and the `source .../stackproof-gdbinit.py` after it
@@ -205,7 +269,9 @@ uninstall() {
         say "nothing installed in $DEST"
     fi
     rmdir "$PREFIX/lib" 2>/dev/null || true
-    remove_gdbinit_line
+    local files=()
+    mapfile -t files < <(gdbinit_candidates)
+    remove_gdbinit_line "${files[@]}"
     remove_pth
 }
 
@@ -277,7 +343,10 @@ add_gdbinit_line() {
         say "$GDBINIT_FILE already sources stackproof"
         return 0
     fi
-    remove_gdbinit_line   # an older install from another prefix
+    local files=()
+    mapfile -t files < <(gdbinit_candidates)
+    remove_gdbinit_line "${files[@]}"   # an older install (another prefix, another init file)
+    mkdir -p "$(dirname "$GDBINIT_FILE")"
     touch "$GDBINIT_FILE"
     if [ -s "$GDBINIT_FILE" ] && [ -n "$(tail -c1 "$GDBINIT_FILE")" ]; then
         echo >>"$GDBINIT_FILE"
@@ -317,17 +386,32 @@ EOF
         cat "$t/run.log" >&2
         die "demo: gdb did not write a core"
     fi
-    local status=0
-    gdb -batch -nx -ex 'set debuginfod enabled off' \
-        -ex "source $GDBINIT_PY" -ex 'help verify-bt' -ex 'verify-bt' \
+    local status=0 load=()
+    if [ $DO_GDBINIT -eq 1 ]; then
+        # as a user starts gdb: no -nx, so the init files load stackproof
+        load=()
+    else
+        load=(-nx -ex "source $GDBINIT_PY")
+    fi
+    gdb -batch "${load[@]}" -ex 'set debuginfod enabled off' \
+        -ex 'help verify-bt' -ex 'help regs-from-stack' -ex 'verify-bt' \
         "$t/demo" "$t/demo.core" >"$t/out.log" 2>&1 </dev/null || status=$?
     cat "$t/out.log"
+    if grep -q 'Undefined command' "$t/out.log"; then
+        if [ $DO_GDBINIT -eq 1 ]; then
+            die "demo: gdb does not know the stackproof commands: it did not read $GDBINIT_FILE
+(gdb --help names the init files it reads)"
+        fi
+        die "demo: gdb does not know the stackproof commands after 'source $GDBINIT_PY'"
+    fi
     if [ $status -ne 0 ]; then
         die "demo: verify-bt failed (gdb exit status $status)"
     fi
-    if grep -qE 'Traceback|PanicException|panicked at|Undefined command|Python Exception' "$t/out.log"; then
+    if grep -qE 'Traceback|PanicException|panicked at|Python Exception|stackproof: not loaded' "$t/out.log"; then
         die "demo: errors in the output above"
     fi
+    grep -q -- '--max-frames' "$t/out.log" || die "demo: no help for verify-bt"
+    grep -q -- '--layout' "$t/out.log" || die "demo: no help for regs-from-stack"
     grep -q 'outer' "$t/out.log" || die "demo: verify-bt did not show the demo's frames"
     say "self-test passed"
 }
@@ -335,6 +419,7 @@ EOF
 # ------------------------------------------------------------------- main ---
 
 if [ $UNINSTALL -eq 1 ]; then
+    GDBINIT_FILE=$(gdb_user_init)
     uninstall
     exit 0
 fi
@@ -342,12 +427,14 @@ fi
 if [ $DO_DEPS -eq 1 ] || [ $DEPS_ONLY -eq 1 ]; then
     install_deps
 else
-    find_cargo || die "cargo not found"
+    find_cargo
 fi
 if [ $DEPS_ONLY -eq 1 ]; then
+    install_test_deps
     say "dependencies are in place"
     exit 0
 fi
+GDBINIT_FILE=$(gdb_user_init)
 build
 build_crash_extension
 install_files

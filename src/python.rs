@@ -925,7 +925,10 @@ mod _core {
     use crate::python_core::CoreFile;
 
     #[pymodule_init]
-    fn init(_m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        // Cargo.toml's version: the one place it is written (package, wheel, JSON, help).
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         // Panics are caught at the boundary and reported as one line; the default
         // hook would print a Rust backtrace into the gdb session.
         std::panic::set_hook(Box::new(|_| {}));

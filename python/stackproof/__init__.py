@@ -5,4 +5,7 @@ adapts gdb to it. Nothing here imports gdb, so the package also works in a
 plain `python3` (`python3 -m stackproof layout FILE`).
 """
 
-__version__ = "0.1.0"
+try:  # Cargo.toml's version, compiled into the core
+    from stackproof._core import __version__
+except ImportError:  # the core is missing: `import stackproof._core` says why
+    __version__ = "unknown"

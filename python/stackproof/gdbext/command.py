@@ -1,16 +1,29 @@
-"""The shared shape of a stackproof command: argparse help, one-line errors.
+"""The shared shape of a stackproof command: its manual (`help NAME`), completion
+of options and values, one-line errors.
 
 A command must never hurt the session: bad arguments, a missing target or an
 internal error become one gdb error line, never a traceback or an exit.
 """
 
 import argparse
+import contextlib
 import gc
+import io
+import os
 import shlex
 
 import gdb
 
+from stackproof import __version__
 from stackproof.gdbext.target import UserError
+
+# `--max-frames unlimited` (gdb's word for no limit): more frames than any stack holds.
+UNLIMITED = 1 << 40
+MAX_FRAMES = 1 << 20   # the largest N of `--max-frames N`
+HELP_WIDTH = 80
+
+# Every command, in the order registered (`help stackproof` lists them).
+COMMANDS = []
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +39,17 @@ class _Parser(argparse.ArgumentParser):
 
 class _HelpShown(Exception):
     pass
+
+
+def frame_limit(text):
+    """`--max-frames N` (N >= 1) or `unlimited`, as gdb's own limits."""
+    if text.strip().lower() == "unlimited":
+        return UNLIMITED
+    return bounded_int(1, MAX_FRAMES)(text)
+
+
+def limit_text(n):
+    return "unlimited" if n >= UNLIMITED else str(n)
 
 
 def ascii_text(text):
@@ -45,25 +69,108 @@ def _split(argument):
     return argument.split()
 
 
+def refuse_together(prog, given, allowed=()):
+    """One line when more than one of the modes `given` ({label: bool}) is set,
+    unless they are one of the `allowed` sets."""
+    on = [label for label, is_set in given.items() if is_set]
+    if len(on) > 1 and set(on) not in [set(a) for a in allowed]:
+        raise UserError("%s: %s and %s do not go together: give one (see `help %s`)" % (
+            prog, ", ".join(on[:-1]), on[-1], prog))
+
+
 class StackproofCommand(gdb.Command):
-    """Subclasses set `name`, build `parser` and implement `run(args)`."""
+    """Subclasses set `name`, `summary` (one sentence: gdb shows it in `help stack`
+    and `apropos`), `manual()`, build the parser and implement `run(args)`.
+    `values` maps an option's dest to how its value completes: a list of words,
+    a gdb.COMPLETE_* constant, or a callable returning words."""
 
     name = None
+    summary = ""
+    values = {}
+    has_output = False   # takes --output FILE
 
     def __init__(self):
-        self.parser = _Parser(prog=self.name, description=self.description(), add_help=True,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.parser = _Parser(prog=self.name, add_help=True, epilog=self.manual(),
+                              formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(
+                                  prog, width=HELP_WIDTH, max_help_position=30))
+        self.parser.add_argument("--version", action="version", version="stackproof %s" % __version__,
+                                 help="print stackproof's version")
         self.add_arguments(self.parser)
-        # gdb's `help NAME` shows the docstring: make it the argparse help.
-        self.__doc__ = self.parser.format_help()
+        if self.has_output:
+            self.parser.add_argument("--output", metavar="FILE",
+                                     help="write what would be printed (text, or the --json document) to FILE")
+            self.values = dict(self.values, output=FILE)
+        # gdb's `help NAME` shows the docstring: its first line is the summary.
+        self.__doc__ = "%s\n\n%s\nstackproof %s; every command: `help stackproof`." % (
+            self.summary, self.parser.format_help().rstrip(), __version__)
         super().__init__(self.name, gdb.COMMAND_STACK)
+        COMMANDS.append(self)
 
     @classmethod
-    def description(cls):
+    def manual(cls):
         return ""
 
     def add_arguments(self, parser):
         pass
+
+    # ---- completion ------------------------------------------------------------
+
+    def _options(self):
+        """{option string: action} of the parser."""
+        return {s: a for a in self.parser._actions for s in a.option_strings}
+
+    def _value_words(self, action):
+        how = self.values.get(action.dest)
+        if how is None and action.choices:
+            how = list(action.choices)
+        return how or []
+
+    def complete(self, text, word):
+        # gdb asks twice: first (word None) for how to break words, then for the words.
+        tokens = text.split(" ")
+        current = tokens[-1]
+        previous = next((t for t in reversed(tokens[:-1]) if t), None)
+        options = self._options()
+        action = options.get(previous) if previous else None
+        if action is not None and action.nargs != 0 and not current.startswith("-"):
+            how = self._value_words(action)
+        elif current.startswith("-"):
+            how = sorted(options)
+        else:
+            positional = [a for a in self.parser._actions if not a.option_strings]
+            how = self._value_words(positional[0]) if positional else []
+        if how == FILE:
+            # gdb's own file completer reads the whole argument text: list the files here,
+            # with gdb's file-name word breaks (asked for in the first call).
+            if word is None:
+                return gdb.COMPLETE_FILENAME
+            how = _file_names(current)
+        if word is None:
+            return []
+        if callable(how):
+            try:
+                how = how()
+            except (gdb.error, RuntimeError, ValueError):
+                how = []
+        cut = len(current) - len(word)
+        return [w[cut:] for w in how if w.startswith(current)]
+
+    # ---- running ---------------------------------------------------------------
+
+    def _run_to_file(self, args):
+        """The command's output into args.output (also when --strict then fails)."""
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buf):
+                self.run(args)
+        finally:
+            text = buf.getvalue()
+            try:
+                with open(os.path.expanduser(args.output), "w", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as e:
+                raise UserError("%s: cannot write %s: %s" % (self.name, args.output, e.strerror or e))
+        print("%s: wrote %s (%d bytes)" % (self.name, args.output, len(text.encode("utf-8"))))
 
     def invoke(self, argument, from_tty):
         self.dont_repeat()
@@ -73,7 +180,10 @@ class StackproofCommand(gdb.Command):
         gc.disable()
         try:
             args = self.parser.parse_args(_split(argument))
-            self.run(args)
+            if getattr(args, "output", None) is not None:
+                self._run_to_file(args)
+            else:
+                self.run(args)
         except _HelpShown:
             return
         except UserError as e:
@@ -108,3 +218,31 @@ def bounded_int(lo, hi):
             raise argparse.ArgumentTypeError("%s is out of range (%d to %d)" % (text, lo, hi))
         return value
     return integer
+
+
+FILE = "file"   # a value that is a file name
+
+
+def _file_names(prefix):
+    """Paths starting with `prefix` (directories with a trailing /)."""
+    d, base = os.path.split(prefix)
+    try:
+        names = os.listdir(os.path.expanduser(d) or ".")
+    except OSError:
+        return []
+    out = []
+    for n in sorted(names):
+        if n.startswith(base) and (base.startswith(".") or not n.startswith(".")):
+            p = os.path.join(d, n)
+            out.append(p + "/" if os.path.isdir(os.path.expanduser(p)) else p)
+    return out
+
+
+def frame_numbers():
+    """The selected thread's frame numbers, for `--frame <TAB>` (at most 1024)."""
+    out = []
+    f = gdb.newest_frame()
+    while f is not None and len(out) < 1024:
+        out.append(str(len(out)))
+        f = f.older()
+    return out

@@ -294,7 +294,7 @@ def gdb_frames(max_frames):
     level = 0
     while f is not None:
         if level >= max_frames:
-            stop = "stopped after %d frames (--max-frames)" % max_frames
+            stop = "stopped after %d frames (--max-frames N|unlimited for more)" % max_frames
             break
         pc = f.pc()
         try:

@@ -8,10 +8,12 @@ import gdb
 
 from stackproof import _core, render
 from stackproof.gdbext import target, unwinder
-from stackproof.gdbext.command import StackproofCommand, ascii_text, bounded_int
+from stackproof.gdbext.command import (FILE, StackproofCommand, ascii_text, bounded_int, frame_limit,
+                                        frame_numbers, refuse_together)
 from stackproof.gdbext.target import UserError
 
 SCHEMA = "stackproof/regs-from-stack/1"
+LAYOUTS = ("pt_regs", "sigframe", "ucontext")
 USER_SCAN_BELOW = 0x10000
 USER_SCAN_MAX = 8 << 20
 MAX_WORDS = 1 << 17  # --annotate's default: 1 MiB of stack
@@ -20,45 +22,65 @@ MAX_WORDS = 1 << 17  # --annotate's default: 1 MiB of stack
 class RegsFromStack(StackproofCommand):
     name = "regs-from-stack"
 
+    has_output = True
+    summary = "Find and decode register sets (pt_regs, signal frames) on the stack."
+    values = {"frame": frame_numbers, "max_frames": ["unlimited", "1024"]}
+
     @classmethod
-    def description(cls):
-        return """Find and decode register sets saved on the stack.
+    def manual(cls):
+        return """Modes (give one; --annotate also shows what --scan finds):
+  regs-from-stack ADDR [--layout L]     decode the set at ADDR
+  regs-from-stack --scan [--from A --to B]   find the sets on the stack
+  regs-from-stack --annotate [--from A --to B]  label every stack word
+  regs-from-stack --frame N | --all     callee-saved registers of frames
+  regs-from-stack --use ADDR [--layout L]  make gdb unwind through the set
+  regs-from-stack --use off             stop doing so (all threads)
 
-  regs-from-stack ADDR [--layout pt_regs|sigframe|ucontext]   decode the set at ADDR
-  regs-from-stack --scan [--from ADDR --to ADDR]              find them on the stack
-  regs-from-stack --annotate [--from ADDR --to ADDR]          label every stack word
-  regs-from-stack --frame N | --all                          callee-saved registers of frames
-  regs-from-stack --use ADDR [--layout ...]                   make gdb unwind through the set
-  regs-from-stack --use off                                   stop doing so (all threads)
+Layouts: kernel x86-64 `struct pt_regs` (interrupts, exceptions, syscalls),
+user-space `rt_sigframe` (sigframe) and `ucontext`. Without --layout, ADDR
+on a kernel stack is a pt_regs, and a user-space ADDR the rt_sigframe or
+ucontext whose checks pass (the output says which, and why).
+Each candidate is validated (cs/ss, rflags, ip in text, sp, orig_ax decoded)
+and one alignment wins. A set is `live`, `stale` (below the live sp) or a
+`copy` (a repeated iret frame). The default ranges of a kernel CPU are
+every stack its chain crosses (IRQ, task, exception stacks), each with its
+own live sp; for user space 64 KiB below $sp up to the end of its mapping
+(8 MiB at most), plus the stacks gdb's backtrace reaches through signal
+frames (a sigaltstack). --annotate shows at most --max-words words.
 
-Kernel x86-64 `struct pt_regs` (interrupts, exceptions, syscalls) and
-user-space rt_sigframe / ucontext. Each candidate is validated (segments,
-flags, ip in text, sp, orig_ax decoded) and exactly one alignment wins.
-A set below the live stack pointer is `stale`; a repeated iret frame is a
-`copy`. The default ranges of a kernel CPU are every stack its chain
-crosses (IRQ stack, task stack, exception stacks), each with its own live sp;
-for user space 64 KiB below $sp up to the end of its mapping (8 MiB at most);
-when gdb's backtrace crosses a signal frame onto another stack (a handler on
-a sigaltstack), that stack is scanned too, with the sp gdb gives its
-innermost frame there as its live sp.
+Output of ADDR/--scan: `LAYOUT at ADDRESS  STATUS  summary`, the registers,
+the checks passed and failed. --annotate: `ADDRESS: VALUE  [label] ...`
+(pt_regs.ip, ra #N FUNCTION, saved rbx of #N, canary, stale ra, ...).
+--frame/--all: `#N pc PC sp SP FUNCTION` then each callee-saved register
+(rbx rbp r12-r15) with where it came from: the starting registers, a slot a
+callee's prologue saved it to (gdb's frame number of that callee), a
+register set on the stack; or `unknown`.
 
-With --use, the selected thread's frame #0 stays as it is and frame #1
-becomes the register set at ADDR (pc = its ip, sp = its sp, every
-general-purpose register, eflags, cs, ss); gdb's own `bt`, `frame N`,
-`info registers` and `verify-bt` unwind on from there. The set must pass
-its required checks. `--use off` (or `--no-use`) gives gdb its own
-unwinding back. See also `stackproof-unwinder`."""
+--use: frame #1 of the selected thread becomes the set at ADDR (pc, sp and
+every general-purpose register from it); gdb's `bt`, `frame N`, `info
+registers` and `verify-bt` unwind on from there. See `stackproof-unwinder`.
+
+Examples:
+  regs-from-stack --scan                  sets on the current stack
+  regs-from-stack 0xffffc9000043ba58      decode a pt_regs
+  regs-from-stack --frame 4               callee-saved registers of frame 4
+  regs-from-stack --all --max-frames unlimited --json
+
+JSON: schema stackproof/regs-from-stack/1 (docs/json.md and
+docs/regs-from-stack.schema.json in stackproof's sources)."""
 
     def add_arguments(self, p):
         p.add_argument("address", nargs="?", metavar="ADDR", help="decode the register set at this address")
-        p.add_argument("--layout", choices=("pt_regs", "sigframe", "ucontext"), default="pt_regs",
-                       help="layout of the set at ADDR (default pt_regs)")
+        p.add_argument("--layout", choices=LAYOUTS, default=None,
+                       help="layout of the set at ADDR (default: from the address)")
         p.add_argument("--scan", action="store_true", help="search the stack for register sets")
         p.add_argument("--annotate", action="store_true", help="print the stack words with what each one is")
         p.add_argument("--from", dest="lo", metavar="EXPR", help="start of the range (gdb expression)")
         p.add_argument("--to", dest="hi", metavar="EXPR", help="end of the range (exclusive)")
         p.add_argument("--frame", type=int, metavar="N", help="callee-saved registers of gdb's frame N")
         p.add_argument("--all", action="store_true", help="callee-saved registers of every frame")
+        p.add_argument("--max-frames", type=frame_limit, default=None, metavar="N|unlimited",
+                       help="frames for --all (default 1024)")
         p.add_argument("--task", metavar="ADDR",
                        help="a sleeping kernel task (task_struct address): its stack, and its saved sp as live sp")
         p.add_argument("--max-words", type=bounded_int(1, 1 << 30), default=MAX_WORDS, metavar="N",
@@ -69,6 +91,19 @@ unwinding back. See also `stackproof-unwinder`."""
         p.add_argument("--no-use", action="store_true", help="same as --use off")
 
     def run(self, args):
+        use = args.use is not None or args.no_use
+        refuse_together(self.name, {
+            "ADDR": args.address is not None, "--scan": args.scan, "--annotate": args.annotate,
+            "--frame": args.frame is not None, "--all": args.all, "--use": use},
+            allowed=(("--scan", "--annotate"), ("ADDR", "--annotate")))
+        if args.layout is not None and args.address is None and not use:
+            raise UserError("regs-from-stack: --layout goes with ADDR or --use ADDR")
+        if (args.lo is not None or args.hi is not None) and not (args.scan or args.annotate):
+            raise UserError("regs-from-stack: --from/--to go with --scan or --annotate")
+        if args.task is not None and (args.frame is not None or args.all or use):
+            raise UserError("regs-from-stack: --task goes with ADDR, --scan or --annotate")
+        if args.max_frames is not None and not args.all:
+            raise UserError("regs-from-stack: --max-frames goes with --all")
         if args.frame is not None or args.all:
             return self._frames(args)
         if args.use is not None or args.no_use:
@@ -89,11 +124,13 @@ unwinding back. See also `stackproof-unwinder`."""
         else:
             sp = target.parse_address("$sp", "$sp")
         doc = {"schema": SCHEMA, "live_sp": render.hexa(sp), "found": [], "unreadable": [], "words": None}
+        layout_note = None
 
         if args.address is not None:
             addr = target.parse_address(args.address)
             try:
-                found = [_core.decode_regs(read, symtab, addr, args.layout, sp)]
+                one, layout_note = _decode(read, symtab, addr, args.layout, sp)
+                found = [one]
             except ValueError as e:
                 raise UserError("regs-from-stack: %s" % e)
             lo = hi = None
@@ -125,6 +162,7 @@ unwinding back. See also `stackproof-unwinder`."""
             doc["unreadable"] = [[render.hexa(a), render.hexa(b)] for a, b in unreadable]
             doc["truncated_at"] = render.hexa(truncated)
         doc["found"] = [_found_json(f) for f in found]
+        doc["layout_note"] = layout_note
 
         words = None
         if args.annotate:
@@ -143,6 +181,8 @@ unwinding back. See also `stackproof-unwinder`."""
                 ", ".join("%016x..%016x" % r[:2] for r in ranges), sp, len(found), "" if len(found) == 1 else "s"))
             for a, b in doc["unreadable"]:
                 out.append("  unreadable: %s..%s" % (a, b))
+        if layout_note:
+            out.append("(%s)" % layout_note)
         for f in found:
             out.extend(_found_text(f))
         if words is not None:
@@ -187,7 +227,7 @@ unwinding back. See also `stackproof-unwinder`."""
             raise UserError("regs-from-stack: the thread has no real frame")
         sp = int(newest.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
         try:
-            found = _core.decode_regs(read, symtab, addr, args.layout, sp)
+            found, _note = _decode(read, symtab, addr, args.layout, sp)
         except ValueError as e:
             raise UserError("regs-from-stack: --use %#x: %s" % (addr, e))
         bad = [n for n, ok, required, _d in found["checks"] if required and not ok]
@@ -214,7 +254,8 @@ unwinding back. See also `stackproof-unwinder`."""
         inf = target.require_target()
         read = target.memory_reader(inf)
         symtab = target.symtab()
-        frames, _stop = target.gdb_frames(1024 if args.frame is None else args.frame + 1)
+        limit = args.frame + 1 if args.frame is not None else (args.max_frames or 1024)
+        frames, gdb_stop = target.gdb_frames(limit)
         if args.frame is not None and args.frame >= len(frames):
             raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
         _reports, chain, chain_stop, _reads, _inv, _lost = _core.check_chain(read, symtab, frames, target.frame0_registers(),
@@ -230,7 +271,8 @@ unwinding back. See also `stackproof-unwinder`."""
         renumber = lambda text: re.sub(r"\(frame #(\d+)\)",
                                        lambda m: "(frame #%s)" % gdb_level.get(int(m.group(1)), "?"), text)
         wanted = [frames[args.frame]] if args.frame is not None else frames
-        doc = {"schema": SCHEMA, "frames": []}
+        doc = {"schema": SCHEMA, "frames": [],
+               "stop": gdb_stop if args.frame is None else None}
         for level, pc, sp, _slot, kind, _name, _trust in wanted:
             c = mine.get((pc, sp))
             if c is None and kind in ("tailcall", "inline"):
@@ -260,6 +302,8 @@ unwinding back. See also `stackproof-unwinder`."""
                 out.append("    all unknown: %s" % e["unknown_reason"])
             for name, r in e["registers"].items():
                 out.append("    %s" % r["origin"] if r["value"] else "    %-3s unknown" % name)
+        if doc["stop"]:
+            out.append("(gdb's frames: %s)" % doc["stop"])
         print(ascii_text("\n".join(out)))
 
     @staticmethod
@@ -344,6 +388,24 @@ unwinding back. See also `stackproof-unwinder`."""
                 ls.append("ra %s, not in the backtrace" % ra if addr >= sp else "stale ra %s (below sp)" % ra)
             out.append((addr, value, ls, size))
         return out, cut
+
+
+def _decode(read, symtab, addr, layout, sp):
+    """The set at `addr` in `layout`, or when none is given, in the layout the address
+    implies: a kernel stack holds pt_regs; a user stack an rt_sigframe or a ucontext,
+    the first whose required checks pass. Returns (found, a note saying what was chosen)."""
+    if layout is not None:
+        return _core.decode_regs(read, symtab, addr, layout, sp), None
+    if _core.kernel_address(addr):
+        return _core.decode_regs(read, symtab, addr, "pt_regs", sp), None
+    tried = []
+    for name in ("sigframe", "ucontext"):
+        f = _core.decode_regs(read, symtab, addr, name, sp)
+        if all(ok for _n, ok, required, _d in f["checks"] if required):
+            return f, "layout %s: a user-space address, and its checks pass (--layout to choose)" % f["layout"]
+        tried.append(f)
+    return tried[0], ("layout %s: a user-space address; neither rt_sigframe nor ucontext passes its checks "
+                      "here (--layout pt_regs|sigframe|ucontext to choose)" % tried[0]["layout"])
 
 
 def _canary(read, sp):

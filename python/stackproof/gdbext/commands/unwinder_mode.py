@@ -8,11 +8,11 @@ from stackproof.gdbext.target import UserError
 class StackproofUnwinderCommand(StackproofCommand):
     name = "stackproof-unwinder"
 
-    @classmethod
-    def description(cls):
-        return """Let gdb's own `bt` pass kernel exception frames and IRQ stacks (off by default).
+    summary = "Let gdb's own bt unwind through kernel exception frames and IRQ stacks."
 
-  stackproof-unwinder on|off     switch the session mode
+    @classmethod
+    def manual(cls):
+        return """  stackproof-unwinder on|off     switch the session mode (off by default)
   stackproof-unwinder            show whether it is on
 
 While on, a gdb unwinder named "stackproof" (see `info unwinder`) handles
@@ -28,8 +28,13 @@ two kinds of kernel frames that have no usable CFI:
   interrupted stack pointer; the caller is the first return address above
   it (in 6.x: the entry stub's frame, right below its pt_regs).
 
-Every other frame is left to gdb's unwinders. `regs-from-stack --use`
-works whether this is on or off."""
+Every other frame is left to gdb's unwinders. Frames it made are
+`interrupted` frames for verify-bt. `regs-from-stack --use` works whether
+this is on or off.
+
+Examples:
+  stackproof-unwinder on         then `bt`, `frame N`, `info registers`
+  stackproof-unwinder off        gdb's own unwinding only"""
 
     def add_arguments(self, p):
         p.add_argument("state", nargs="?", choices=("on", "off"), help="on or off")

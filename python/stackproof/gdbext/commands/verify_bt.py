@@ -7,10 +7,9 @@ import gdb
 
 from stackproof import _core, render
 from stackproof.gdbext import target
-from stackproof.gdbext.command import StackproofCommand, ascii_text, bounded_int
+from stackproof.gdbext.command import FILE, StackproofCommand, ascii_text, frame_limit, refuse_together
 from stackproof.gdbext.target import UserError
 
-MAX_FRAMES = 1 << 20
 # crash's `bt -a` of a big machine is megabytes; beyond these it is not crash's output.
 CRASH_TEXT_MAX_BYTES = 64 << 20
 CRASH_TEXT_MAX_LINES = 1 << 20
@@ -19,20 +18,64 @@ CRASH_TEXT_MAX_LINES = 1 << 20
 class VerifyBt(StackproofCommand):
     name = "verify-bt"
 
+    has_output = True
+    summary = "Check each frame of a backtrace against the raw stack and the code."
+    values = {"crash_bt": FILE, "max_frames": ["unlimited", "1024"]}
+
     @classmethod
-    def description(cls):
-        return """Check every frame of a backtrace against the raw stack and the code.
+    def manual(cls):
+        return """Sources (give one): gdb's backtrace of the selected thread (default), every
+thread (-a), registers (--sp/--pc: stackproof unwinds by itself), a sleeping
+kernel task (--task TASK_STRUCT_ADDRESS: its saved thread.sp, or --sp), or
+the text of crash's `bt`, `bt -f`, `bt -a` (--crash-bt FILE, `-`: stdin).
 
-For each frame: does the stack slot hold its return address, is the
-instruction before it a call, does that call lead to the next inner frame's
-function? Verdicts: ok, probable, unknown (could not check, e.g. unreadable),
-bogus (disproved). Bogus frames are marked with `?`.
+Each frame is one line, crash's shape:
+  ?#N [SLOT] FUNCTION+OFF [MODULE] at PC    TRUST  VERDICT  REASONS
+  ?          a bogus frame (as the kernel marks unreliable ones)
+  #N         the frame's number as the source numbers it
+  [SLOT]     where its return address is stored (the frame's sp - 8)
+  at PC      its pc: for frames above #0, the return address
+  TRUST      how it was found: registers, cfi (gdb's unwinding), layout
+             (stackproof's frame-layout engine), frame-pointer, scan
+  VERDICT    ok: every check passed; probable: they passed as far as they
+             could go; unknown: a check could not be made; BOGUS: one failed
+  REASONS    the codes below; -v adds the evidence under each frame
+Checks: the slot holds the return address; the instruction ending there is
+a call; the call leads to the next inner frame's function (directly, or via
+a PLT stub, a thunk, tail jumps); the inner frame's layout puts the slot
+there. Then stackproof unwinds by itself and compares: "agrees", or its own
+chain with the frames the backtrace invented and lost, and a corrected chain
+without the bogus frames.
 
-Sources: gdb's backtrace of the selected thread (default), every thread (-a),
-registers given with --sp/--pc (stackproof unwinds by itself), a sleeping
-kernel task's saved context (--task TASK_STRUCT_ADDRESS: from thread.sp, found
-without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
-(--crash-bt FILE, `-` for standard input)."""
+Reason codes:
+  slot-mismatch      bogus     the slot does not hold the return address
+  no-call-before-ra  bogus     the instruction ending at the ra is no call
+  wrong-target       bogus     the call leads to another function
+  ra-not-in-text     bogus     the return address is in no code
+  inside-frame-of    bogus     the slot lies inside the inner frame (stale)
+  below-sp           bogus     (crash bt) below the CPU's live sp
+  cpu-in-user-mode   bogus     (crash bt) the CPU is in user mode
+  unreadable         unknown   the slot or the code could not be read
+  no-address         unknown   (crash bt) a frame printed without address
+  indirect-call      probable  an indirect call not resolved
+  target-unreadable  probable  code after the call's target unreadable
+  tail-call          probable  the inner function is reached by jumps
+  no-symbol          probable  no symbol for the ra or the callee
+  tailcall-frame     probable  gdb's frame for a function left by a jump
+  signal-frame       ok        the signal trampoline (ra by the kernel)
+  interrupted-pc     ok        the pc a signal interrupted: no call
+  inline-frame       ok        inlined: the outer frame carries the checks
+  callee-bogus       -         this call goes elsewhere than the inner
+                               frame, which is already bogus
+
+Examples:
+  verify-bt                         the selected thread's backtrace
+  verify-bt -a -v                   every thread, with the evidence
+  verify-bt --crash-bt bt.txt       the frames of crash's `bt -f` output
+  verify-bt --json --output bt.json one JSON document into a file
+
+JSON: schema stackproof/verify-bt/1 (README, docs/json.md and
+docs/verify-bt.schema.json in stackproof's sources)."""
 
     def add_arguments(self, p):
         p.add_argument("-a", "--all-threads", action="store_true", help="every thread of the inferior")
@@ -43,18 +86,21 @@ without debug info, or given with --sp), or the text of crash's `bt` / `bt -f`
                        help="a sleeping kernel task (task_struct address): start from its saved context "
                             "(thread.sp, or --sp EXPR to give thread.sp)")
         p.add_argument("--crash-bt", metavar="FILE", help="verify the frames of crash's `bt` output")
-        p.add_argument("--max-frames", type=bounded_int(1, MAX_FRAMES), default=1024, metavar="N",
+        p.add_argument("--max-frames", type=frame_limit, default=1024, metavar="N|unlimited",
                        help="frames per thread (default 1024)")
         p.add_argument("--json", action="store_true", help="print one JSON document (schema stackproof/verify-bt/1)")
         p.add_argument("--strict", action="store_true", help="fail (gdb error) when any frame is bogus")
         p.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every verdict")
 
     def run(self, args):
-        if args.max_frames < 1:
-            raise UserError("verify-bt: --max-frames must be at least 1")
-        if args.task is not None and (args.pc is not None or args.bp is not None or args.crash_bt is not None
-                                      or args.all_threads):
-            raise UserError("verify-bt: --task takes only --sp (the task's thread.sp), not --pc/--bp/--crash-bt/-a")
+        refuse_together(self.name, {
+            "-a": args.all_threads,
+            "--sp/--pc": args.task is None and (args.sp is not None or args.pc is not None or args.bp is not None),
+            "--task": args.task is not None,
+            "--crash-bt": args.crash_bt is not None,
+        })
+        if args.task is not None and (args.pc is not None or args.bp is not None):
+            raise UserError("verify-bt: --task takes only --sp (the task's thread.sp), not --pc/--bp")
         if args.task is None and (args.sp is None) != (args.pc is None):
             raise UserError("verify-bt: --sp and --pc go together")
         if args.bp is not None and args.sp is None:
