@@ -44,3 +44,7 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_string())
 }
+
+/// stackproof's version: Cargo.toml's, the one place it is written (package, wheel,
+/// `--version`, `help`, the JSON documents).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -405,10 +405,11 @@ impl Report {
 mapping_methods!(
     Report,
     REPORT_KEYS,
-    /// The frame's line of text (crash style; `colour`: ANSI colours for the verdict).
+    /// The frame's line of text (crash style), unaligned; `colour`: gdb's default styles.
     #[pyo3(signature = (colour=false))]
     fn line(&self, colour: bool) -> String {
-        self.0.line(colour)
+        let styles = colour.then(crate::text::Styles::gdb_defaults);
+        self.0.line(self.0.head_width(), 0, styles.as_ref())
     }
 );
 
@@ -892,10 +893,23 @@ impl<'py> PyThread<'py> {
 
 /// The text of one `verify-bt` thread (src/report.rs).
 #[pyfunction]
-#[pyo3(signature = (thread, verbose=false, colour=false))]
-fn thread_text(thread: &Bound<'_, PyDict>, verbose: bool, colour: bool) -> PyResult<String> {
+/// `styles`: {"function", "address", "bogus", "unknown": escape sequence}, or None;
+/// `columns`: the width lines fit when they can (0: unlimited).
+#[pyo3(signature = (thread, verbose=false, styles=None, columns=0))]
+fn thread_text(
+    thread: &Bound<'_, PyDict>,
+    verbose: bool,
+    styles: Option<std::collections::HashMap<String, String>>,
+    columns: usize,
+) -> PyResult<String> {
     let t = PyThread::extract(thread)?;
-    guarded("verify-bt", || Ok(report::thread_text(&t.thread(), verbose, colour)))
+    let styles = styles.map(|mut m| crate::text::Styles {
+        function: m.remove("function").unwrap_or_default(),
+        address: m.remove("address").unwrap_or_default(),
+        bogus: m.remove("bogus").unwrap_or_default(),
+        unknown: m.remove("unknown").unwrap_or_default(),
+    });
+    guarded("verify-bt", || Ok(report::thread_text(&t.thread(), verbose, columns, styles.as_ref())))
 }
 
 /// The `stackproof/verify-bt/1` document of these threads (src/report.rs).
@@ -927,8 +941,7 @@ mod _core {
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
-        // Cargo.toml's version: the one place it is written (package, wheel, JSON, help).
-        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("__version__", crate::VERSION)?;
         // Panics are caught at the boundary and reported as one line; the default
         // hook would print a Rust backtrace into the gdb session.
         std::panic::set_hook(Box::new(|_| {}));

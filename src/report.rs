@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use crate::json;
 use crate::symbols::{Symbol, Symbols};
+use crate::text::Styles;
 use crate::verify::{function_of_ra, FrameIn, FrameKind, FrameReport, Unplaced, Verdict};
 
 pub const VERIFY_SCHEMA: &str = "stackproof/verify-bt/1";
@@ -41,10 +42,20 @@ impl Row {
         }
     }
 
-    pub fn line(&self, colour: bool) -> String {
+    /// The frame's line, its trust column at `width` (the widest `head_width` of its
+    /// thread, so that the columns align).
+    /// `columns`: the line width to fit (0: unlimited).
+    pub fn line(&self, width: usize, columns: usize, styles: Option<&Styles>) -> String {
         match self {
-            Row::Frame(r) => crate::text::frame_line(r, colour),
-            Row::Unplaced(u) => crate::text::unplaced_line(u, colour),
+            Row::Frame(r) => crate::text::frame_line(r, width, columns, styles),
+            Row::Unplaced(u) => crate::text::unplaced_line(u, width, columns, styles),
+        }
+    }
+
+    pub fn head_width(&self) -> usize {
+        match self {
+            Row::Frame(r) => crate::text::frame_head_width(r),
+            Row::Unplaced(u) => crate::text::unplaced_head_width(u),
         }
     }
 
@@ -195,13 +206,15 @@ fn chain_lines(t: &Thread, out: &mut Vec<String>) {
 
 /// The text of one thread: its title, a line per frame (`-v`: with the evidence),
 /// stackproof's own chain where it differs, the corrected chain.
-pub fn thread_text(t: &Thread, verbose: bool, colour: bool) -> String {
+/// `columns`: the width lines fit when they can (gdb's `set width`; 0: unlimited).
+pub fn thread_text(t: &Thread, verbose: bool, columns: usize, styles: Option<&Styles>) -> String {
     let mut lines = Vec::with_capacity(t.frames.len() + 4);
     if let Some(title) = t.title.filter(|s| !s.is_empty()) {
         lines.push(title.to_string());
     }
+    let width = t.frames.iter().map(|f| f.head_width()).max().unwrap_or(0);
     for fr in &t.frames {
-        lines.push(fr.line(colour));
+        lines.push(fr.line(width, columns, styles));
         if verbose {
             lines.extend(fr.evidence().into_iter().map(|e| format!("        {e}")));
         }
@@ -253,6 +266,8 @@ pub fn verify_json(threads: &[Thread]) -> String {
     let mut out = String::with_capacity(1024);
     out.push_str("{\"schema\":");
     json::string(&mut out, VERIFY_SCHEMA);
+    out.push_str(",\"stackproof\":");
+    json::string(&mut out, crate::VERSION);
     out.push_str(",\"threads\":[");
     for (i, t) in threads.iter().enumerate() {
         if i > 0 {
@@ -472,7 +487,10 @@ mod tests {
     fn empty_document_and_unplaced_thread() {
         assert_eq!(
             verify_json(&[]),
-            "{\"schema\":\"stackproof/verify-bt/1\",\"threads\":[],\"stats\":{\"memory_reads\":0}}"
+            format!(
+                "{{\"schema\":\"stackproof/verify-bt/1\",\"stackproof\":\"{}\",\"threads\":[],\"stats\":{{\"memory_reads\":0}}}}",
+                crate::VERSION
+            )
         );
         let row = Row::Unplaced(Unplaced { level: 2, function: "f".into() });
         let t = Thread {
@@ -487,7 +505,7 @@ mod tests {
             compare: None,
             reads: 3,
         };
-        assert_eq!(thread_text(&t, true, false), format!("T:\n{}", row.line(false)));
+        assert_eq!(thread_text(&t, true, 80, None), format!("T:\n{}", row.line(row.head_width(), 80, None)));
         let doc = verify_json(&[t]);
         assert!(
             doc.contains("\"thread\":null,\"source\":\"crash-bt\",\"stop\":null,\"frames\":[{\"level\":2"),

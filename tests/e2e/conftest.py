@@ -133,7 +133,47 @@ def run_gdb(args, exe=None, core=None, timeout=GDB_TIMEOUT, stdin=None, env=None
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         pytest.fail("gdb timed out after %ss: %s\n%s\n%s" % (timeout, " ".join(argv), out[-3000:], err[-3000:]))
+    validate_documents(p.stdout)
     return GdbResult(argv, p.stdout, p.stderr, p.returncode, time.monotonic() - t0)
+
+
+# ---------------------------------------------------------------------------
+# every stackproof JSON document a test produces, against its JSON Schema (docs/)
+# ---------------------------------------------------------------------------
+
+SCHEMA_FILES = {
+    "stackproof/verify-bt/1": REPO / "docs" / "verify-bt.schema.json",
+    "stackproof/regs-from-stack/2": REPO / "docs" / "regs-from-stack.schema.json",
+}
+_VALIDATORS = {}
+DOCUMENT_START = re.compile(r'\{"schema":"stackproof/')
+
+
+def schema_validator(schema):
+    if schema not in _VALIDATORS:
+        try:
+            import jsonschema
+        except ImportError:
+            pytest.fail("the tests need the jsonschema package: ./install.sh --deps-only installs it")
+        path = SCHEMA_FILES.get(schema)
+        assert path is not None, "no JSON Schema for %r (docs/*.schema.json)" % schema
+        spec = json.loads(path.read_text())
+        jsonschema.Draft202012Validator.check_schema(spec)
+        _VALIDATORS[schema] = jsonschema.Draft202012Validator(spec)
+    return _VALIDATORS[schema]
+
+
+def validate_documents(text):
+    """Validate each stackproof document in `text`; returns how many there were."""
+    dec = json.JSONDecoder()
+    n = 0
+    for m in DOCUMENT_START.finditer(text):
+        doc, _end = dec.raw_decode(text, m.start())
+        errors = sorted(schema_validator(doc["schema"]).iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, "%s document against its JSON Schema: %s at %s" % (
+            doc["schema"], errors[0].message[:500], "/".join(map(str, errors[0].path)))
+        n += 1
+    return n
 
 
 # ---------------------------------------------------------------------------

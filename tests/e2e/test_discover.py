@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GDB, QUIET_GDB, REPO, assert_no_crash, hexint, parse_verify_json, require_stackproof
+from conftest import (GDB, QUIET_GDB, REPO, assert_no_crash, hexint, parse_verify_json, require_stackproof,
+                      schema_validator, validate_documents)
 from test_signals import regs_doc
 
 MARKER = "# stackproof: added by install.sh (./install.sh --uninstall removes it)"
@@ -59,6 +60,7 @@ def user_gdb(env, cmds, exe=None, core=None, timeout=120):
     argv += [str(x) for x in (exe, core) if x is not None]
     p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                        stdin=subprocess.DEVNULL, errors="replace")
+    validate_documents(p.stdout)
     return Res(p, argv)
 
 
@@ -387,3 +389,140 @@ def test_output_file(user, builder, tmp_path):
     g = user_gdb(user, ["verify-bt --output /nonexistent/dir/x.json"], a.exe, a.core)
     assert_no_crash(g)
     assert "verify-bt: cannot write /nonexistent/dir/x.json" in g.stderr
+
+
+# ---- (l) the documents and their schemas -------------------------------------------------
+
+def documents(text):
+    dec = json.JSONDecoder()
+    return [dec.raw_decode(text, m.start())[0] for m in re.finditer(r'\{"schema":"stackproof/', text)]
+
+
+def test_every_mode_validates_and_the_schemas_agree(user, builder, tmp_path):
+    """One document per mode, each valid against docs/*.schema.json (every member
+    present); `function` is the symbol's name in both documents, gdb's for normal frames."""
+    a = builder.get("signals-siginfo", "O2")
+    frames = a.frames()
+    (t,) = [i for i, f in enumerate(frames) if f["type"] == "sigtramp"]
+    crash = tmp_path / "bt.txt"
+    crash.write_text("".join(" #%d [%016x] %s at %016x\n" % (f["level"], f["sp"] - 8, f["function"] or "??", f["pc"])
+                             for f in frames[1:] if f["type"] == "normal"))
+    cmds = ["verify-bt --json", "verify-bt -a --json", "verify-bt --sp $sp --pc $pc --json",
+            "verify-bt --crash-bt %s --json" % crash, "regs-from-stack %#x --json" % (frames[t]["sp"] - 8),
+            "regs-from-stack --scan --json", "regs-from-stack --annotate --json", "regs-from-stack --frame 1 --json",
+            "regs-from-stack --all --json"]
+    g = user_gdb(user, cmds, a.exe, a.core)     # user_gdb validates each document
+    assert_no_crash(g)
+    docs = documents(g.stdout)
+    assert len(docs) == len(cmds), g.describe()
+    version = cargo_field("version")
+    assert all(d["stackproof"] == version for d in docs)
+    keys = {frozenset(d) for d in docs[4:]}
+    assert len(keys) == 1, keys      # every regs-from-stack mode: the same members
+    vbt, regs = docs[0]["threads"][0]["frames"], docs[-1]["frames"]
+    compared = 0
+    for v, r, o in zip(vbt, regs, frames):
+        if o["type"] == "normal" and r["matched"] and o["function"]:
+            assert r["function"] == v["function"] and r["module"] == v["module"], (r, v)
+            if v["module"] is None:   # libc's aliases (raise, __GI_raise) name one address
+                assert v["function"] == o["function"], (v, o)
+                compared += 1
+    assert compared >= 2
+    # a document missing a member is refused by its schema
+    bad = dict(docs[-1])
+    bad.pop("stop")
+    assert list(schema_validator(bad["schema"]).iter_errors(bad))
+    bad = json.loads(json.dumps(docs[0]))
+    bad["threads"][0]["frames"][0].pop("module")
+    assert list(schema_validator(bad["schema"]).iter_errors(bad))
+
+
+# ---- (i) styles and (j) progress: only where gdb itself would style -----------------------
+
+def tty_gdb(env, cmds, exe, core, timeout=120):
+    """gdb on a pseudo-terminal, the commands typed at its prompt (from_tty), as a user
+    at a terminal runs it. Returns everything gdb wrote to the terminal."""
+    import pty
+    import select
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: gdb on the terminal
+        os.execvpe(GDB, [GDB, "-q", "-ex", "set pagination off", "-ex", "set confirm off",
+                         "-ex", "set debuginfod enabled off", "-ex", "set width 0", str(exe), str(core)],
+                   dict(env, TERM="xterm", COLUMNS="200", LINES="50"))
+    out = b""
+    script = list(cmds) + ["quit"]
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _w, _x = select.select([fd], [], [], 0.3)
+            if r:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif script and out.rstrip().endswith(b"(gdb)"):
+                os.write(fd, (script.pop(0) + "\n").encode())
+                out += b"<<SENT>>"
+    finally:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+        os.waitpid(pid, 0)
+    # [what gdb wrote after command k, for each k]
+    return out.decode(errors="replace").split("<<SENT>>")[1:1 + len(cmds)]
+
+
+def test_styles_follow_gdb(user, builder):
+    """Escapes exactly where gdb's own `bt` has them: on a terminal with styling on,
+    in gdb's function and address styles (`set style ...` followed); none through a
+    pipe, even with `set style enabled on`."""
+    a = builder.get("shapes-null", "O2")
+    out = tty_gdb(user, ["set style enabled on", "set style function foreground green",
+                         "set style address foreground magenta", "bt 2", "verify-bt"], a.exe, a.core)
+    bt, vbt = out[3], out[4]
+    assert "\x1b[32m" in bt and "\x1b[35m" in bt, bt          # gdb's own styles
+    fn = a.frames()[1]["function"]
+    assert "\x1b[32m%s" % fn in vbt, vbt                        # names in gdb's function style
+    assert re.search(r"\x1b\[35m[0-9a-f]{16}\x1b\[0m", vbt), vbt  # addresses in its address style
+    out = tty_gdb(user, ["set style enabled off", "verify-bt"], a.exe, a.core)
+    assert "\x1b[" not in out[1].replace("\x1b[?2004l", "").replace("\x1b[?2004h", "")
+    # a pipe: gdb's bt has no escapes, and nor has verify-bt
+    g = user_gdb(user, ["set style enabled on", "bt 2", "verify-bt"], a.exe, a.core)
+    assert "\x1b" not in g.stdout, g.describe()
+
+
+def test_text_fits_80_columns_and_aligns(user, builder):
+    """Every line but a frame part that is itself too wide fits 80 columns; the trust
+    and verdict columns are aligned on every frame, long libc names included."""
+    a = builder.get("shapes-abort", "O2")    # __pthread_kill_implementation [libc.so.6], ...
+    g = user_gdb(user, ["set width 80", "echo BEFORE\\n", "verify-bt"], a.exe, a.core)   # a terminal's default
+    lines = g.stdout.split("BEFORE\n")[1].splitlines()
+    columns = re.compile(r" (registers|cfi|layout|frame-pointer|scan) +(ok|probable|unknown|BOGUS)( |$)")
+    with_cols = [l for l in lines if columns.search(l)]
+    assert len(with_cols) == len(a.frames()), lines
+    assert len({columns.search(l).start() for l in with_cols}) == 1, with_cols
+    for i, l in enumerate(lines):
+        if len(l) > 80:
+            # a frame part wider than the columns allow: they follow on the next line
+            assert re.match(r"^[ ?]#\d+ ", l) and not columns.search(l) and columns.search(lines[i + 1]), l
+    assert any(len(l) > 60 and re.match(r"^[ ?]#\d+ ", l) for l in lines)   # the case was there
+    # gdb -batch has no width: one line per frame, aligned
+    g = user_gdb(user, ["echo BEFORE\\n", "verify-bt"], a.exe, a.core)
+    lines = [l for l in g.stdout.split("BEFORE\n")[1].splitlines() if re.match(r"^[ ?]#\d+ ", l)]
+    assert len(lines) == len(a.frames()) and len({columns.search(l).start() for l in lines}) == 1, lines
+
+
+def test_progress_on_a_terminal_only(user, deep):
+    exe, core = deep
+    env = dict(user, STACKPROOF_PROGRESS_AFTER="0")
+    out = tty_gdb(env, ["verify-bt --max-frames unlimited"], exe, core)
+    run = out[0]
+    assert re.search(r"\rverify-bt: \d+ frames read\x1b\[K", run), run[:2000]
+    assert "\r\x1b[K" in run
+    g = user_gdb(env, ["verify-bt --max-frames unlimited"], exe, core, timeout=300)
+    assert "frames read" not in g.output and "\r" not in g.stdout

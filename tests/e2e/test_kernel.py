@@ -364,7 +364,7 @@ def test_task_pid_and_bad_address_one_line():
                                "regs-from-stack --task 0xffff8880046fe000 --scan --json"])
     assert "verify-bt: --task 106: a PID needs the kernel's debug info" in res.output, res.describe()
     assert "verify-bt: --task 0xffff888000000000: task_struct not readable" in res.output, res.describe()
-    doc = json.loads(res.stdout[res.stdout.index('{"schema":"stackproof/regs-from-stack/1"'):])
+    doc = json.loads(res.stdout[res.stdout.index('{"schema":"stackproof/regs-from-stack/2"'):])
     assert doc["range"] == ["0xffffc90000440000", "0xffffc90000444000"]  # nc 106's stack (manifest)
 
 

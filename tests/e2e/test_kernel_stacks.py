@@ -55,7 +55,7 @@ def scan_docs(scenario):
     cmds = []
     for t in (1, 2):
         cmds += ["thread %d" % t, "regs-from-stack --scan --json"]
-    docs = json_docs(kernel_gdb(scenario, cmds), "stackproof/regs-from-stack/1")
+    docs = json_docs(kernel_gdb(scenario, cmds), "stackproof/regs-from-stack/2")
     assert len(docs) == 2
     return {t - 1: d for t, d in zip((1, 2), docs)}  # gdb thread N is CPU N-1
 

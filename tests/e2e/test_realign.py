@@ -44,7 +44,7 @@ def realign_cores(builder):
 
 
 def _regs_doc(text):
-    start = text.index('{"schema":"stackproof/regs-from-stack/1"')
+    start = text.index('{"schema":"stackproof/regs-from-stack/2"')
     return json.JSONDecoder().raw_decode(text[start:])[0]
 
 

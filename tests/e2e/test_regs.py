@@ -12,7 +12,7 @@ CASES = [(v, o) for v in list(VARIANTS) + ["threads"] for o in OPT_LEVELS]
 def regs_json(res):
     assert_no_crash(res)
     assert res.status == 0, res.describe()
-    start = res.stdout.index('{"schema":"stackproof/regs-from-stack/1"')
+    start = res.stdout.index('{"schema":"stackproof/regs-from-stack/2"')
     return json.JSONDecoder().raw_decode(res.stdout[start:])[0]
 
 
@@ -25,7 +25,7 @@ def all_regs_docs(a):
     res = gdb_stackproof(cmds, a.exe, a.core)
     assert_no_crash(res)
     docs, text, pos = [], res.stdout, 0
-    marker = '{"schema":"stackproof/regs-from-stack/1"'
+    marker = '{"schema":"stackproof/regs-from-stack/2"'
     for _ in threads:
         pos = text.index(marker, pos)
         doc, end = json.JSONDecoder().raw_decode(text[pos:])

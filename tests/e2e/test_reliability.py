@@ -23,7 +23,7 @@ def dotcold(builder, request):
 
 
 def regs_doc(res):
-    marker = '{"schema":"stackproof/regs-from-stack/1"'
+    marker = '{"schema":"stackproof/regs-from-stack/2"'
     return json.JSONDecoder().raw_decode(res.stdout[res.stdout.index(marker):])[0]
 
 

@@ -35,7 +35,7 @@ def sigtramps(frames):
 def regs_doc(res):
     assert_no_crash(res)
     assert res.status == 0, res.describe()
-    start = res.stdout.index('{"schema":"stackproof/regs-from-stack/1"')
+    start = res.stdout.index('{"schema":"stackproof/regs-from-stack/2"')
     return json.JSONDecoder().raw_decode(res.stdout[start:])[0]
 
 

@@ -271,7 +271,7 @@ def test_use_sigframe_gives_the_interrupted_frame(artifacts, opt):
     interrupted = frames[sig[0] + 1]
     res = gdb_stackproof(["regs-from-stack --scan --json"], a.exe, a.core)
     assert_no_crash(res)
-    doc = _json_doc(res.stdout, "stackproof/regs-from-stack/1")
+    doc = _json_doc(res.stdout, "stackproof/regs-from-stack/2")
     sigframes = [f for f in doc["found"] if f["layout"] == "rt_sigframe" and f["status"] == "live"]
     assert len(sigframes) == 1, doc["found"]
     addr = sigframes[0]["address"]

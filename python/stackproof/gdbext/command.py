@@ -15,6 +15,7 @@ import shlex
 import gdb
 
 from stackproof import __version__
+from stackproof.gdbext import target
 from stackproof.gdbext.target import UserError
 
 # `--max-frames unlimited` (gdb's word for no limit): more frames than any stack holds.
@@ -85,6 +86,7 @@ class StackproofCommand(gdb.Command):
     a gdb.COMPLETE_* constant, or a callable returning words."""
 
     name = None
+    from_tty = False
     summary = ""
     values = {}
     has_output = False   # takes --output FILE
@@ -178,6 +180,8 @@ class StackproofCommand(gdb.Command):
         # command ends: the cyclic collector would walk them again and again.
         gc_was_on = gc.isenabled()
         gc.disable()
+        self.from_tty = from_tty
+        target.progress = target.Progress(self.name, from_tty)
         try:
             args = self.parser.parse_args(_split(argument))
             if getattr(args, "output", None) is not None:
@@ -199,6 +203,7 @@ class StackproofCommand(gdb.Command):
                 raise gdb.GdbError("%s: refused to exit gdb" % self.name)
             raise gdb.GdbError(_one_line("%s: internal error: %s: %s" % (self.name, type(e).__name__, e)))
         finally:
+            target.progress.done()
             if gc_was_on:
                 gc.enable()
 

@@ -6,6 +6,7 @@ never sees gdb.
 
 import os
 import re
+import time
 
 import gdb
 
@@ -312,6 +313,8 @@ def gdb_frames(max_frames):
         else:
             append((level, pc, sp, None, "normal", None, "cfi"))
         level += 1
+        if not level & 0xFF:
+            progress.update("%d frames read" % level)
         try:
             older = f.older()
         except gdb.error as e:
@@ -359,11 +362,89 @@ def _unwound_from_sets():
         return frozenset()
 
 
-def styled():
+def on_terminal(from_tty):
+    """What gdb itself requires to style its output or show progress: a command the
+    user typed (not a script's gdb.execute, whose output may be captured), gdb's
+    standard output a terminal, and $TERM set and not `dumb`."""
+    term = os.environ.get("TERM")
     try:
-        return bool(gdb.parameter("style enabled"))
+        tty = os.isatty(1)
+    except OSError:
+        tty = False
+    return bool(from_tty) and tty and bool(term) and term != "dumb"
+
+
+_COLOURS = ("black", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
+
+
+def _style(name):
+    """The SGR escape of gdb's `set style NAME ...` (foreground, background, intensity)."""
+    codes = []
+    fg = gdb.parameter("style %s foreground" % name)
+    bg = gdb.parameter("style %s background" % name)
+    intensity = gdb.parameter("style %s intensity" % name)
+    if fg in _COLOURS:
+        codes.append(str(30 + _COLOURS.index(fg)))
+    if bg in _COLOURS:
+        codes.append(str(40 + _COLOURS.index(bg)))
+    if intensity == "bold":
+        codes.append("1")
+    elif intensity == "dim":
+        codes.append("2")
+    return "\x1b[%sm" % ";".join(codes) if codes else ""
+
+
+def styles(from_tty):
+    """gdb's styles for stackproof's text (function and address names as gdb's own
+    `bt` shows them; a bogus verdict in `highlight`, unknown in `metadata`), or None
+    when gdb would print no escapes: styling off, or not on a terminal."""
+    try:
+        if not gdb.parameter("style enabled") or not on_terminal(from_tty):
+            return None
+        return {"function": _style("function"), "address": _style("address"),
+                "bogus": _style("highlight"), "unknown": _style("metadata")}
+    except (gdb.error, RuntimeError, ValueError):
+        return None
+
+
+def columns():
+    """gdb's `set width` (the terminal's by default, 80 without one); 0: unlimited
+    (gdb -batch, `set width 0`)."""
+    try:
+        w = gdb.parameter("width")
     except (gdb.error, RuntimeError):
-        return False
+        return 0
+    return w if isinstance(w, int) and 0 < w < (1 << 20) else 0
+
+
+class Progress:
+    """A one-line count that updates in place while long work goes on (frames read,
+    threads checked, stacks scanned); shown only on a terminal, after a moment, and
+    erased when done."""
+
+    AFTER = float(os.environ.get("STACKPROOF_PROGRESS_AFTER", "0.5"))   # seconds
+
+    def __init__(self, name, from_tty):
+        self.name = name
+        self.on = on_terminal(from_tty)
+        self.t0 = time.monotonic()
+        self.shown = False
+
+    def update(self, text):
+        if not self.on or time.monotonic() - self.t0 < self.AFTER:
+            return
+        gdb.write("\r%s: %s\x1b[K" % (self.name, text))
+        gdb.flush()
+        self.shown = True
+
+    def done(self):
+        if self.shown:
+            gdb.write("\r\x1b[K")
+            gdb.flush()
+            self.shown = False
+
+
+progress = Progress("stackproof", False)   # the running command's (command.py sets it)
 
 
 # ---- sleeping kernel tasks ------------------------------------------------------

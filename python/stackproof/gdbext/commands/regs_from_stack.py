@@ -6,13 +6,13 @@ import sys
 
 import gdb
 
-from stackproof import _core, render
+from stackproof import __version__, _core, render
 from stackproof.gdbext import target, unwinder
 from stackproof.gdbext.command import (FILE, StackproofCommand, ascii_text, bounded_int, frame_limit,
                                         frame_numbers, refuse_together)
 from stackproof.gdbext.target import UserError
 
-SCHEMA = "stackproof/regs-from-stack/1"
+SCHEMA = "stackproof/regs-from-stack/2"
 LAYOUTS = ("pt_regs", "sigframe", "ucontext")
 USER_SCAN_BELOW = 0x10000
 USER_SCAN_MAX = 8 << 20
@@ -66,7 +66,7 @@ Examples:
   regs-from-stack --frame 4               callee-saved registers of frame 4
   regs-from-stack --all --max-frames unlimited --json
 
-JSON: schema stackproof/regs-from-stack/1 (docs/json.md and
+JSON: schema stackproof/regs-from-stack/2 (docs/json.md and
 docs/regs-from-stack.schema.json in stackproof's sources)."""
 
     def add_arguments(self, p):
@@ -123,7 +123,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
                 raise UserError("regs-from-stack: %s" % e)
         else:
             sp = target.parse_address("$sp", "$sp")
-        doc = {"schema": SCHEMA, "live_sp": render.hexa(sp), "found": [], "unreadable": [], "words": None}
+        doc = _document(live_sp=render.hexa(sp))
         layout_note = None
 
         if args.address is not None:
@@ -167,11 +167,12 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         words = None
         if args.annotate:
             words, cut = self._annotated_words(read, symtab, found, lo, hi, sp, args.max_words)
-            doc["words"] = [dict({"address": render.hexa(a), "value": render.hexa(v), "labels": labels},
-                                 **({"unreadable_bytes": n} if v is None else {}))
+            doc["words"] = [{"address": render.hexa(a), "value": render.hexa(v), "labels": labels,
+                             "unreadable_bytes": n if v is None else None}
                             for a, v, labels, n in words]
             doc["words_cut_at"] = render.hexa(cut)
 
+        target.progress.done()   # before the output
         if args.json:
             sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
             return
@@ -271,8 +272,8 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         renumber = lambda text: re.sub(r"\(frame #(\d+)\)",
                                        lambda m: "(frame #%s)" % gdb_level.get(int(m.group(1)), "?"), text)
         wanted = [frames[args.frame]] if args.frame is not None else frames
-        doc = {"schema": SCHEMA, "frames": [],
-               "stop": gdb_stop if args.frame is None else None}
+        doc = _document(frames=[], stop=gdb_stop if args.frame is None else None)
+        describe = {}   # the text shows function+off [module]
         for level, pc, sp, _slot, kind, _name, _trust in wanted:
             c = mine.get((pc, sp))
             if c is None and kind in ("tailcall", "inline"):
@@ -281,23 +282,26 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
                 # physical frame at the same sp.
                 c = by_sp.get(sp)
             entry = {"level": level, "pc": render.hexa(pc), "sp": render.hexa(sp), "kind": kind,
-                     "matched": c is not None, "registers": {}}
+                     "matched": c is not None, "function": None, "module": None, "registers": {},
+                     "unknown_reason": None}
             if c is None:
                 why = "stackproof's own unwinding did not reach this frame" + (
                     " (%s)" % chain_stop if chain_stop else "")
                 entry["unknown_reason"] = why
             else:
-                entry["function"] = c["describe"]
+                entry["function"], entry["module"] = c["function"], c["module"]
+                describe[level] = c["name"]
                 for name, value, origin, _at in c["regs"]:
                     entry["registers"][name] = {"value": render.hexa(value), "origin": renumber(origin)}
             doc["frames"].append(entry)
+        target.progress.done()   # before the output
         if args.json:
             sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
             return
         out = []
         for e in doc["frames"]:
             out.append("#%d  pc %s  sp %s  %s" % (e["level"], e["pc"][2:].rjust(16, "0"), e["sp"][2:].rjust(16, "0"),
-                                                  e.get("function", "")))
+                                                  describe.get(e["level"], "")))
             if not e["matched"]:
                 out.append("    all unknown: %s" % e["unknown_reason"])
             for name, r in e["registers"].items():
@@ -388,6 +392,17 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
                 ls.append("ra %s, not in the backtrace" % ra if addr >= sp else "stale ra %s (below sp)" % ra)
             out.append((addr, value, ls, size))
         return out, cut
+
+
+def _document(**members):
+    """A stackproof/regs-from-stack/2 document: every member in every mode, null
+    where the mode has none (docs/json.md, docs/regs-from-stack.schema.json)."""
+    doc = {"schema": SCHEMA, "stackproof": __version__, "live_sp": None, "range": None, "ranges": None,
+           "unreadable": None, "truncated_at": None, "layout_note": None, "found": None, "words": None,
+           "words_cut_at": None,
+           "frames": None, "stop": None}
+    doc.update(members)
+    return doc
 
 
 def _decode(read, symtab, addr, layout, sp):

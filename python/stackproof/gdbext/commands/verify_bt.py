@@ -142,7 +142,8 @@ docs/verify-bt.schema.json in stackproof's sources)."""
             selected = gdb.selected_thread()
             chosen = sorted(inf.threads(), key=lambda t: t.num) if args.all_threads else [selected]
             try:
-                for th in chosen:
+                for i, th in enumerate(chosen):
+                    target.progress.update("thread %d of %d" % (i + 1, len(chosen)))
                     th.switch()
                     frames, stop = target.gdb_frames(args.max_frames)
                     title = "Thread %d (%s):" % (th.num, th.name or "LWP %d" % th.ptid[1]) if args.all_threads else None
@@ -153,13 +154,15 @@ docs/verify-bt.schema.json in stackproof's sources)."""
                 if selected is not None and selected.is_valid():
                     selected.switch()
 
+        target.progress.done()   # before the output
         _unreadable_kernel_stack_hint(read, threads)
         if args.json:
             sys.stdout.write(render.verify_json(threads) + "\n")
         else:
-            colour = target.styled()
+            styles = target.styles(self.from_tty)
             for t in threads:
-                print(ascii_text(render.thread_text(t, verbose=args.verbose, colour=colour)))
+                print(ascii_text(render.thread_text(t, verbose=args.verbose, styles=styles,
+                                                    columns=target.columns())))
         bogus = sum(len([f for f in t["frames"] if f["verdict"] == "bogus"]) for t in threads)
         if args.strict and bogus:
             raise UserError("verify-bt: %d bogus frame%s" % (bogus, "" if bogus == 1 else "s"))
