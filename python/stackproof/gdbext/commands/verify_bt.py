@@ -57,6 +57,7 @@ Reason codes:
   cpu-in-user-mode   bogus     (crash bt) the CPU is in user mode
   unreadable         unknown   the slot or the code could not be read
   no-address         unknown   (crash bt) a frame printed without address
+  code-freed         unknown   the ra is in the kernel's freed init text
   indirect-call      probable  an indirect call not resolved
   target-unreadable  probable  code after the call's target unreadable
   tail-call          probable  the inner function is reached by jumps
@@ -65,6 +66,7 @@ Reason codes:
   signal-frame       ok        the signal trampoline (ra by the kernel)
   interrupted-pc     ok        the pc a signal interrupted: no call
   inline-frame       ok        inlined: the outer frame carries the checks
+  stack-bottom       ok        the outermost frame of a kernel task stack
   callee-bogus       -         this call goes elsewhere than the inner
                                frame, which is already bogus
 
