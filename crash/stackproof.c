@@ -791,7 +791,7 @@ static char *help_regs_from_stack[] = {
 	"                 below the live sp is `stale`, a repeated iret frame a `copy`",
 	"  --annotate     every word of the task's stack from its sp, labelled",
 	"  --task, --pid  another task than crash's current context",
-	"  --json         one JSON document, schema stackproof/regs-from-stack/1",
+	"  --json         one JSON document, schema stackproof/regs-from-stack/2",
 	NULL
 };
 

@@ -496,7 +496,8 @@ pub unsafe extern "C" fn stackproof_verify(
 fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
     let max = usize::try_from(opts.max_frames).ok().filter(|&m| m > 0).unwrap_or(1024);
     let all = opts.all_tasks != 0;
-    let colour = opts.colour != 0;
+    // crash styles nothing; 0 columns: crash's output is not wrapped.
+    let styles = (opts.colour != 0).then(crate::text::Styles::gdb_defaults);
     let mut res = SpResult::default();
     let mut done = Vec::with_capacity(tasks.len());
     for t in tasks {
@@ -530,7 +531,7 @@ fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
     } else if all {
         for c in done.iter().filter(|c| c.count(Verdict::Bogus) > 0 || c.lost() > 0) {
             s.write("");
-            s.write(&report::thread_text(&c.thread(), opts.verbose != 0, colour));
+            s.write(&report::thread_text(&c.thread(), opts.verbose != 0, 0, styles.as_ref()));
         }
         let flagged = done.iter().filter(|c| c.count(Verdict::Bogus) > 0 || c.lost() > 0).count();
         s.write(&format!(
@@ -546,7 +547,7 @@ fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
             for n in &c.notes {
                 s.write(&format!("verify-bt: {n}"));
             }
-            s.write(&report::thread_text(&c.thread(), opts.verbose != 0, colour));
+            s.write(&report::thread_text(&c.thread(), opts.verbose != 0, 0, styles.as_ref()));
         }
     }
     // SAFETY: NUL-terminated path from the glue.

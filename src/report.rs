@@ -340,7 +340,7 @@ pub fn task_title(pid: u64, task: u64, cpu: Option<u32>, command: &str) -> Strin
     format!("PID: {pid:<7} TASK: {task:x}  CPU: {cpu}  COMMAND: \"{command}\"")
 }
 
-pub const REGS_SCHEMA: &str = "stackproof/regs-from-stack/1";
+pub const REGS_SCHEMA: &str = "stackproof/regs-from-stack/2";
 
 /// A register set found on the stack, as text (`regs-from-stack`).
 pub fn found_text(f: &crate::regs::scan::Found) -> Vec<String> {
@@ -378,7 +378,7 @@ fn hex_or_null(out: &mut String, v: Option<u64>) {
     }
 }
 
-/// A register set found on the stack, as JSON (`found[]` of stackproof/regs-from-stack/1).
+/// A register set found on the stack, as JSON (`found[]` of stackproof/regs-from-stack/2).
 pub fn found_json(f: &crate::regs::scan::Found) -> String {
     let mut o = String::with_capacity(512);
     o.push_str("{\"address\":");
@@ -442,7 +442,8 @@ pub fn regs_text(
     out.join("\n")
 }
 
-/// The stackproof/regs-from-stack/1 document of an ADDR decode or a scan.
+/// The stackproof/regs-from-stack/2 document of an ADDR decode or a scan: every
+/// member in every mode, null where the mode has none (docs/regs-from-stack.schema.json).
 pub fn regs_json(
     live_sp: u64,
     scans: Option<&[(crate::regs::scan::Scan, u64)]>,
@@ -450,32 +451,38 @@ pub fn regs_json(
 ) -> String {
     let mut o = String::from("{\"schema\":");
     json::string(&mut o, REGS_SCHEMA);
+    o.push_str(",\"stackproof\":");
+    json::string(&mut o, crate::VERSION);
     o.push_str(",\"live_sp\":");
     hex_or_null(&mut o, Some(live_sp));
-    o.push_str(",\"found\":[");
-    o.push_str(&found.iter().map(|f| found_json(f)).collect::<Vec<_>>().join(","));
-    o.push_str("],\"unreadable\":[");
-    let unreadable: Vec<String> = scans
-        .into_iter()
-        .flatten()
-        .flat_map(|(s, _)| s.unreadable.iter())
-        .map(|(a, b)| format!("[\"{a:#x}\",\"{b:#x}\"]"))
-        .collect();
-    o.push_str(&unreadable.join(","));
-    o.push_str("],\"words\":null");
-    if let Some(scans) = scans {
-        if let Some((first, _)) = scans.first() {
-            let _ = write!(o, ",\"range\":[\"{:#x}\",\"{:#x}\"]", first.base, first.end);
+    match scans {
+        Some(scans) => {
+            o.push_str(",\"range\":");
+            match scans.first() {
+                Some((first, _)) => {
+                    let _ = write!(o, "[\"{:#x}\",\"{:#x}\"]", first.base, first.end);
+                }
+                None => o.push_str("null"),
+            }
+            let ranges: Vec<String> = scans
+                .iter()
+                .map(|(s, sp)| format!("{{\"range\":[\"{:#x}\",\"{:#x}\"],\"live_sp\":\"{sp:#x}\"}}", s.base, s.end))
+                .collect();
+            let _ = write!(o, ",\"ranges\":[{}]", ranges.join(","));
+            let unreadable: Vec<String> = scans
+                .iter()
+                .flat_map(|(s, _)| s.unreadable.iter())
+                .map(|(a, b)| format!("[\"{a:#x}\",\"{b:#x}\"]"))
+                .collect();
+            let _ = write!(o, ",\"unreadable\":[{}]", unreadable.join(","));
+            o.push_str(",\"truncated_at\":");
+            hex_or_null(&mut o, scans.iter().find_map(|(s, _)| s.truncated_at));
         }
-        let ranges: Vec<String> = scans
-            .iter()
-            .map(|(s, sp)| format!("{{\"range\":[\"{:#x}\",\"{:#x}\"],\"live_sp\":\"{sp:#x}\"}}", s.base, s.end))
-            .collect();
-        let _ = write!(o, ",\"ranges\":[{}]", ranges.join(","));
-        o.push_str(",\"truncated_at\":");
-        hex_or_null(&mut o, scans.iter().find_map(|(s, _)| s.truncated_at));
+        None => o.push_str(",\"range\":null,\"ranges\":null,\"unreadable\":null,\"truncated_at\":null"),
     }
-    o.push('}');
+    o.push_str(",\"layout_note\":null,\"found\":[");
+    o.push_str(&found.iter().map(|f| found_json(f)).collect::<Vec<_>>().join(","));
+    o.push_str("],\"words\":null,\"words_cut_at\":null,\"frames\":null,\"stop\":null}");
     o
 }
 

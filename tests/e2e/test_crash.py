@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, kernel_fixture, stackproof_prefix
+from conftest import BUILD, kernel_fixture, schema_validator, stackproof_prefix, validate_documents
 
 CRASH = os.environ.get("CRASH", "crash")
 CRASH_TIMEOUT = float(os.environ.get("STACKPROOF_CRASH_TIMEOUT", "300"))
@@ -48,6 +48,8 @@ def run_crash(dump, commands, so=None, timeout=CRASH_TIMEOUT):
     argv = [CRASH, "-s", str(kernel_fixture(VMLINUX)), str(dump), "-i", str(cmds)]
     p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
                        timeout=timeout, env=dict(os.environ, LC_ALL="C"))
+    # the same JSON Schemas as in gdb (docs/*.schema.json)
+    validate_documents(p.stdout)
     return p
 
 
@@ -116,12 +118,13 @@ class Session:
         assert path.is_file(), "%s was not written\n%s" % (path, describe(self.proc))
         doc = json.loads(path.read_text())
         assert doc["schema"] == "stackproof/verify-bt/1"
+        schema_validator(doc["schema"]).validate(doc)
         return doc
 
     def regs_docs(self):
         docs = []
         dec = json.JSONDecoder()
-        for m in re.finditer(r'^\{"schema":"stackproof/regs-from-stack/1"', self.out, re.M):
+        for m in re.finditer(r'^\{"schema":"stackproof/regs-from-stack/2"', self.out, re.M):
             docs.append(dec.raw_decode(self.out, m.start())[0])
         return docs
 
