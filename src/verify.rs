@@ -759,3 +759,64 @@ mod tests {
         assert_eq!((r[3].verdict, r[3].slot), (Verdict::Ok, Some(SP + 16)), "{:?}", r[3]);
     }
 }
+
+#[cfg(test)]
+mod reason_docs {
+    use super::Reason::{self, *};
+
+    /// Every reason, by construction: a new variant fails to compile here until listed.
+    fn all() -> Vec<Reason> {
+        let v = vec![
+            SlotMismatch,
+            NoCallBeforeRa,
+            WrongTarget,
+            RaNotInText,
+            Unreadable(0),
+            IndirectCall,
+            TailCall,
+            InsideFrameOf(String::new()),
+            FrameSize(String::new()),
+            SignalFrame,
+            InterruptedPc,
+            InlineFrame,
+            TailCallFrame,
+            NoSymbol,
+            CalleeBogus,
+            TargetUnreadable(0),
+            BelowSp(0),
+            CpuInUserMode,
+            CodeFreed,
+            StackBottom,
+            NullCall,
+            DamagedRegisters(""),
+        ];
+        for r in &v {
+            match r {
+                SlotMismatch | NoCallBeforeRa | WrongTarget | RaNotInText | Unreadable(_) | IndirectCall | TailCall
+                | InsideFrameOf(_) | FrameSize(_) | SignalFrame | InterruptedPc | InlineFrame | TailCallFrame
+                | NoSymbol | CalleeBogus | TargetUnreadable(_) | BelowSp(_) | CpuInUserMode | CodeFreed
+                | StackBottom | NullCall | DamagedRegisters(_) => {}
+            }
+        }
+        v
+    }
+
+    /// The JSON Schema's reason enum, docs/json.md's table and `help verify-bt` name
+    /// exactly the codes the core writes.
+    #[test]
+    fn every_reason_code_is_documented() {
+        let schema = include_str!("../docs/verify-bt.schema.json");
+        let table = include_str!("../docs/json.md");
+        let help = include_str!("../python/stackproof/gdbext/commands/verify_bt.py");
+        let mut codes: Vec<&str> = all().iter().map(|r| r.code()).collect();
+        codes.push(super::Unplaced::REASON);
+        for c in &codes {
+            assert!(schema.contains(&format!("\"{c}\"")), "{c} missing from docs/verify-bt.schema.json");
+            assert!(table.contains(&format!("| `{c}` |")), "{c} missing from docs/json.md");
+            assert!(help.contains(&format!("\n  {c} ")), "{c} missing from help verify-bt");
+        }
+        let enum_start = schema.find("\"slot-mismatch\"").expect("reason enum");
+        let enum_end = enum_start + schema[enum_start..].find(']').unwrap();
+        assert_eq!(schema[enum_start..enum_end].matches('"').count() / 2, codes.len(), "schema lists other codes");
+    }
+}

@@ -53,6 +53,9 @@ Reason codes:
   wrong-target       bogus     the call leads to another function
   ra-not-in-text     bogus     the return address is in no code
   inside-frame-of    bogus     the slot lies inside the inner frame (stale)
+  frame-size         bogus     the slot is farther up than the inner
+                               function's frame size allows
+  damaged-registers  bogus     a signal frame's pc or sp no code runs at
   below-sp           bogus     (crash bt) below the CPU's live sp
   cpu-in-user-mode   bogus     (crash bt) the CPU is in user mode
   unreadable         unknown   the slot or the code could not be read
@@ -67,6 +70,7 @@ Reason codes:
   interrupted-pc     ok        the pc a signal interrupted: no call
   inline-frame       ok        inlined: the outer frame carries the checks
   stack-bottom       ok        the outermost frame of a kernel task stack
+  null-call          ok        pc 0: the outer frame called a NULL pointer
   callee-bogus       -         this call goes elsewhere than the inner
                                frame, which is already bogus
 
