@@ -28,8 +28,6 @@ pub(crate) mod testdata;
 
 #[cfg(feature = "python")]
 mod python;
-#[cfg(feature = "python")]
-mod python_core;
 
 #[cfg(feature = "capi")]
 pub mod capi;

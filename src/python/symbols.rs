@@ -1,0 +1,140 @@
+//! Function symbols for the core: [`Symtab`] and the ELF probes the gdb layer uses.
+
+use std::path::Path;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use super::guarded;
+use crate::elf::{self, Placement};
+use crate::symbols::{Symbol, SymbolTable, Symbols};
+
+/// Function symbols: ELF tables placed where gdb loaded them, then a Python fallback.
+#[pyclass(module = "stackproof._core")]
+pub struct Symtab {
+    table: SymbolTable,
+    fallback: Option<Py<PyAny>>,
+    /// The fallback's answers: this table lives as long as the session's objfiles do.
+    asked: std::sync::Mutex<std::collections::HashMap<u64, Option<Symbol>>>,
+    /// The files' own code bytes (a kernel's freed init code is only there).
+    code: Vec<elf::CodeImage>,
+    /// Addresses of [`crate::kernel::MARKERS`], which are no functions.
+    markers: std::collections::HashMap<String, u64>,
+}
+
+impl Symbols for Symtab {
+    fn lookup(&self, addr: u64) -> Option<Symbol> {
+        if let Some(s) = self.table.lookup(addr) {
+            return Some(s);
+        }
+        let fb = self.fallback.as_ref()?;
+        if let Some(known) = self.asked.lock().ok().and_then(|m| m.get(&addr).cloned()) {
+            return known;
+        }
+        let found = Python::attach(|py| {
+            let r = fb.call1(py, (addr,)).ok()?;
+            let (name, start, size, module): (String, u64, u64, Option<String>) = r.extract(py).ok()?;
+            Some(Symbol { name: name.into(), start, size, module: module.map(Into::into) })
+        });
+        if let Ok(mut m) = self.asked.lock() {
+            if m.len() < 1 << 16 {
+                m.insert(addr, found.clone());
+            }
+        }
+        found
+    }
+
+    fn address_of(&self, name: &str) -> Option<u64> {
+        self.markers.get(name).copied().or_else(|| self.table.address_of(name))
+    }
+
+    fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.code.iter().any(|c| c.read(addr, buf))
+    }
+}
+
+#[pymethods]
+impl Symtab {
+    #[new]
+    fn new() -> Self {
+        Symtab {
+            table: SymbolTable::default(),
+            fallback: None,
+            asked: Default::default(),
+            code: Vec::new(),
+            markers: Default::default(),
+        }
+    }
+
+    /// Add an ELF file's text symbols, moved by `bias` or placed per section (`{".text": addr}`).
+    #[pyo3(signature = (path, bias=None, sections=None, module=None, plt_from=None))]
+    fn add_elf(
+        &mut self,
+        path: &str,
+        bias: Option<u64>,
+        sections: Option<std::collections::HashMap<String, u64>>,
+        module: Option<&str>,
+        plt_from: Option<&str>,
+    ) -> PyResult<usize> {
+        let placement = match sections {
+            Some(s) => Placement::Sections(s),
+            None => Placement::Bias(bias.unwrap_or(0)),
+        };
+        let (syms, code, markers) = guarded("add_elf", || {
+            let p = Path::new(path);
+            let mut syms = elf::load_symbols(p, &placement, module).map_err(PyValueError::new_err)?;
+            // A separate debug file has no code: the PLT stubs are named from the file itself.
+            if let Some(code) = plt_from.filter(|c| *c != path) {
+                syms.extend(elf::load_plt_symbols(Path::new(code), &placement, module).unwrap_or_default());
+            }
+            let code = elf::CodeImage::open(p, &placement).map_err(PyValueError::new_err)?;
+            Ok((syms, code, elf::load_markers(p, &placement).map_err(PyValueError::new_err)?))
+        })?;
+        let n = syms.len();
+        self.table.merge(syms);
+        self.code.extend(code);
+        for (name, addr) in markers {
+            self.markers.entry(name).or_insert(addr);
+        }
+        Ok(n)
+    }
+
+    /// Add symbols given directly: a list of `(name, start, size, module)`.
+    fn add_symbols(&mut self, syms: Vec<(String, u64, u64, Option<String>)>) {
+        let v = syms
+            .into_iter()
+            .map(|(name, start, size, module)| Symbol {
+                name: name.into(),
+                start,
+                size,
+                module: module.map(Into::into),
+            })
+            .collect();
+        self.table.merge(v);
+    }
+
+    /// `fallback(addr) -> (name, start, size, module) | None`, asked when no table knows an address.
+    fn set_fallback(&mut self, fallback: Py<PyAny>) {
+        self.fallback = Some(fallback);
+    }
+
+    fn lookup(&self, addr: u64) -> Option<(String, u64, u64, Option<String>)> {
+        Symbols::lookup(self, addr).map(|s| (s.name.to_string(), s.start, s.size, s.module.map(|m| m.to_string())))
+    }
+
+    fn __len__(&self) -> usize {
+        self.table.len()
+    }
+}
+
+/// Link-time address of a section of an ELF file, or None.
+#[pyfunction]
+pub(super) fn section_address(path: &str, name: &str) -> PyResult<Option<u64>> {
+    guarded("section_address", || elf::section_address(Path::new(path), name).map_err(PyValueError::new_err))
+}
+
+/// `(name, link-time address)` of a function of `path` to locate the file through gdb.
+#[pyfunction]
+pub(super) fn probe_symbol(path: &str) -> PyResult<Option<(String, u64)>> {
+    guarded("probe_symbol", || elf::probe_symbol(Path::new(path)).map_err(PyValueError::new_err))
+}
