@@ -9,6 +9,7 @@
 #   PREFIX/lib/stackproof/stackproof-gdbinit.py        the file gdb sources
 #   PREFIX/lib/stackproof/python/stackproof/...         the package
 #   PREFIX/lib/stackproof/python/stackproof/_core.abi3.so   the Rust core
+#   PREFIX/lib/stackproof/python/stackproof/_core.pyi       its type stub (with py.typed)
 #   PREFIX/lib/stackproof/crash/stackproof.so           the crash extension (when crash's
 #                                                       defs.h is installed: `extend` it in crash)
 # plus one marked `source` line in the init file gdb reads (the one `gdb --help`

@@ -1,0 +1,419 @@
+"""Type stub of the Rust extension `stackproof._core` (the pyo3 binding in src/python/).
+
+Every public top-level name here is a name the module exports, and the other way round
+(tests/e2e/test_stub.py checks both, and the parameter names, against the built module).
+Names starting with `_` are this stub's own type aliases and do not exist at runtime.
+pyo3 classes are made by `__new__` (no `__init__`), which is what the stub declares.
+"""
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union, final, overload
+
+__version__: str
+
+__all__ = [
+    "ChainFrame",
+    "CoreFile",
+    "FrameReport",
+    "Symtab",
+    "TargetMemory",
+    "__version__",
+    "check_chain",
+    "cpu_in_user_mode",
+    "decode_regs",
+    "kernel_address",
+    "kernel_caller",
+    "kernel_scan_ranges",
+    "layout_cli",
+    "probe_symbol",
+    "scan_regs",
+    "section_address",
+    "stack_rows",
+    "stack_words",
+    "task_start",
+    "thread_text",
+    "verify_crash_bt",
+    "verify_json",
+]
+
+# ---- words the core uses (kinds, trust levels, verdicts, layouts) ----
+
+_FrameKind = Literal["normal", "inline", "tailcall", "sigtramp", "interrupted"]
+_Trust = Literal["registers", "layout", "cfi", "frame-pointer", "scan"]
+_Verdict = Literal["ok", "probable", "unknown", "bogus"]
+_CallKind = Literal["direct", "register", "memory"]
+_LayoutName = Literal["pt_regs", "rt_sigframe", "ucontext"]
+_RegStatus = Literal["live", "stale", "copy"]
+
+# ---- inputs ----
+
+_ReadFn = Callable[[int, int], Optional[bytes]]
+"""`read(addr, n)`: exactly `n` bytes (a `bytes` object; anything else counts as
+unreadable), or None when any byte of `[addr, addr + n)` cannot be read (docs/api.md)."""
+
+_Reader = Union["TargetMemory", _ReadFn]
+"""The memory a call reads: the session's `TargetMemory` (its cache is shared), or any
+`read` callable (cached for that call only)."""
+
+_Regs = Dict[str, int]
+"""Registers by gdb's name (`rbx`, `rbp`, `r12`..., `rip`, `rsp`)."""
+
+_StartRegs = Tuple[int, int, _Regs]
+"""`(pc, sp, {register: value})` of frame 0; the callee-saved ones seed the own chain."""
+
+_FrameTuple = Tuple[int, int, Optional[int], Optional[int], _FrameKind, Optional[str], _Trust]
+"""A frame to check: `(level, pc, sp, slot, kind, name, trust)`."""
+
+_SymbolTuple = Tuple[str, int, int, Optional[str]]
+"""A function symbol: `(name, start, size, module)`."""
+
+_CpuRegs = Tuple[int, int, _Regs, bool]
+"""A crash CPU: `(pc, sp, {callee-saved name: value}, user mode)`."""
+
+_TaskCpu = Tuple[int, Optional[int], int]
+"""A CPU for `task_start`: `(gdb thread, sp or None, gs_base)`."""
+
+
+class _Styles(TypedDict, total=False):
+    """Escape sequences `thread_text` wraps text in (missing: none)."""
+
+    function: str
+    address: str
+    bogus: str
+    unknown: str
+
+
+class _Compare(TypedDict):
+    """How the given chain and the own one differ."""
+
+    invented: List[int]
+    lost: List["ChainFrame"]
+
+
+class _Thread(TypedDict, total=False):
+    """A `verify-bt` thread as the gdb layer holds it; missing keys read as None/empty/0."""
+
+    title: Optional[str]
+    source: str
+    thread: Optional[int]
+    stop: Optional[str]
+    frames: List["FrameReport"]
+    chain: Optional[List["ChainFrame"]]
+    chain_stop: Optional[str]
+    compare: Optional[_Compare]
+    reads: int
+
+
+# ---- results ----
+
+
+class _Call(TypedDict):
+    """The call instruction before a frame's return address (`FrameReport["call"]`)."""
+
+    address: int
+    text: str
+    kind: _CallKind
+    target: Optional[int]
+    target_function: Optional[str]
+    via: List[str]
+    resolution: List[str]
+
+
+_Check = Tuple[str, bool, bool, str]
+"""A check of a register set: `(name, ok, required, detail)`."""
+
+
+class _Found(TypedDict):
+    """A register set found on (or decoded from) a stack."""
+
+    address: int
+    layout: _LayoutName
+    status: _RegStatus
+    status_reason: str
+    copy_of: Optional[int]
+    score: int
+    summary: str
+    regs: List[Tuple[str, int]]
+    checks: List[_Check]
+    labels: List[Tuple[int, str]]
+
+
+class _SwitchRegs(TypedDict):
+    """Where a context switch resumes (`kernel_caller`'s `"switch"`)."""
+
+    rip: int
+    rsp: int
+
+
+_RegRow = Tuple[str, Optional[int], str, Optional[int]]
+"""A callee-saved register of a chain frame: `(name, value, provenance, saved at)`."""
+
+_CheckResult = Tuple[List["FrameReport"], Optional[List["ChainFrame"]], Optional[str], int, List[int], List[int]]
+"""`(frames, own chain or None, stop reason, memory reads, invented levels, lost chain indices)`."""
+
+_ScanResult = Tuple[List[_Found], List[Tuple[int, int]], Optional[int], int]
+"""`(found, unreadable (lo, hi) ranges, truncated at, memory reads)`."""
+
+_TaskStart = Tuple[int, int, _Regs, Tuple[int, int], Optional[int], List[str]]
+"""`(pc, sp, {register: value}, (stack, stack end), frame 0's slot or None, notes)`."""
+
+_StackWord = Tuple[int, Optional[int], Optional[str]]
+"""`(address, value or None if unreadable, "func+off" when the value is a return address)`."""
+
+_StackRow = Tuple[int, Optional[int], Optional[str], int]
+"""`(address, value or None, "func+off" of a return address or None, bytes the row covers)`."""
+
+# ---- classes ----
+
+
+@final
+class TargetMemory:
+    """A `read` callable behind a block cache kept until `clear()`; callable like `read`."""
+
+    def __new__(cls, read: _ReadFn) -> TargetMemory:
+        """Wrap `read(addr, n) -> bytes | None` (asked for 64 KiB blocks first, then smaller)."""
+    def clear(self) -> None:
+        """Forget the cached blocks (the target ran, or its memory was written)."""
+    @property
+    def requests(self) -> int:
+        """Reads issued to `read` so far."""
+    def __call__(self, addr: int, n: int) -> Optional[bytes]:
+        """`n` bytes at `addr` through the cache, or None when any of them is unreadable."""
+
+
+@final
+class Symtab:
+    """Function symbols: ELF tables placed where they were loaded, then a Python fallback."""
+
+    def __new__(cls) -> Symtab:
+        """An empty table."""
+    def add_elf(
+        self,
+        path: str,
+        bias: Optional[int] = None,
+        sections: Optional[Dict[str, int]] = None,
+        module: Optional[str] = None,
+        plt_from: Optional[str] = None,
+    ) -> int:
+        """Add an ELF's function symbols moved by `bias` or placed per section; the count added."""
+    def add_symbols(self, syms: Sequence[_SymbolTuple]) -> None:
+        """Add symbols given directly: `(name, start, size, module)` each."""
+    def set_fallback(self, fallback: Callable[[int], Optional[_SymbolTuple]]) -> None:
+        """`fallback(addr) -> (name, start, size, module) | None`, asked when no table knows an address."""
+    def lookup(self, addr: int) -> Optional[_SymbolTuple]:
+        """The function containing `addr` as `(name, start, size, module)`, or None."""
+    def __len__(self) -> int:
+        """Symbols in the tables (the fallback's answers not counted)."""
+
+
+@final
+class FrameReport:
+    """One verified frame, read like a read-only dict (made by `check_chain`, `verify_crash_bt`)."""
+
+    @overload
+    def __getitem__(self, key: Literal["level"], /) -> int: ...
+    @overload
+    def __getitem__(
+        self, key: Literal["pc", "sp", "function_start", "slot", "slot_value", "expected_slot"], /
+    ) -> Optional[int]: ...
+    @overload
+    def __getitem__(self, key: Literal["kind"], /) -> _FrameKind: ...
+    @overload
+    def __getitem__(self, key: Literal["verdict"], /) -> _Verdict: ...
+    @overload
+    def __getitem__(self, key: Literal["trust"], /) -> _Trust: ...
+    @overload
+    def __getitem__(self, key: Literal["describe", "name"], /) -> str: ...
+    @overload
+    def __getitem__(self, key: Literal["function", "module"], /) -> Optional[str]: ...
+    @overload
+    def __getitem__(self, key: Literal["reasons", "reason_text"], /) -> List[str]: ...
+    @overload
+    def __getitem__(self, key: Literal["call"], /) -> Optional[_Call]: ...
+    @overload
+    def __getitem__(self, key: str, /) -> Any:
+        """The field `key`; KeyError for a key not in `keys()`."""
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field `key`, or `default` when there is no such field."""
+    def __contains__(self, key: str, /) -> bool:
+        """Whether `key` is one of `keys()`."""
+    def keys(self) -> List[str]:
+        """The field names, in the JSON document's order."""
+    def json(self) -> str:
+        """The frame as JSON text (schema stackproof/verify-bt/1, docs/json.md)."""
+    def fields(self, *names: str) -> Tuple[Any, ...]:
+        """Several fields at once, as a tuple (None for a missing one)."""
+    def line(self, colour: bool = False) -> str:
+        """The frame's line of text (crash style), unaligned; `colour`: gdb's default styles."""
+
+
+@final
+class ChainFrame:
+    """A frame of stackproof's own chain, read like a read-only dict (made by `check_chain`)."""
+
+    @overload
+    def __getitem__(self, key: Literal["level", "pc"], /) -> int: ...
+    @overload
+    def __getitem__(self, key: Literal["sp", "slot"], /) -> Optional[int]: ...
+    @overload
+    def __getitem__(self, key: Literal["kind"], /) -> _FrameKind: ...
+    @overload
+    def __getitem__(self, key: Literal["trust"], /) -> _Trust: ...
+    @overload
+    def __getitem__(self, key: Literal["describe", "name"], /) -> str: ...
+    @overload
+    def __getitem__(self, key: Literal["function", "module", "layout_note"], /) -> Optional[str]: ...
+    @overload
+    def __getitem__(self, key: Literal["regs"], /) -> List[_RegRow]: ...
+    @overload
+    def __getitem__(self, key: str, /) -> Any:
+        """The field `key`; KeyError for an unknown key, and for `regs` unless `with_regs`."""
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field `key`, or `default` when there is no such field."""
+    def __contains__(self, key: str, /) -> bool:
+        """Whether `key` is one of `keys()` (`regs` too, even when it was not asked for)."""
+    def keys(self) -> List[str]:
+        """The field names."""
+    def json(self) -> str:
+        """The frame as JSON text (docs/json.md)."""
+    def fields(self, *names: str) -> Tuple[Any, ...]:
+        """Several fields at once, as a tuple (None for a missing one)."""
+
+
+@final
+class CoreFile:
+    """An x86-64 ELF core opened without gdb; `read` is a memory reader for `TargetMemory`."""
+
+    def __new__(cls, path: str) -> CoreFile:
+        """Open the core at `path`; ValueError (one line) when it is not such a core."""
+    @property
+    def threads(self) -> List[Tuple[int, int, Dict[str, int]]]:
+        """`[(pid, signal, {register name: value})]`, gdb's register names, in the core's order."""
+    @property
+    def mappings(self) -> List[Tuple[int, int, int, str]]:
+        """`[(start, end, file offset, path)]` of the files the process had mapped (NT_FILE)."""
+    @property
+    def command(self) -> Optional[str]:
+        """The command name the kernel recorded (NT_PRPSINFO)."""
+    @property
+    def executable(self) -> Optional[str]:
+        """The recorded path of the executable (from the auxiliary vector), when known."""
+    def objects(self) -> List[Tuple[str, str, int, Optional[str]]]:
+        """Each mapped ELF once: `(recorded path, local path, load bias, debug file or None)`."""
+    def remap(self, recorded: str, actual: str) -> None:
+        """Read the file mapped as `recorded` from `actual` instead."""
+    def read(self, addr: int, n: int) -> Optional[bytes]:
+        """`n` bytes at `addr` (dumped memory, else the mapped file), or None."""
+
+
+# ---- verify-bt ----
+
+
+def check_chain(
+    read: _Reader,
+    symtab: Symtab,
+    frames: Optional[Sequence[_FrameTuple]],
+    start: Optional[_StartRegs],
+    max_frames: int,
+    with_regs: bool = False,
+    chain: Literal["always", "on-difference"] = "always",
+) -> _CheckResult:
+    """Check `frames` (None: stackproof's own chain from `start`): `(frames, chain, stop, reads, invented, lost)`."""
+
+
+def verify_crash_bt(
+    read: _Reader,
+    symtab: Symtab,
+    text: str,
+    max_frames: int,
+    cpus: Optional[Dict[int, _CpuRegs]] = None,
+) -> List[Tuple[str, List[FrameReport]]]:
+    """Verify every task of a crash `bt` text: `[(title, frames)]`; ValueError for a bad line."""
+
+
+def thread_text(
+    thread: _Thread,
+    verbose: bool = False,
+    styles: Optional[_Styles] = None,
+    columns: int = 0,
+) -> str:
+    """The text of one `verify-bt` thread; `columns`: the width lines fit (0: unlimited)."""
+
+
+def verify_json(threads: Sequence[_Thread]) -> str:
+    """The `stackproof/verify-bt/1` document of these threads."""
+
+
+# ---- regs-from-stack ----
+
+
+def scan_regs(read: _Reader, symtab: Symtab, lo: int, hi: int, live_sp: Optional[int] = None) -> _ScanResult:
+    """Find register sets in `[lo, hi)`: `(found, unreadable ranges, truncated_at, reads)`."""
+
+
+def decode_regs(
+    read: _Reader,
+    symtab: Symtab,
+    addr: int,
+    layout: Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"],
+    live_sp: Optional[int] = None,
+) -> _Found:
+    """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
+
+
+def stack_words(read: _Reader, symtab: Symtab, lo: int, hi: int) -> List[_StackWord]:
+    """Every word of `[lo, hi)`: `(address, value or None, "func+off" of a return address or None)`."""
+
+
+def stack_rows(
+    read: _Reader, symtab: Symtab, lo: int, hi: int, max_words: int = ...
+) -> Tuple[List[_StackRow], Optional[int]]:
+    """`--annotate`'s rows of `[lo, hi)` (at most `max_words`, default 1 << 17): `(rows, cut at or None)`."""
+
+
+# ---- kernel ----
+
+
+def kernel_address(addr: int) -> bool:
+    """Is `addr` in the kernel half of the address space?"""
+
+
+def cpu_in_user_mode(cs: int, pc: int) -> bool:
+    """Is a CPU with these `cs` and `pc` in user mode?"""
+
+
+def kernel_scan_ranges(read: _Reader, symtab: Symtab, start: _StartRegs, live_sp: int) -> List[Tuple[int, int, int]]:
+    """The stacks a kernel CPU's chain crosses, `(lo, hi, live_sp)` innermost first; empty for user space."""
+
+
+def kernel_caller(
+    read: _Reader, symtab: Symtab, pc: int, sp: int
+) -> Optional[Union[Tuple[Literal["interrupted"], _Found], Tuple[Literal["switch"], _SwitchRegs]]]:
+    """The caller of a kernel frame without CFI: `("interrupted", pt_regs)`, `("switch", {rip, rsp})` or None."""
+
+
+def task_start(
+    read: _Reader,
+    symtab: Symtab,
+    task: int,
+    task_expr: str,
+    stack_offset: Optional[int],
+    thread_sp_offset: Optional[int],
+    saved_sp: Optional[int],
+    cpus: Sequence[_TaskCpu],
+    current_task_offset: Optional[int],
+) -> _TaskStart:
+    """Where a sleeping kernel task resumes: `(pc, sp, regs, (stack, end), slot, notes)`; ValueError why not."""
+
+
+# ---- ELF files, the layout CLI ----
+
+
+def section_address(path: str, name: str) -> Optional[int]:
+    """Link-time address of section `name` of the ELF file `path`, or None."""
+
+
+def probe_symbol(path: str) -> Optional[Tuple[str, int]]:
+    """`(name, link-time address)` of a function of `path`, to locate the file through gdb."""
+
+
+def layout_cli(args: Sequence[str]) -> Tuple[str, int]:
+    """`python3 -m stackproof layout ARGS`: the frame-layout engine's command line, `(output, exit status)`."""
