@@ -39,7 +39,8 @@ def test_one_abi3_wheel_with_the_core(venv):
     version = cargo_field("version")
     assert wheel.name == "stackproof-%s-cp39-abi3-linux_x86_64.whl" % version, wheel.name
     names = zipfile.ZipFile(wheel).namelist()
-    for need in ("stackproof/_core.abi3.so", "stackproof/gdbext/commands/verify_bt.py", "stackproof/gdbinit.py"):
+    for need in ("stackproof/_core.abi3.so", "stackproof/_core.pyi", "stackproof/py.typed",
+                 "stackproof/gdbext/commands/verify_bt.py", "stackproof/gdbinit.py"):
         assert need in names, names
 
 
