@@ -298,6 +298,9 @@ pub struct CodeImage {
     /// (placed address, size, file offset)
     sections: Vec<(u64, u64, u64)>,
     file: Mutex<Option<std::fs::File>>,
+    /// Target -> addresses of the `call rel32` instructions that reach it, built on
+    /// first use (only a lost frame asks).
+    calls: once_cell::sync::OnceCell<HashMap<u64, Vec<u64>>>,
 }
 
 impl CodeImage {
@@ -319,7 +322,44 @@ impl CodeImage {
         if sections.is_empty() {
             return Ok(None);
         }
-        Ok(Some(CodeImage { path: path.to_path_buf(), sections, file: Mutex::new(None) }))
+        Ok(Some(CodeImage {
+            path: path.to_path_buf(),
+            sections,
+            file: Mutex::new(None),
+            calls: once_cell::sync::OnceCell::new(),
+        }))
+    }
+
+    /// Addresses of the `call rel32` (e8) byte patterns whose target is `target`. Some
+    /// are no instructions (an e8 inside another one): callers decode to check.
+    pub fn calls_to(&self, target: u64) -> &[u64] {
+        let index = self.calls.get_or_init(|| {
+            let mut index: HashMap<u64, Vec<u64>> = HashMap::new();
+            for &(at, size, _) in &self.sections {
+                // Sections past a sane size are not indexed (a file's sizes are checked
+                // against the file when read, but this reads them whole).
+                let Ok(len) = usize::try_from(size) else { continue };
+                if len > 256 << 20 || len < 5 {
+                    continue;
+                }
+                let mut bytes = vec![0u8; len];
+                if !self.read(at, &mut bytes) {
+                    continue;
+                }
+                for i in 0..len - 4 {
+                    if bytes[i] != 0xe8 {
+                        continue;
+                    }
+                    let rel = i32::from_le_bytes([bytes[i + 1], bytes[i + 2], bytes[i + 3], bytes[i + 4]]);
+                    let Some(next) = at.checked_add(i as u64 + 5) else { continue };
+                    if let Some(t) = next.checked_add_signed(i64::from(rel)) {
+                        index.entry(t).or_default().push(at + i as u64);
+                    }
+                }
+            }
+            index
+        });
+        index.get(&target).map_or(&[], |v| v.as_slice())
     }
 
     /// Fill `buf` with the file's bytes at `addr`; false when the file has none there.

@@ -91,6 +91,12 @@ pub trait Symbols {
     fn file_code(&self, _addr: u64, _buf: &mut [u8]) -> bool {
         false
     }
+
+    /// Where the object files hold `call rel32` instructions to `target` (candidates:
+    /// the caller decodes to check); empty when this source has no code.
+    fn direct_calls_to(&self, _target: u64) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 impl<S: Symbols + ?Sized> Symbols for &S {
@@ -102,6 +108,9 @@ impl<S: Symbols + ?Sized> Symbols for &S {
     }
     fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
         (**self).file_code(addr, buf)
+    }
+    fn direct_calls_to(&self, target: u64) -> Vec<u64> {
+        (**self).direct_calls_to(target)
     }
 }
 
@@ -195,6 +204,9 @@ impl Symbols for Layered<'_> {
     }
     fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
         self.layers.iter().any(|l| l.file_code(addr, buf))
+    }
+    fn direct_calls_to(&self, target: u64) -> Vec<u64> {
+        self.layers.iter().flat_map(|l| l.direct_calls_to(target)).collect()
     }
 }
 

@@ -204,22 +204,7 @@ fn step_layout<M: Memory, S: Symbols>(
     if !sigreturn && call_site(mem, syms, ra).is_none() && !crate::kernel::unverifiable_ra(syms, slot, ra) {
         return Err("the layout's return address slot holds no return address");
     }
-    let mut regs: CalleeSaved = Default::default();
-    for (i, r) in regs.iter_mut().enumerate() {
-        *r = match rule.saved.get(i) {
-            Some(Saved::Same) => cur.regs[i].clone(),
-            Some(Saved::At(_) | Saved::AtAnc(_)) => rule.saved_addr(i, cfa, &known).and_then(|addr| {
-                let insn = match rule.saved.get(i) {
-                    Some(Saved::At(k)) => saver(&layout, i, *k),
-                    _ => None,
-                };
-                mem.read_u64(addr)
-                    .ok()
-                    .map(|value| RegValue { value, origin: Origin::Saved { addr, by_level: cur.frame.level, insn } })
-            }),
-            _ => None,
-        };
-    }
+    let regs = caller_regs(mem, &layout, &rule, cfa, cur, &known);
     let mut next = Frame {
         frame: FrameIn {
             level,
@@ -246,6 +231,35 @@ fn step_layout<M: Memory, S: Symbols>(
         });
     }
     Ok(next)
+}
+
+/// The callee-saved registers of the caller of `cur`, whose CFA is `cfa`: restored from
+/// where `cur`'s code saved them, or unchanged.
+fn caller_regs<M: Memory>(
+    mem: &M,
+    layout: &crate::layout::FunctionLayout,
+    rule: &crate::layout::Rule,
+    cfa: u64,
+    cur: &Frame,
+    known: &dyn Fn(u8) -> Option<u64>,
+) -> CalleeSaved {
+    let mut regs: CalleeSaved = Default::default();
+    for (i, r) in regs.iter_mut().enumerate() {
+        *r = match rule.saved.get(i) {
+            Some(Saved::Same) => cur.regs[i].clone(),
+            Some(Saved::At(_) | Saved::AtAnc(_)) => rule.saved_addr(i, cfa, known).and_then(|addr| {
+                let insn = match rule.saved.get(i) {
+                    Some(Saved::At(k)) => saver(layout, i, *k),
+                    _ => None,
+                };
+                mem.read_u64(addr)
+                    .ok()
+                    .map(|value| RegValue { value, origin: Origin::Saved { addr, by_level: cur.frame.level, insn } })
+            }),
+            _ => None,
+        };
+    }
+    regs
 }
 
 /// The CFA in `[lo, hi]` whose slot holds a return address leading to the current function.
@@ -327,65 +341,101 @@ fn known_regs(cur: &Frame) -> impl Fn(u8) -> Option<u64> + '_ {
 /// layout puts it, and G's one call site that can lead to this frame's function is
 /// where G stands (its return address rebuilt: trust `scan`).
 fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, level: u32) -> Option<Frame> {
-    let (_, _, cfa, _) = frame_cfa(mem, syms, cur, is_ra).ok()?;
+    let (cur_layout, rule, cfa, _) = frame_cfa(mem, syms, cur, is_ra).ok()?;
     let here = if is_ra { function_of_ra(syms, cur.frame.pc) } else { syms.lookup(cur.frame.pc) }?;
+    // What the lost frame's registers were: restored from the current frame's saves.
+    let regs = caller_regs(mem, &cur_layout, &rule, cfa, cur, &known_regs(cur));
+    let lost_rbp = regs[1].as_ref().map(|r| r.value);
+    let at_call = |dw: u8| match dw {
+        7 => Some(cfa),
+        6 => lost_rbp,
+        _ => None,
+    };
     let end = cfa.saturating_add(SCAN_WINDOW);
     let mut slot = cfa;
     while slot < end {
         let v = mem.read_u64(slot).ok()?;
         slot = slot.checked_add(8)?;
         let Some(site) = plausible_code_address(v).then(|| call_site(mem, syms, v)).flatten() else { continue };
-        let crate::x86::CallTarget::Direct(t) = site.target else { continue };
-        let Some(g) = syms.lookup(t).filter(|g| g.start == t && !crate::x86::target::same_function(g, &here)) else {
-            continue;
-        };
-        let Ok(layout) = crate::layout::at_pc::layout_of(mem, syms, &g) else { continue };
-        let insns = layout.instructions();
-        let mut found = None;
-        for (k, ins) in insns.iter().enumerate() {
-            let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
-            let Ok(CallCheck::Call { site: s, .. }) = call_before(mem, ra, Some(g.start)) else { continue };
-            if s.addr != ins.addr {
-                continue;
+        let found = match site.target {
+            crate::x86::CallTarget::Direct(t) => {
+                // A call through the PLT: the function its slot is bound to.
+                let t = crate::x86::target::through_stub(mem, syms, t).unwrap_or(t);
+                // (In recursion the lost frame's function is the current one.)
+                syms.lookup(t)
+                    .filter(|g| g.start == t)
+                    .and_then(|g| standing_call(mem, syms, &g, &here, &at_call, slot))
             }
-            // At the call, G's CFA is the slot above: the frame we are in starts at cfa.
-            let crate::layout::Cfa::Rsp(n) = ins.rule.cfa else { continue };
-            if cfa.checked_add_signed(n) != Some(slot) {
-                continue;
-            }
-            let leads = match s.target {
-                crate::x86::CallTarget::Direct(t2) => !matches!(
-                    crate::x86::follow_target(mem, syms, t2, &here, &crate::x86::Limits::default()),
-                    crate::x86::TargetMatch::Mismatch { .. }
-                ),
-                _ => true,
-            };
-            if leads {
-                if found.is_some() {
-                    return None; // two places G could stand: not rebuilt
+            // Called through a pointer: the lost frame is one of the functions whose
+            // code calls this frame's function directly.
+            _ => {
+                let mut found = None;
+                let mut seen = std::collections::HashSet::new();
+                for c in syms.direct_calls_to(here.start) {
+                    let Some(g) = syms.lookup(c).filter(|g| seen.insert(g.start)) else { continue };
+                    if let Some(ra) = standing_call(mem, syms, &g, &here, &at_call, slot) {
+                        if found.replace(ra).is_some() {
+                            found = None; // two functions could stand there: not rebuilt
+                            break;
+                        }
+                    }
                 }
-                found = Some(ra);
+                found
             }
-        }
-        let ra = found?;
+        };
+        // Not G's return address after all (a stale one, or an ambiguous G): look further.
+        let Some(ra) = found else { continue };
         let frame = FrameIn {
             level,
             pc: ra,
             sp: Some(cfa),
             slot: cfa.checked_sub(8),
-            bp: None,
+            bp: lost_rbp,
             kind: FrameKind::Normal,
             name: None,
             trust: Trust::Scan,
         };
         return Some(Frame {
             frame,
-            regs: Default::default(),
+            regs,
             cfa: None,
             layout_note: Some("its return address was lost; rebuilt from its caller's call".to_string()),
         });
     }
     None
+}
+
+/// The return address of `g`'s one call that can lead to `here` and, with g's sp at the
+/// call given by `at_call`, puts g's CFA at `cfa` (None: no such call, or two).
+fn standing_call<M: Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    g: &crate::symbols::Symbol,
+    here: &crate::symbols::Symbol,
+    at_call: &dyn Fn(u8) -> Option<u64>,
+    cfa: u64,
+) -> Option<u64> {
+    let layout = crate::layout::at_pc::layout_of(mem, syms, g).ok()?;
+    let insns = layout.instructions();
+    let mut found = None;
+    for (k, ins) in insns.iter().enumerate() {
+        let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
+        let Ok(CallCheck::Call { site: s, .. }) = call_before(mem, ra, Some(g.start)) else { continue };
+        if s.addr != ins.addr || ins.rule.cfa_from(at_call, &|a| mem.read_u64(a).ok()) != Some(cfa) {
+            continue;
+        }
+        let leads = match s.target {
+            crate::x86::CallTarget::Direct(t) => !matches!(
+                crate::x86::follow_target(mem, syms, t, here, &crate::x86::Limits::default()),
+                crate::x86::TargetMatch::Mismatch { .. }
+            ),
+            _ => true,
+        };
+        if leads && found.replace(ra).is_some() {
+            return None; // two places g could stand
+        }
+    }
+    found
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.

@@ -334,7 +334,15 @@ pub fn verify_chain<M: Memory, S: Symbols>(
                 let from_sigframe =
                     head.checked_sub(1).and_then(|j| frames.get(j)).is_some_and(|p| p.kind == FrameKind::SigTramp);
                 if head > 0 {
+                    let tramp_sp = head.checked_sub(1).and_then(|j| frames.get(j)).and_then(|p| p.sp);
                     match damaged_registers(mem, f).filter(|_| from_sigframe) {
+                        // An unreadable sp on the stack the signal frame itself is on: a
+                        // page missing from the dump, not a value no code can run at.
+                        Some("sp unmapped")
+                            if f.sp.zip(tramp_sp).is_some_and(|(a, b)| a.abs_diff(b) < SAME_STACK) =>
+                        {
+                            r.flag(Verdict::Unknown, Reason::Unreadable(f.sp.unwrap_or(0)))
+                        }
                         Some(what) => r.flag(Verdict::Bogus, Reason::DamagedRegisters(what)),
                         None => r.flag(Verdict::Ok, Reason::InterruptedPc),
                     }
@@ -391,6 +399,9 @@ pub fn step_disproved<M: Memory, S: Symbols>(
     }
     c.reasons.iter().find(|r| r.disproves() && !(skipped && matches!(r, Reason::FrameSize(_)))).cloned()
 }
+
+/// How near an interrupted sp must be to its signal frame to be on the same stack.
+const SAME_STACK: u64 = 1 << 20;
 
 /// A pc or sp restored from a register set that no code can run at: pc 0, sp
 /// non-canonical, misaligned or unmapped.

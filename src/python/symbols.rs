@@ -51,6 +51,10 @@ impl Symbols for Symtab {
     fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
         self.code.iter().any(|c| c.read(addr, buf))
     }
+
+    fn direct_calls_to(&self, target: u64) -> Vec<u64> {
+        self.code.iter().flat_map(|c| c.calls_to(target).iter().copied()).collect()
+    }
 }
 
 #[pymethods]
@@ -87,7 +91,13 @@ impl Symtab {
             if let Some(code) = plt_from.filter(|c| *c != path) {
                 syms.extend(elf::load_plt_symbols(Path::new(code), &placement, module).unwrap_or_default());
             }
-            let code = elf::CodeImage::open(p, &placement).map_err(PyValueError::new_err)?;
+            let mut code = elf::CodeImage::open(p, &placement).map_err(PyValueError::new_err)?;
+            // A debug file's code sections are empty: the code is the file's itself.
+            if code.is_none() {
+                if let Some(c) = plt_from.filter(|c| *c != path) {
+                    code = elf::CodeImage::open(Path::new(c), &placement).ok().flatten();
+                }
+            }
             Ok((syms, code, elf::load_markers(p, &placement).map_err(PyValueError::new_err)?))
         })?;
         let n = syms.len();

@@ -110,6 +110,13 @@ pub fn thunk_array_register(sym: &Symbol, addr: u64) -> Option<Reg> {
     Reg::from_name(BY_ENCODING.get(usize::try_from(off / 32).ok()?)?)
 }
 
+/// Where a call to a pointer-slot stub (a PLT entry) goes: the bound slot's value.
+pub fn through_stub<M: Memory + ?Sized, S: Symbols + ?Sized>(mem: &M, syms: &S, addr: u64) -> Option<u64> {
+    let limits = Limits::default();
+    let s = Search { mem, syms, limits: &limits, scanned: HashSet::new(), blocked: None, first_sym: None };
+    s.slot_stub(addr).ok()?.map(|h| h.dest())
+}
+
 /// Does a call to `target` lead to `callee`?
 pub fn follow_target<M: Memory + ?Sized, S: Symbols + ?Sized>(
     mem: &M,

@@ -1,0 +1,138 @@
+"""Damaged copies of every corpus core (test_corpus.py): the frame k that gets the
+damage is each frame >= 1 of the selected thread with a return-address slot whose
+caller is known to gdb. Damages: its return address zeroed, replaced by a text
+address that is not after a call, replaced by the return address of the frame
+outer to it (stale), the rbp its callee saved overwritten with a real stack
+address two frames up, and the stack page holding its slot removed (truncated).
+
+The oracle is gdb's DWARF unwinding of the INTACT core. Two figures, each >= 90%:
+- flagged: the first frame of gdb's backtrace on the damaged copy that differs
+  from the intact one is `bogus` (`unknown` where the memory is gone), and no
+  frame before it is `bogus`;
+- corrected: stackproof's own chain equals the intact core's physical frames
+  (for a truncated stack: those whose return address is still readable).
+"""
+import json
+
+import pytest
+
+from conftest import assert_no_crash, gdb_stackproof, hexint
+from corepatch import Core
+from test_corpus import CASES, corpus, physical  # noqa: F401 (fixture)
+
+DAMAGES = ("zero", "notcall", "stale", "rbp", "truncated")
+PAGE = 0x1000
+MARKER = '{"schema":"stackproof/verify-bt/1"'
+
+
+def damages_of(c, core):
+    """(damage, k, writes, removed page) for each applicable damage of case c."""
+    frames = c.frames()
+    out = []
+    notcall = next(iter(c.oracle["not_after_call"].values()), None)
+    for k in range(1, len(frames) - 1):
+        f = frames[k]
+        if f["type"] != "normal" or not f["has_slot"] or frames[k - 1]["type"] == "inline":
+            continue
+        out.append(("zero", k, [(f["slot"], 0)], None))
+        if notcall is not None:
+            out.append(("notcall", k, [(f["slot"], notcall["address"])], None))
+        outer = frames[k + 1]
+        if outer["pc"] != f["pc"]:
+            out.append(("stale", k, [(f["slot"], outer["pc"])], None))
+        # frame k's rbp, saved by its callee's `push %rbp` right below the return address
+        saved = f["sp"] - 16
+        if (k + 2 < len(frames) and f["regs"].get("rbp") is not None
+                and core.read_u64(saved) == f["regs"]["rbp"] and frames[k + 2]["regs"].get("rbp")):
+            out.append(("rbp", k, [(saved, frames[k + 2]["regs"]["rbp"])], None))
+        page = f["slot"] & ~(PAGE - 1)
+        if frames[0]["sp"] < page:
+            out.append(("truncated", k, [], page))
+    return out
+
+
+def expected_chain(c, damage, page):
+    want = physical(c.frames())
+    if damage == "truncated":
+        # frame i's pc is read at sp - 8: gone with the page
+        want = [w for i, w in enumerate(want) if i == 0 or w[1] - 8 < page]
+    return want
+
+
+def first_wrong_flagged(intact, got, damage):
+    """Physical frames only: an inline group's verdict is its holder's, the one frame
+    of the group with a slot (gdb's tail-call frames have none either)."""
+    want = physical(intact)
+    got = [g for g in got if g["kind"] not in ("inline", "tailcall")]
+    for i, g in enumerate(got):
+        if i < len(want) and (hexint(g["pc"]), hexint(g["sp"])) == want[i]:
+            if g["verdict"] == "bogus":
+                return False
+            continue
+        return g["verdict"] == "bogus" or (damage == "truncated" and g["verdict"] == "unknown")
+    # gdb's chain is a prefix of the intact one: nothing wrong shown (a truncated
+    # stack where gdb stops at the gap)
+    return damage == "truncated"
+
+
+def run_case(c, tmp_core):
+    core = Core.load(c.core)
+    cases = damages_of(c, core)
+    paths = []
+    for damage, k, writes, page in cases:
+        d = Core.load(c.core)
+        for a, v in writes:
+            d.write_u64(a, v)
+        if page is not None:
+            d.remove_page(page)
+        p = tmp_core(damage)
+        d.save(p)
+        paths.append(p)
+    cmds = []
+    for p in paths:
+        cmds += ["core-file %s" % p, "verify-bt --json"]
+    res = gdb_stackproof(cmds, c.exe, timeout=600)
+    assert_no_crash(res)
+    docs, dec, at = [], json.JSONDecoder(), 0
+    while True:
+        at = res.stdout.find(MARKER, at)
+        if at < 0:
+            break
+        doc, end = dec.raw_decode(res.stdout, at)
+        docs.append(doc)
+        at = end
+    assert len(docs) == len(cases), res.describe()
+    rows = []
+    for (damage, k, _w, page), doc in zip(cases, docs):
+        t = next(t for t in doc["threads"] if t["thread"] == c.oracle["selected_thread"]) \
+            if len(doc["threads"]) > 1 else doc["threads"][0]
+        want = expected_chain(c, damage, page)
+        chain = t["chain"] if t["chain"] is not None else t["frames"]
+        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in chain if f["pc"] is not None][:len(want)]
+        rows.append((c.mode, c.opt, damage, k, first_wrong_flagged(c.frames(), t["frames"], damage),
+                     own == want))
+    return rows
+
+
+def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
+    rows = []
+    for case in CASES:
+        rows += run_case(corpus[case], tmp_core)
+    lines = []
+    for damage in DAMAGES + (None,):
+        sel = [r for r in rows if damage is None or r[2] == damage]
+        if not sel:
+            continue
+        f = sum(r[4] for r in sel)
+        g = sum(r[5] for r in sel)
+        lines.append("%-9s %4d cases: flagged %4d (%5.1f%%), corrected chain %4d (%5.1f%%)" % (
+            damage or "all", len(sel), f, 100.0 * f / len(sel), g, 100.0 * g / len(sel)))
+    misses = ["%s-%s %s k=%d%s%s" % (m, o, d, k, "" if fl else " not-flagged", "" if co else " not-corrected")
+              for m, o, d, k, fl, co in rows if not (fl and co)]
+    report = "\n".join(lines + ["misses:"] + misses)
+    with capsys.disabled():
+        print("\n" + report)
+    total = len(rows)
+    assert total >= 200, report
+    assert sum(r[4] for r in rows) >= 0.9 * total, report
+    assert sum(r[5] for r in rows) >= 0.9 * total, report
