@@ -50,6 +50,23 @@ pub fn compare(given: &[FrameIn], own: &Unwound) -> (Vec<u32>, Vec<usize>) {
     (invented, lost)
 }
 
+/// A given frame that passed only as far as an indirect call goes, where the own chain
+/// rebuilt another frame in its place (its return address stale: the frame it gives has
+/// no caller, a direct call at exactly this place leads to the inner frame), is bogus.
+fn flag_stale(frames: &[FrameIn], reports: &mut [crate::verify::FrameReport], own: &Unwound) {
+    for (f, r) in frames.iter().zip(reports.iter_mut()) {
+        if !physical(f) || r.verdict != Verdict::Probable || !r.reasons.contains(&Reason::IndirectCall) {
+            continue;
+        }
+        let rebuilt = own.frames.iter().find(|o| {
+            o.frame.sp == f.sp && o.frame.pc != f.pc && o.layout_note.as_deref() == Some(crate::unwind::STALE_NOTE)
+        });
+        if let Some(o) = rebuilt {
+            r.flag(Verdict::Bogus, Reason::StaleRa(o.frame.pc));
+        }
+    }
+}
+
 /// Verify `frames` (or, when None, stackproof's own chain from `start`).
 pub fn check<M: Memory, S: Symbols>(
     mem: &M,
@@ -77,7 +94,7 @@ fn check_unscoped<M: Memory, S: Symbols>(
         (None, None) => Vec::new(),
     };
     let consistent = ConsistencyResolver { mem, syms };
-    let reports = match &chain {
+    let mut reports = match &chain {
         Some(c) => {
             let recovered = match start {
                 Some(s) => ChainResolver::new(mem, &c.frames).with_start(s),
@@ -97,6 +114,9 @@ fn check_unscoped<M: Memory, S: Symbols>(
     };
     // A frame whose own checks all pass is real, whatever the own chain found.
     invented.retain(|l| reports.iter().find(|r| r.level == *l).is_none_or(|r| r.verdict != Verdict::Ok));
+    if let Some(c) = chain.as_ref().filter(|_| given) {
+        flag_stale(&frames, &mut reports, c);
+    }
     Checked { reports, chain, invented, lost }
 }
 

@@ -100,6 +100,7 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
         };
         // A stack switch (pt_regs crossing, IRQ stack back to the task stack) may go down.
         let (next, switched) = match stepped {
+            Ok(f) if cur.frame.kind != FrameKind::SigTramp => (Some(prefer_rebuilt(mem, syms, cur, is_ra, f)), None),
             Ok(f) => (Some(f), None),
             Err(why) => {
                 cur.layout_note = Some(why.to_string());
@@ -231,6 +232,32 @@ fn step_layout<M: Memory, S: Symbols>(
         });
     }
     Ok(next)
+}
+
+/// The note of a frame rebuilt in place of a stale return address (check.rs reads it).
+pub const STALE_NOTE: &str = "the return address there is a stale one; rebuilt from its caller's call";
+
+/// A return address after an indirect call passes the checks whatever it is. When the
+/// frame it gives has no caller of its own (its layout's slot holds no return address)
+/// and the current frame's caller can be rebuilt as for a lost return address, with a
+/// caller of its own, that address is a stale one: the rebuilt frame is taken.
+fn prefer_rebuilt<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, next: Frame) -> Frame {
+    let indirect =
+        call_site(mem, syms, next.frame.pc).is_some_and(|s| !matches!(s.target, crate::x86::CallTarget::Direct(_)));
+    if !indirect || next.frame.slot.is_some_and(crate::kernel::is_stack_bottom_slot) {
+        return next;
+    }
+    let level = next.frame.level;
+    if step_layout(mem, syms, &next, true, level + 1).is_ok() {
+        return next;
+    }
+    match step_lost(mem, syms, cur, is_ra, level) {
+        Some(alt) if alt.frame.pc != next.frame.pc && step_layout(mem, syms, &alt, true, level + 1).is_ok() => Frame {
+            layout_note: Some(STALE_NOTE.into()),
+            ..alt
+        },
+        _ => next,
+    }
 }
 
 /// The callee-saved registers of the caller of `cur`, whose CFA is `cfa`: restored from

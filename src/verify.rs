@@ -138,6 +138,10 @@ pub enum Reason {
     NullCall,
     /// A register set (a signal frame) holds a pc or sp no code can run at.
     DamagedRegisters(&'static str),
+    /// A return address after an indirect call whose frame has no caller of its own,
+    /// where a direct call at exactly this place leads to the inner frame (the address
+    /// of that call's return address).
+    StaleRa(u64),
 }
 
 impl Reason {
@@ -154,6 +158,7 @@ impl Reason {
                 | Reason::BelowSp(_)
                 | Reason::CpuInUserMode
                 | Reason::DamagedRegisters(_)
+                | Reason::StaleRa(_)
         )
     }
 
@@ -181,6 +186,7 @@ impl Reason {
             Reason::StackBottom => "stack-bottom",
             Reason::NullCall => "null-call",
             Reason::DamagedRegisters(_) => "damaged-registers",
+            Reason::StaleRa(_) => "stale-ra",
         }
     }
 }
@@ -194,6 +200,7 @@ impl fmt::Display for Reason {
             Reason::FrameSize(func) => write!(f, "frame-size {func}"),
             Reason::BelowSp(sp) => write!(f, "below-sp {sp:#x}"),
             Reason::DamagedRegisters(what) => write!(f, "damaged-registers ({what})"),
+            Reason::StaleRa(ra) => write!(f, "stale-ra (the caller's call returns to {ra:#x})"),
             other => f.write_str(other.code()),
         }
     }
@@ -338,9 +345,7 @@ pub fn verify_chain<M: Memory, S: Symbols>(
                     match damaged_registers(mem, f).filter(|_| from_sigframe) {
                         // An unreadable sp on the stack the signal frame itself is on: a
                         // page missing from the dump, not a value no code can run at.
-                        Some("sp unmapped")
-                            if f.sp.zip(tramp_sp).is_some_and(|(a, b)| a.abs_diff(b) < SAME_STACK) =>
-                        {
+                        Some("sp unmapped") if f.sp.zip(tramp_sp).is_some_and(|(a, b)| a.abs_diff(b) < SAME_STACK) => {
                             r.flag(Verdict::Unknown, Reason::Unreadable(f.sp.unwrap_or(0)))
                         }
                         Some(what) => r.flag(Verdict::Bogus, Reason::DamagedRegisters(what)),
@@ -800,13 +805,14 @@ mod reason_docs {
             StackBottom,
             NullCall,
             DamagedRegisters(""),
+            StaleRa(0),
         ];
         for r in &v {
             match r {
                 SlotMismatch | NoCallBeforeRa | WrongTarget | RaNotInText | Unreadable(_) | IndirectCall | TailCall
                 | InsideFrameOf(_) | FrameSize(_) | SignalFrame | InterruptedPc | InlineFrame | TailCallFrame
                 | NoSymbol | CalleeBogus | TargetUnreadable(_) | BelowSp(_) | CpuInUserMode | CodeFreed
-                | StackBottom | NullCall | DamagedRegisters(_) => {}
+                | StackBottom | NullCall | DamagedRegisters(_) | StaleRa(_) => {}
             }
         }
         v

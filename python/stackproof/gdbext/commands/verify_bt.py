@@ -56,6 +56,8 @@ Reason codes:
   frame-size         bogus     the slot is farther up than the inner
                                function's frame size allows
   damaged-registers  bogus     a signal frame's pc or sp no code runs at
+  stale-ra           bogus     after an indirect call, no caller of its
+                               own; a direct call there leads inward
   below-sp           bogus     (crash bt) below the CPU's live sp
   cpu-in-user-mode   bogus     (crash bt) the CPU is in user mode
   unreadable         unknown   the slot or the code could not be read
