@@ -252,10 +252,9 @@ fn prefer_rebuilt<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: 
         return next;
     }
     match step_lost(mem, syms, cur, is_ra, level) {
-        Some(alt) if alt.frame.pc != next.frame.pc && step_layout(mem, syms, &alt, true, level + 1).is_ok() => Frame {
-            layout_note: Some(STALE_NOTE.into()),
-            ..alt
-        },
+        Some(alt) if alt.frame.pc != next.frame.pc && step_layout(mem, syms, &alt, true, level + 1).is_ok() => {
+            Frame { layout_note: Some(STALE_NOTE.into()), ..alt }
+        }
         _ => next,
     }
 }
@@ -416,7 +415,8 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
             level,
             pc: ra,
             sp: Some(cfa),
-            slot: cfa.checked_sub(8),
+            // Not read from memory: the slot holds what replaced it.
+            slot: None,
             bp: lost_rbp,
             kind: FrameKind::Normal,
             name: None,
