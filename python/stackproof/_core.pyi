@@ -27,7 +27,6 @@ __all__ = [
     "scan_regs",
     "section_address",
     "stack_rows",
-    "stack_words",
     "task_start",
     "thread_text",
     "verify_crash_bt",
@@ -155,7 +154,6 @@ _ScanResult = Tuple[List[_Found], List[Tuple[int, int]], Optional[int], int]
 _TaskStart = Tuple[int, int, _Regs, Tuple[int, int], Optional[int], List[str]]
 """`(pc, sp, {register: value}, (stack, stack end), frame 0's slot or None, notes)`."""
 
-_StackWord = Tuple[int, Optional[int], Optional[str]]
 """`(address, value or None if unreadable, "func+off" when the value is a return address)`."""
 
 _StackRow = Tuple[int, Optional[int], Optional[str], int]
@@ -262,14 +260,14 @@ class ChainFrame:
     @overload
     def __getitem__(self, key: Literal["function", "module", "layout_note"], /) -> Optional[str]: ...
     @overload
-    def __getitem__(self, key: Literal["regs"], /) -> List[_RegRow]: ...
+    def __getitem__(self, key: Literal["regs"], /) -> Optional[List[_RegRow]]: ...
     @overload
     def __getitem__(self, key: str, /) -> Any:
-        """The field `key`; KeyError for an unknown key, and for `regs` unless `with_regs`."""
+        """The field `key` (`regs` is None unless `with_regs`); KeyError for an unknown key."""
     def get(self, key: str, default: Any = None) -> Any:
         """The field `key`, or `default` when there is no such field."""
     def __contains__(self, key: str, /) -> bool:
-        """Whether `key` is one of `keys()` (`regs` too, even when it was not asked for)."""
+        """Whether `key` is one of `keys()`."""
     def keys(self) -> List[str]:
         """The field names."""
     def json(self) -> str:
@@ -357,10 +355,6 @@ def decode_regs(
     live_sp: Optional[int] = None,
 ) -> _Found:
     """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
-
-
-def stack_words(read: _Reader, symtab: Symtab, lo: int, hi: int) -> List[_StackWord]:
-    """Every word of `[lo, hi)`: `(address, value or None, "func+off" of a return address or None)`."""
 
 
 def stack_rows(

@@ -69,7 +69,7 @@ mod _core {
     #[pymodule_export]
     use super::memory::TargetMemory;
     #[pymodule_export]
-    use super::regs::{decode_regs, scan_regs, stack_rows, stack_words};
+    use super::regs::{decode_regs, scan_regs, stack_rows};
     #[pymodule_export]
     use super::symbols::{probe_symbol, section_address, Symtab};
     #[pymodule_export]

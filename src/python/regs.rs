@@ -85,24 +85,6 @@ pub(super) fn decode_regs<'py>(
     found_dict(py, &f)
 }
 
-type StackWord = (u64, Option<u64>, Option<String>);
-
-/// The words of `[lo, hi)`: `(address, value or None if unreadable, "func+off" when the
-/// value is a return address: code right after a call)`.
-#[pyfunction]
-pub(super) fn stack_words(read: &Bound<'_, PyAny>, symtab: &Symtab, lo: u64, hi: u64) -> PyResult<Vec<StackWord>> {
-    use crate::regs::annotate::StackWord as W;
-    let (rows, _cut) = stack_rows_of(read, symtab, lo, hi, 1 << 20)?;
-    let mut out = Vec::new();
-    for r in rows {
-        match r {
-            W::Word { address, value, ra } => out.push((address, Some(value), ra)),
-            W::Unreadable { address, len } => out.extend((0..len / 8).map(|i| (address + i * 8, None, None))),
-        }
-    }
-    Ok(out)
-}
-
 fn stack_rows_of(
     read: &Bound<'_, PyAny>,
     symtab: &Symtab,

@@ -250,10 +250,8 @@ impl ChainFrame {
             "describe" => self.row.describe().into_bound_py_any(py)?,
             "name" => self.row.name().into_bound_py_any(py)?,
             "layout_note" => self.layout_note.as_deref().into_bound_py_any(py)?,
-            "regs" => match &self.regs {
-                Some(r) => r.clone().into_bound_py_any(py)?,
-                None => return Ok(None),
-            },
+            // None unless asked for (with_regs): a key that is listed is always there.
+            "regs" => self.regs.clone().into_bound_py_any(py)?,
             _ => return Ok(None),
         };
         Ok(Some(v))
