@@ -51,6 +51,8 @@ struct sp_regs_options {
 	uint64_t address;
 	int has_address, scan, annotate, json;
 	const char *layout;
+	int frames;		/* --frame N (frame >= 0) or --all (frame < 0) */
+	int64_t frame;
 };
 
 void stackproof_init(void);
@@ -731,6 +733,19 @@ static void cmd_regs_from_stack(void)
 			o.json = 1;
 		else if (!strcmp(a, "--layout") && i + 1 < argcnt)
 			o.layout = args[++i];
+		else if (!strcmp(a, "--all")) {
+			o.frames = 1;
+			o.frame = -1;
+		} else if (!strcmp(a, "--frame") && i + 1 < argcnt) {
+			char *v = args[++i], *end;
+			long long n = strtoll(v, &end, 10);
+			if (*end || n < 0 || n > 1000000) {
+				fprintf(fp, "regs-from-stack: --frame %s: not a frame number\n", v);
+				return;
+			}
+			o.frames = 1;
+			o.frame = n;
+		}
 		else if ((!strcmp(a, "--task") || !strcmp(a, "--pid")) && i + 1 < argcnt) {
 			char *v = args[++i], *end;
 			have_target = 1;
@@ -755,8 +770,9 @@ static void cmd_regs_from_stack(void)
 			return;
 		}
 	}
-	if (!o.has_address && !o.scan && !o.annotate) {
-		fprintf(fp, "regs-from-stack: give ADDR, --scan or --annotate (see `help regs-from-stack`)\n");
+	if (o.has_address + o.scan + o.annotate + o.frames != 1) {
+		fprintf(fp, "regs-from-stack: give one of ADDR, --scan, --annotate, --frame N, --all "
+			"(see `help regs-from-stack`)\n");
 		return;
 	}
 	if (!sp_ready("regs-from-stack"))
@@ -783,13 +799,17 @@ static void cmd_regs_from_stack(void)
 static char *help_regs_from_stack[] = {
 	"regs-from-stack",
 	"find and decode register sets saved on a kernel stack (stackproof)",
-	"[ADDR [--layout pt_regs]] [--scan] [--annotate] [--task TASK | --pid PID] [--json]",
+	"[ADDR [--layout pt_regs] | --scan | --annotate | --frame N | --all] [--task TASK | --pid PID] [--json]",
 	"  ADDR           decode the struct pt_regs at ADDR (hexadecimal), with its checks",
 	"  --scan         find every pt_regs on the stacks the task's chain crosses (its",
 	"                 task stack, and the IRQ/exception stacks of a running CPU), each",
 	"                 validated (cs/ss, rflags, ip in text, sp, orig_ax decoded); a set",
 	"                 below the live sp is `stale`, a repeated iret frame a `copy`",
 	"  --annotate     every word of the task's stack from its sp, labelled",
+	"  --frame N      the callee-saved registers of frame N of stackproof's own chain",
+	"                 (as `verify-bt` prints it), each with where it was saved:",
+	"                 `rbx = 0x... saved at ADDR by 'push %rbx' at ADDR (frame #M)`",
+	"  --all          the same for every frame of the chain",
 	"  --task, --pid  another task than crash's current context",
 	"  --json         one JSON document, schema stackproof/regs-from-stack/2",
 	NULL

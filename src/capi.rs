@@ -15,6 +15,7 @@ use crate::elf::Placement;
 use crate::memory::{BlockCache, Memory, ReadError};
 use crate::report::{self, ChainRow, Compare, Row, Thread};
 use crate::symbols::{Symbol, SymbolTable, Symbols};
+use crate::unwind::DEFAULT_MAX_FRAMES;
 use crate::unwind::{unwind, Start};
 use crate::verify::Verdict;
 
@@ -494,7 +495,7 @@ pub unsafe extern "C" fn stackproof_verify(
 }
 
 fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
-    let max = usize::try_from(opts.max_frames).ok().filter(|&m| m > 0).unwrap_or(1024);
+    let max = usize::try_from(opts.max_frames).ok().filter(|&m| m > 0).unwrap_or(DEFAULT_MAX_FRAMES);
     let all = opts.all_tasks != 0;
     // crash styles nothing; 0 columns: crash's output is not wrapped.
     let styles = (opts.colour != 0).then(crate::text::Styles::gdb_defaults);
@@ -570,6 +571,9 @@ pub struct SpRegsOptions {
     pub json: c_int,
     /// `pt_regs` (the kernel's only layout).
     pub layout: *const c_char,
+    /// `--frame N` (`frame` >= 0) or `--all` (`frame` < 0): each frame's callee-saved registers.
+    pub frames: c_int,
+    pub frame: i64,
 }
 
 /// `regs-from-stack`: decode the set at ADDR, or scan the stacks of a task.
@@ -618,6 +622,29 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
     };
     if o.annotate != 0 {
         return fail("--annotate is not available in crash yet (use `rd -s`)".into());
+    }
+    if o.frames != 0 {
+        let chain = crate::unwind::unwind(&s.mem, &s.syms, &start, DEFAULT_MAX_FRAMES);
+        let wanted: Vec<_> = match usize::try_from(o.frame) {
+            Ok(n) => match chain.frames.get(n) {
+                Some(f) => vec![f],
+                None => {
+                    return fail(format!(
+                        "no frame #{n}: stackproof's chain has {} ({})",
+                        chain.frames.len(),
+                        chain.stop.as_deref().unwrap_or("its end")
+                    ))
+                }
+            },
+            Err(_) => chain.frames.iter().collect(),
+        };
+        let stop = if o.frame < 0 { chain.stop.as_deref() } else { None };
+        if o.json != 0 {
+            s.write(&report::frame_regs_json(&s.syms, live_sp, &wanted, stop));
+        } else {
+            s.write(&report::frame_regs_text(&s.syms, &wanted, stop));
+        }
+        return SpResult { tasks: 1, frames: wanted.len() as u32, ..Default::default() };
     }
     let (scans, found) = if o.has_address != 0 {
         match decode_at(&s.mem, o.address, layout, &s.syms, &opts) {

@@ -442,6 +442,98 @@ pub fn regs_text(
     out.join("\n")
 }
 
+/// `regs-from-stack --frame N` / `--all` on stackproof's own chain: each frame's
+/// callee-saved registers with where each came from (text: `#N  pc  sp  function`,
+/// then one line per register).
+pub fn frame_regs_text<S: Symbols>(syms: &S, frames: &[&crate::unwind::Frame], stop: Option<&str>) -> String {
+    let mut out = Vec::new();
+    for f in frames {
+        let row = ChainRow::new(syms, &f.frame);
+        out.push(format!(
+            "#{}  pc {:016x}  sp {}  {}",
+            f.frame.level,
+            f.frame.pc,
+            f.frame.sp.map_or_else(|| "?".repeat(16), |v| format!("{v:016x}")),
+            row.name()
+        ));
+        for (i, r) in f.regs.iter().enumerate() {
+            let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+            match r {
+                Some(v) => out.push(format!("    {}", crate::unwind::describe_origin(i, v))),
+                None => out.push(format!("    {name:<3} unknown")),
+            }
+        }
+    }
+    if let Some(s) = stop {
+        out.push(format!("(stackproof's chain: {s})"));
+    }
+    out.join("\n")
+}
+
+/// The stackproof/regs-from-stack/2 document of `--frame N` / `--all`.
+pub fn frame_regs_json<S: Symbols>(
+    syms: &S,
+    live_sp: u64,
+    frames: &[&crate::unwind::Frame],
+    stop: Option<&str>,
+) -> String {
+    let mut o = String::from("{\"schema\":");
+    json::string(&mut o, REGS_SCHEMA);
+    o.push_str(",\"stackproof\":");
+    json::string(&mut o, crate::VERSION);
+    o.push_str(",\"live_sp\":");
+    hex_or_null(&mut o, Some(live_sp));
+    o.push_str(
+        ",\"range\":null,\"ranges\":null,\"unreadable\":null,\"truncated_at\":null,\"layout_note\":null,\"found\":null,\"words\":null,\"words_cut_at\":null,\"frames\":[",
+    );
+    for (k, f) in frames.iter().enumerate() {
+        if k > 0 {
+            o.push(',');
+        }
+        let row = ChainRow::new(syms, &f.frame);
+        let _ = write!(o, "{{\"level\":{},\"pc\":", f.frame.level);
+        hex_or_null(&mut o, Some(f.frame.pc));
+        o.push_str(",\"sp\":");
+        hex_or_null(&mut o, f.frame.sp);
+        o.push_str(",\"kind\":");
+        json::string(&mut o, f.frame.kind.as_str());
+        o.push_str(",\"matched\":true,\"function\":");
+        match &row.function {
+            Some(sym) => json::string(&mut o, &sym.name),
+            None => o.push_str("null"),
+        }
+        o.push_str(",\"module\":");
+        match row.function.as_ref().and_then(|sym| sym.module.as_deref()) {
+            Some(m) => json::string(&mut o, m),
+            None => o.push_str("null"),
+        }
+        o.push_str(",\"registers\":{");
+        for (i, r) in f.regs.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+            json::string(&mut o, name);
+            o.push_str(":{\"value\":");
+            hex_or_null(&mut o, r.as_ref().map(|v| v.value));
+            o.push_str(",\"origin\":");
+            match r {
+                Some(v) => json::string(&mut o, &crate::unwind::describe_origin(i, v)),
+                None => json::string(&mut o, &format!("{name} unknown")),
+            }
+            o.push('}');
+        }
+        o.push_str("},\"unknown_reason\":null}");
+    }
+    o.push_str("],\"stop\":");
+    match stop {
+        Some(s) => json::string(&mut o, s),
+        None => o.push_str("null"),
+    }
+    o.push('}');
+    o
+}
+
 /// The stackproof/regs-from-stack/2 document of an ADDR decode or a scan: every
 /// member in every mode, null where the mode has none (docs/regs-from-stack.schema.json).
 pub fn regs_json(

@@ -19,6 +19,8 @@ use crate::x86::{call_before, CallCheck, CallSite};
 
 /// How far above a frame's sp a scan looks for its return address.
 pub const SCAN_WINDOW: u64 = 16 * 1024;
+/// Frames per chain unless the user says otherwise (`--max-frames`).
+pub const DEFAULT_MAX_FRAMES: usize = 1024;
 
 /// Where a recovered register value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

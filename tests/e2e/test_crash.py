@@ -108,7 +108,8 @@ class Session:
             "regs-from-stack fffffffffff00000",
         ]
         for cpu in range(ncpu):
-            cmds += ["set -c %d" % cpu, "regs-from-stack --scan --json"]
+            cmds += ["set -c %d" % cpu, "regs-from-stack --scan --json", "regs-from-stack --all --json"]
+        cmds += ["regs-from-stack --frame 1", "regs-from-stack --frame 99999", "regs-from-stack --all --scan"]
         cmds += ["verify-bt -a --exit-status"]
         self.proc = run_crash(self.dump, cmds)
         self.out = self.proc.stdout
@@ -127,6 +128,12 @@ class Session:
         for m in re.finditer(r'^\{"schema":"stackproof/regs-from-stack/2"', self.out, re.M):
             docs.append(dec.raw_decode(self.out, m.start())[0])
         return docs
+
+    def scan_docs(self):
+        return [d for d in self.regs_docs() if d["found"] is not None]
+
+    def frame_docs(self):
+        return [d for d in self.regs_docs() if d["frames"] is not None]
 
 
 _sessions = {}
@@ -231,7 +238,7 @@ def test_all_tasks_equal_drgn(session):
 
 
 def test_scan_finds_every_pt_regs_drgn_crosses(session):
-    docs = session.regs_docs()
+    docs = session.scan_docs()
     assert len(docs) == len(session.drgn["cpus"]), describe(session.proc)
     for cpu, doc in zip(session.drgn["cpus"], docs):
         found = {(h(f["registers"]["ip"]), h(f["registers"]["sp"])): f for f in doc["found"]
@@ -298,3 +305,43 @@ def test_gdb_on_an_elf_vmcore_points_to_crash():
     lines = [l for l in res.stdout.splitlines() if l.startswith("verify-bt: the kernel stack at ")]
     assert len(lines) == 1, res.describe()
     assert "is not in this core" in lines[0] and "extend %s" % so in lines[0], lines[0]
+
+
+CALLEE_SAVED = ("rbx", "rbp", "r12", "r13", "r14", "r15")
+
+
+def test_all_frames_callee_saved_registers_equal_drgns(session):
+    """`regs-from-stack --all` on each CPU: every callee-saved register stackproof gives
+    a frame of drgn's chain equals drgn's value for it (drgn: ORC and DWARF CFI)."""
+    docs = session.frame_docs()
+    assert len(docs) == len(session.drgn["cpus"]), describe(session.proc)
+    compared = wrong = known = 0
+    misses = []
+    for cpu, doc in zip(session.drgn["cpus"], docs):
+        theirs = {(h(f["pc"]), h(f["sp"])): f["regs"] for f in cpu["frames"] if not f["inline"]}
+        for f in doc["frames"]:
+            regs = theirs.get((h(f["pc"]), h(f["sp"])))
+            if regs is None:
+                continue
+            for name in CALLEE_SAVED:
+                if name not in regs:
+                    continue
+                compared += 1
+                mine = f["registers"][name]["value"]
+                if mine is None:
+                    continue
+                known += 1
+                if h(mine) != h(regs[name]):
+                    wrong += 1
+                    misses.append((cpu["cpu"], f["level"], name, mine, regs[name], f["registers"][name]["origin"]))
+    assert compared > 0
+    assert wrong == 0, misses
+    assert known >= 0.9 * compared, (known, compared)
+
+
+def test_frame_and_all_in_text(session):
+    out = session.out
+    assert re.search(r"^#1  pc [0-9a-f]{16}  sp [0-9a-f]{16}  \S+", out, re.M), describe(session.proc)
+    assert re.search(r"^    (rbx|rbp|r1[2-5]) (= 0x[0-9a-f]+ |unknown)", out, re.M), describe(session.proc)
+    assert re.search(r"^regs-from-stack: no frame #99999: stackproof's chain has \d+", out, re.M), describe(session.proc)
+    assert "regs-from-stack: give one of ADDR, --scan, --annotate, --frame N, --all" in out
