@@ -260,7 +260,26 @@ static void sp_cpu_currents(void)
 
 /* A CPU's registers from the dump's NT_PRSTATUS note (not crash's get_*dump_regs,
  * which fails on crash 8.0.2 with 6.1 kernels). */
+/* What the notes hold does not change in a session, and crash's getters are slow
+ * (diskdump_get_prstatus_percpu asks gdb for types on every call): once per CPU. */
+static uint64_t sp_pr_regs[NR_CPUS][SP_PR_REG_WORDS];
+static signed char sp_pr_state[NR_CPUS];	/* 0: not asked yet, 1: read, -1: none */
+
+static int sp_prstatus_uncached(int cpu, uint64_t *regs);
+
 static int sp_prstatus(int cpu, uint64_t *regs)
+{
+	if (cpu < 0 || cpu >= NR_CPUS)
+		return 0;
+	if (!sp_pr_state[cpu])
+		sp_pr_state[cpu] = sp_prstatus_uncached(cpu, sp_pr_regs[cpu]) ? 1 : -1;
+	if (sp_pr_state[cpu] < 0)
+		return 0;
+	memcpy(regs, sp_pr_regs[cpu], sizeof(sp_pr_regs[cpu]));
+	return 1;
+}
+
+static int sp_prstatus_uncached(int cpu, uint64_t *regs)
 {
 	char *note = NULL;
 	Elf64_Nhdr *nh;

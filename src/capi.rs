@@ -97,16 +97,62 @@ pub struct SpResult {
     pub error: c_int,
 }
 
-struct HostMemory<'a>(&'a SpHost);
+struct HostMemory<'a> {
+    host: &'a SpHost,
+    /// The kernel's text, `[_stext, _etext)`: its pages are kept for the whole session.
+    text: Option<(u64, u64)>,
+}
 
-impl Memory for HostMemory<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let f = self.0.read.ok_or(ReadError { addr })?;
+/// Kernel text pages read so far in this crash process (one dump per process; the
+/// text does not change under it): each page is decompressed by crash once, not once
+/// per command. None: the page is unreadable.
+static TEXT_PAGES: Mutex<Option<HashMap<u64, Option<Arc<[u8]>>>>> = Mutex::new(None);
+const PAGE: u64 = 4096;
+const TEXT_PAGES_MAX: usize = 16384;
+
+impl HostMemory<'_> {
+    fn host_read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let f = self.host.read.ok_or(ReadError { addr })?;
         // SAFETY: the glue reads at most buf.len() bytes into buf.
-        match unsafe { f(self.0.ctx, addr, buf.as_mut_ptr(), buf.len()) } {
+        match unsafe { f(self.host.ctx, addr, buf.as_mut_ptr(), buf.len()) } {
             1 => Ok(()),
             _ => Err(ReadError { addr }),
         }
+    }
+
+    fn text_page(&self, page: u64) -> Option<Arc<[u8]>> {
+        let mut cache = TEXT_PAGES.lock().ok()?;
+        let map = cache.get_or_insert_with(HashMap::new);
+        if let Some(p) = map.get(&page) {
+            return p.clone();
+        }
+        let mut b = vec![0u8; PAGE as usize];
+        let p: Option<Arc<[u8]>> = self.host_read(page, &mut b).ok().map(|_| b.into());
+        if map.len() < TEXT_PAGES_MAX {
+            map.insert(page, p.clone());
+        }
+        p
+    }
+}
+
+impl Memory for HostMemory<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let end = addr.checked_add(buf.len() as u64).ok_or(ReadError { addr })?;
+        if buf.is_empty() || !self.text.is_some_and(|(lo, hi)| addr >= lo && end <= hi) {
+            return self.host_read(addr, buf);
+        }
+        let mut at = addr;
+        let mut done = 0usize;
+        while at < end {
+            let page = at & !(PAGE - 1);
+            let Some(p) = self.text_page(page) else { return Err(ReadError { addr: at }) };
+            let off = (at - page) as usize;
+            let n = ((page + PAGE).min(end) - at) as usize;
+            buf[done..done + n].copy_from_slice(&p[off..off + n]);
+            done += n;
+            at += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -179,7 +225,8 @@ impl Symbols for HostSymbols<'_> {
                 return Some(s.clone());
             }
         }
-        if self.misses.borrow().contains_key(&addr) {
+        // crash names data too: an address outside the kernel's code needs no question.
+        if addr < crate::kernel::CODE_START || self.misses.borrow().contains_key(&addr) {
             return None;
         }
         let f = self.host.symbol?;
@@ -236,7 +283,8 @@ impl<'a> Session<'a> {
             names: Default::default(),
         };
         syms.kernel = kernel_table(host, &syms);
-        Session { host, mem: BlockCache::new(HostMemory(host), CRASH_BLOCK), syms }
+        let text = syms.host_address_of("_stext").zip(syms.host_address_of("_etext")).filter(|(a, b)| a < b);
+        Session { host, mem: BlockCache::new(HostMemory { host, text }, CRASH_BLOCK), syms }
     }
 
     fn write(&self, s: &str) {

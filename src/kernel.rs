@@ -24,6 +24,9 @@ pub const IST_STACK_SIZE: u64 = 0x1000;
 pub const CPU_ENTRY_AREA: std::ops::Range<u64> = 0xffff_fe00_0000_0000..0xffff_fe80_0000_0000;
 /// How far above a frame's sp a pt_regs is looked for when the layout gives up.
 pub const PT_REGS_WINDOW: u64 = 0x400;
+/// x86-64's kernel text and module mapping (with KASLR too): kernel code lies at or
+/// above this; the direct map, vmalloc space and the stacks lie below.
+pub const CODE_START: u64 = 0xffff_ffff_8000_0000;
 
 pub fn is_kernel(addr: u64) -> bool {
     addr >= KERNEL_HALF
