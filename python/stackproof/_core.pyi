@@ -8,8 +8,11 @@ pyo3 classes are made by `__new__` (no `__init__`), which is what the stub decla
 from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union, final, overload
 
 __version__: str
+#: frames per chain unless --max-frames says otherwise (the core's DEFAULT_MAX_FRAMES)
+DEFAULT_MAX_FRAMES: int
 
 __all__ = [
+    "DEFAULT_MAX_FRAMES",
     "ChainFrame",
     "CoreFile",
     "FrameReport",

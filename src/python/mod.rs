@@ -79,6 +79,8 @@ mod _core {
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
         m.add("__version__", crate::VERSION)?;
+        // One default for every front-end's --max-frames.
+        m.add("DEFAULT_MAX_FRAMES", crate::unwind::DEFAULT_MAX_FRAMES)?;
         // Panics are caught at the boundary and reported as one line; the default
         // hook would print a Rust backtrace into the gdb session.
         std::panic::set_hook(Box::new(|_| {}));

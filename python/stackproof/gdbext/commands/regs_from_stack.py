@@ -24,7 +24,7 @@ class RegsFromStack(StackproofCommand):
 
     has_output = True
     summary = "Find and decode register sets (pt_regs, signal frames) on the stack."
-    values = {"frame": frame_numbers, "max_frames": ["unlimited", "1024"]}
+    values = {"frame": frame_numbers, "max_frames": ["unlimited", str(_core.DEFAULT_MAX_FRAMES)]}
 
     @classmethod
     def manual(cls):
@@ -80,7 +80,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         p.add_argument("--frame", type=int, metavar="N", help="callee-saved registers of gdb's frame N")
         p.add_argument("--all", action="store_true", help="callee-saved registers of every frame")
         p.add_argument("--max-frames", type=frame_limit, default=None, metavar="N|unlimited",
-                       help="frames for --all (default 1024)")
+                       help="frames for --all (default %d)" % _core.DEFAULT_MAX_FRAMES)
         p.add_argument("--task", metavar="ADDR",
                        help="a sleeping kernel task (task_struct address): its stack, and its saved sp as live sp")
         p.add_argument("--max-words", type=bounded_int(1, 1 << 30), default=MAX_WORDS, metavar="N",
@@ -255,7 +255,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         inf = target.require_target()
         read = target.memory_reader(inf)
         symtab = target.symtab()
-        limit = args.frame + 1 if args.frame is not None else (args.max_frames or 1024)
+        limit = args.frame + 1 if args.frame is not None else (args.max_frames or _core.DEFAULT_MAX_FRAMES)
         frames, gdb_stop = target.gdb_frames(limit)
         if args.frame is not None and args.frame >= len(frames):
             raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
@@ -323,7 +323,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         reaches through signal frames: the trampoline's (a sigaltstack) and the
         interrupted frame's. A range is cut where it would overlap one already taken."""
         try:
-            frames, _stop = target.gdb_frames(1024)
+            frames, _stop = target.gdb_frames(_core.DEFAULT_MAX_FRAMES)
         except gdb.error:
             return []
         sps = []
@@ -357,7 +357,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
                 labels.setdefault(addr, []).append(label)
         chain = {}
         try:
-            frames, _stop = target.gdb_frames(1024)
+            frames, _stop = target.gdb_frames(_core.DEFAULT_MAX_FRAMES)
             for level, pc, fsp, _slot, kind, _name, _trust in frames:
                 if level > 0 and fsp is not None and kind == "normal":
                     chain[fsp - 8] = (level, pc)

@@ -20,7 +20,7 @@ class VerifyBt(StackproofCommand):
 
     has_output = True
     summary = "Check each frame of a backtrace against the raw stack and the code."
-    values = {"crash_bt": FILE, "max_frames": ["unlimited", "1024"]}
+    values = {"crash_bt": FILE, "max_frames": ["unlimited", str(_core.DEFAULT_MAX_FRAMES)]}
 
     @classmethod
     def manual(cls):
@@ -94,8 +94,8 @@ docs/verify-bt.schema.json in stackproof's sources)."""
                        help="a sleeping kernel task (task_struct address): start from its saved context "
                             "(thread.sp, or --sp EXPR to give thread.sp)")
         p.add_argument("--crash-bt", metavar="FILE", help="verify the frames of crash's `bt` output")
-        p.add_argument("--max-frames", type=frame_limit, default=1024, metavar="N|unlimited",
-                       help="frames per thread (default 1024)")
+        p.add_argument("--max-frames", type=frame_limit, default=_core.DEFAULT_MAX_FRAMES, metavar="N|unlimited",
+                       help="frames per thread (default %d)" % _core.DEFAULT_MAX_FRAMES)
         p.add_argument("--json", action="store_true", help="print one JSON document (schema stackproof/verify-bt/1)")
         p.add_argument("--strict", action="store_true", help="fail (gdb error) when any frame is bogus")
         p.add_argument("-v", "--verbose", action="store_true", help="show the evidence of every verdict")
