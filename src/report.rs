@@ -369,6 +369,24 @@ pub fn found_text(f: &crate::regs::scan::Found) -> Vec<String> {
     out
 }
 
+/// The members every stackproof/regs-from-stack/2 document starts with.
+fn regs_doc_head(live_sp: u64) -> String {
+    let mut o = String::from("{\"schema\":");
+    json::string(&mut o, REGS_SCHEMA);
+    o.push_str(",\"stackproof\":");
+    json::string(&mut o, crate::VERSION);
+    o.push_str(",\"live_sp\":");
+    hex_or_null(&mut o, Some(live_sp));
+    o
+}
+
+fn string_or_null(out: &mut String, v: Option<&str>) {
+    match v {
+        Some(s) => json::string(out, s),
+        None => out.push_str("null"),
+    }
+}
+
 fn hex_or_null(out: &mut String, v: Option<u64>) {
     match v {
         Some(v) => {
@@ -477,12 +495,7 @@ pub fn frame_regs_json<S: Symbols>(
     frames: &[&crate::unwind::Frame],
     stop: Option<&str>,
 ) -> String {
-    let mut o = String::from("{\"schema\":");
-    json::string(&mut o, REGS_SCHEMA);
-    o.push_str(",\"stackproof\":");
-    json::string(&mut o, crate::VERSION);
-    o.push_str(",\"live_sp\":");
-    hex_or_null(&mut o, Some(live_sp));
+    let mut o = regs_doc_head(live_sp);
     o.push_str(
         ",\"range\":null,\"ranges\":null,\"unreadable\":null,\"truncated_at\":null,\"layout_note\":null,\"found\":null,\"words\":null,\"words_cut_at\":null,\"frames\":[",
     );
@@ -498,15 +511,9 @@ pub fn frame_regs_json<S: Symbols>(
         o.push_str(",\"kind\":");
         json::string(&mut o, f.frame.kind.as_str());
         o.push_str(",\"matched\":true,\"function\":");
-        match &row.function {
-            Some(sym) => json::string(&mut o, &sym.name),
-            None => o.push_str("null"),
-        }
+        string_or_null(&mut o, row.function.as_ref().map(|sym| &*sym.name));
         o.push_str(",\"module\":");
-        match row.function.as_ref().and_then(|sym| sym.module.as_deref()) {
-            Some(m) => json::string(&mut o, m),
-            None => o.push_str("null"),
-        }
+        string_or_null(&mut o, row.function.as_ref().and_then(|sym| sym.module.as_deref()));
         o.push_str(",\"registers\":{");
         for (i, r) in f.regs.iter().enumerate() {
             if i > 0 {
@@ -526,10 +533,7 @@ pub fn frame_regs_json<S: Symbols>(
         o.push_str("},\"unknown_reason\":null}");
     }
     o.push_str("],\"stop\":");
-    match stop {
-        Some(s) => json::string(&mut o, s),
-        None => o.push_str("null"),
-    }
+    string_or_null(&mut o, stop);
     o.push('}');
     o
 }
@@ -541,12 +545,7 @@ pub fn regs_json(
     scans: Option<&[(crate::regs::scan::Scan, u64)]>,
     found: &[&crate::regs::scan::Found],
 ) -> String {
-    let mut o = String::from("{\"schema\":");
-    json::string(&mut o, REGS_SCHEMA);
-    o.push_str(",\"stackproof\":");
-    json::string(&mut o, crate::VERSION);
-    o.push_str(",\"live_sp\":");
-    hex_or_null(&mut o, Some(live_sp));
+    let mut o = regs_doc_head(live_sp);
     match scans {
         Some(scans) => {
             o.push_str(",\"range\":");
