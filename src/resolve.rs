@@ -22,7 +22,7 @@ fn callee_saved_index(reg: Reg) -> Option<usize> {
 
 /// Evaluate an indirect call's operand with `value(reg) -> (value, how it is known)`:
 /// the target and the evidence lines.
-fn evaluate<M: Memory>(
+pub(crate) fn evaluate<M: Memory>(
     mem: &M,
     site: &CallSite,
     value: &dyn Fn(Reg) -> Option<(u64, String)>,

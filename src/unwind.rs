@@ -204,6 +204,9 @@ fn step_layout<M: Memory, S: Symbols>(
     let slot = cfa.checked_sub(8).ok_or("CFA out of range")?;
     let ra = mem.read_u64(slot).map_err(|_| "return address slot unreadable")?;
     let sigreturn = is_restore_rt(syms, ra);
+    if sigreturn && crate::regs::scan::signal_frame_at(mem, slot, syms) == Some(false) {
+        return Err("__restore_rt there, but no signal frame above it (a stale one)");
+    }
     if !sigreturn && call_site(mem, syms, ra).is_none() && !crate::kernel::unverifiable_ra(syms, slot, ra) {
         return Err("the layout's return address slot holds no return address");
     }
@@ -367,81 +370,160 @@ fn known_regs(cur: &Frame) -> impl Fn(u8) -> Option<u64> + '_ {
 /// The frame's return address is lost (zeroed, overwritten): its caller G is the
 /// function whose call precedes the first return address above, at the slot G's
 /// layout puts it, and G's one call site that can lead to this frame's function is
-/// where G stands (its return address rebuilt: trust `scan`).
+/// where G stands (its return address rebuilt: trust `scan`). A signal handler's
+/// lost return address is the trampoline when a signal frame starts at its slot.
 fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool, level: u32) -> Option<Frame> {
-    let (cur_layout, rule, cfa, _) = frame_cfa(mem, syms, cur, is_ra).ok()?;
-    let here = if is_ra { function_of_ra(syms, cur.frame.pc) } else { syms.lookup(cur.frame.pc) }?;
-    // What the lost frame's registers were: restored from the current frame's saves.
-    let regs = caller_regs(mem, &cur_layout, &rule, cfa, cur, &known_regs(cur));
+    let (cfa, regs, here) = if cur.frame.pc == 0 && !is_ra {
+        // A call through a NULL pointer pushed its return address at sp and nothing ran.
+        (cur.frame.sp?.checked_add(8)?, cur.regs.clone(), None)
+    } else {
+        let (cur_layout, rule, cfa, _) = frame_cfa(mem, syms, cur, is_ra).ok()?;
+        let here = if is_ra { function_of_ra(syms, cur.frame.pc) } else { syms.lookup(cur.frame.pc) }?;
+        // What the lost frame's registers were: restored from the current frame's saves.
+        (cfa, caller_regs(mem, &cur_layout, &rule, cfa, cur, &known_regs(cur)), Some(here))
+    };
     let lost_rbp = regs[1].as_ref().map(|r| r.value);
+    let rebuilt = |pc: u64, kind: FrameKind, note: &str| Frame {
+        frame: FrameIn {
+            level,
+            pc,
+            sp: Some(cfa),
+            // Not read from memory: the slot holds what replaced it.
+            slot: None,
+            bp: lost_rbp,
+            kind,
+            name: None,
+            trust: Trust::Scan,
+        },
+        regs: regs.clone(),
+        cfa: None,
+        layout_note: Some(note.to_string()),
+    };
+    if here.is_some() {
+        if let Some(pc) = lost_trampoline(mem, syms, cfa) {
+            return Some(rebuilt(pc, FrameKind::SigTramp, "its return address was lost; a signal frame starts there"));
+        }
+    }
     let at_call = |dw: u8| match dw {
         7 => Some(cfa),
         6 => lost_rbp,
         _ => None,
     };
+    let at = Standing { here: here.as_ref(), at_call: &at_call, regs: &regs, sp: cfa };
+    // Called through a pointer (or by the kernel, a signal handler): the lost frame is
+    // one of the functions whose code calls this frame's function directly.
+    let callers = |slot: u64| {
+        let here = here.as_ref()?;
+        let mut found = None;
+        let mut seen = std::collections::HashSet::new();
+        for c in syms.direct_calls_to(here.start) {
+            let Some(g) = syms.lookup(c).filter(|g| seen.insert(g.start)) else { continue };
+            if let Some(ra) = standing_call(mem, syms, &g, &at, slot) {
+                if found.replace(ra).is_some() {
+                    return None; // two functions could stand there: not rebuilt
+                }
+            }
+        }
+        found
+    };
     let end = cfa.saturating_add(SCAN_WINDOW);
     let mut slot = cfa;
     while slot < end {
         let v = mem.read_u64(slot).ok()?;
+        let at_v = slot;
         slot = slot.checked_add(8)?;
-        let Some(site) = plausible_code_address(v).then(|| call_site(mem, syms, v)).flatten() else { continue };
-        let found = match site.target {
-            crate::x86::CallTarget::Direct(t) => {
-                // A call through the PLT: the function its slot is bound to.
-                let t = crate::x86::target::through_stub(mem, syms, t).unwrap_or(t);
-                // (In recursion the lost frame's function is the current one.)
-                syms.lookup(t)
-                    .filter(|g| g.start == t)
-                    .and_then(|g| standing_call(mem, syms, &g, &here, &at_call, slot))
+        if !plausible_code_address(v) {
+            continue;
+        }
+        let found = if is_restore_rt(syms, v) {
+            if crate::regs::scan::signal_frame_at(mem, at_v, syms) != Some(true) {
+                continue;
             }
-            // Called through a pointer: the lost frame is one of the functions whose
-            // code calls this frame's function directly.
-            _ => {
-                let mut found = None;
-                let mut seen = std::collections::HashSet::new();
-                for c in syms.direct_calls_to(here.start) {
-                    let Some(g) = syms.lookup(c).filter(|g| seen.insert(g.start)) else { continue };
-                    if let Some(ra) = standing_call(mem, syms, &g, &here, &at_call, slot) {
-                        if found.replace(ra).is_some() {
-                            found = None; // two functions could stand there: not rebuilt
-                            break;
-                        }
-                    }
+            callers(slot)
+        } else {
+            let Some(site) = call_site(mem, syms, v) else { continue };
+            match site.target {
+                crate::x86::CallTarget::Direct(t) => {
+                    // A call through the PLT: the function its slot is bound to.
+                    let t = crate::x86::target::through_stub(mem, syms, t).unwrap_or(t);
+                    // (In recursion the lost frame's function is the current one.)
+                    syms.lookup(t).filter(|g| g.start == t).and_then(|g| standing_call(mem, syms, &g, &at, slot))
                 }
-                found
+                _ => callers(slot),
             }
         };
         // Not G's return address after all (a stale one, or an ambiguous G): look further.
         let Some(ra) = found else { continue };
-        let frame = FrameIn {
-            level,
-            pc: ra,
-            sp: Some(cfa),
-            // Not read from memory: the slot holds what replaced it.
-            slot: None,
-            bp: lost_rbp,
-            kind: FrameKind::Normal,
-            name: None,
-            trust: Trust::Scan,
-        };
-        return Some(Frame {
-            frame,
-            regs,
-            cfa: None,
-            layout_note: Some("its return address was lost; rebuilt from its caller's call".to_string()),
-        });
+        return Some(rebuilt(ra, FrameKind::Normal, "its return address was lost; rebuilt from its caller's call"));
     }
     None
 }
 
-/// The return address of `g`'s one call that can lead to `here` and, with g's sp at the
-/// call given by `at_call`, puts g's CFA at `cfa` (None: no such call, or two).
+/// `__restore_rt` when a live signal frame starts at `cfa - 8` (its pretcode is what
+/// was lost): the ucontext above passes the scanner's required checks.
+fn lost_trampoline<M: Memory, S: Symbols>(mem: &M, syms: &S, cfa: u64) -> Option<u64> {
+    let slot = cfa.checked_sub(8)?;
+    if cfa >= KERNEL_HALF || slot % 16 != 8 {
+        return None;
+    }
+    let restore = syms.address_of("__restore_rt")?;
+    let found = decode_at(mem, slot, Layout::SigFrame, syms, &ScanOptions::default()).ok()?;
+    let accepted = found.checks.iter().filter(|c| c.name != "pretcode").all(|c| c.ok || !c.required);
+    accepted.then_some(restore)
+}
+
+/// What a lost frame's caller G is known by at its call: the lost function (None: pc 0,
+/// a NULL call), G's registers and sp there.
+struct Standing<'a> {
+    here: Option<&'a crate::symbols::Symbol>,
+    at_call: &'a dyn Fn(u8) -> Option<u64>,
+    regs: &'a CalleeSaved,
+    sp: u64,
+}
+
+impl Standing<'_> {
+    /// Can G stand at call `s` (instruction `ins` of its layout) with its CFA at `cfa`:
+    /// the CFA fits, and the call can lead to the lost function (a direct one by its
+    /// target, an indirect one by its pointer when the known registers give it).
+    fn fits<M: Memory, S: Symbols>(
+        &self,
+        mem: &M,
+        syms: &S,
+        ins: &crate::layout::Insn,
+        s: &CallSite,
+        cfa: u64,
+    ) -> bool {
+        if s.addr != ins.addr || ins.rule.cfa_from(self.at_call, &|a| mem.read_u64(a).ok()) != Some(cfa) {
+            return false;
+        }
+        let leads_to = |t: u64| match self.here {
+            Some(here) => !matches!(
+                crate::x86::follow_target(mem, syms, t, here, &crate::x86::Limits::default()),
+                crate::x86::TargetMatch::Mismatch { .. }
+            ),
+            None => t == 0,
+        };
+        let value = |r: crate::x86::Reg| {
+            if r == crate::x86::Reg::Rsp {
+                return Some((self.sp, String::new()));
+            }
+            let i = crate::layout::CALLEE_SAVED.iter().position(|d| u16::from(*d) == r.dwarf())?;
+            self.regs.get(i)?.as_ref().map(|v| (v.value, String::new()))
+        };
+        match &s.target {
+            crate::x86::CallTarget::Direct(t) => self.here.is_some() && leads_to(*t),
+            _ => crate::resolve::evaluate(mem, s, &value).map_or(true, |(t, _)| leads_to(t)),
+        }
+    }
+}
+
+/// The return address of `g`'s one call that can lead to the lost function and, with
+/// g's sp at the call, puts g's CFA at `cfa` (None: no such call, or two).
 fn standing_call<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,
     g: &crate::symbols::Symbol,
-    here: &crate::symbols::Symbol,
-    at_call: &dyn Fn(u8) -> Option<u64>,
+    at: &Standing<'_>,
     cfa: u64,
 ) -> Option<u64> {
     let layout = crate::layout::at_pc::layout_of(mem, syms, g).ok()?;
@@ -450,17 +532,7 @@ fn standing_call<M: Memory, S: Symbols>(
     for (k, ins) in insns.iter().enumerate() {
         let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
         let Ok(CallCheck::Call { site: s, .. }) = call_before(mem, ra, Some(g.start)) else { continue };
-        if s.addr != ins.addr || ins.rule.cfa_from(at_call, &|a| mem.read_u64(a).ok()) != Some(cfa) {
-            continue;
-        }
-        let leads = match s.target {
-            crate::x86::CallTarget::Direct(t) => !matches!(
-                crate::x86::follow_target(mem, syms, t, here, &crate::x86::Limits::default()),
-                crate::x86::TargetMatch::Mismatch { .. }
-            ),
-            _ => true,
-        };
-        if leads && found.replace(ra).is_some() {
+        if at.fits(mem, syms, ins, &s, cfa) && found.replace(ra).is_some() {
             return None; // two places g could stand
         }
     }

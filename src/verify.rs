@@ -136,7 +136,8 @@ pub enum Reason {
     /// The pc is 0 because the caller called through a NULL pointer (its `call *...`
     /// resolves to 0): the caller's return address is the word at sp.
     NullCall,
-    /// A register set (a signal frame) holds a pc or sp no code can run at.
+    /// A register set (a signal frame) holds a pc or sp no code can run at, or there is
+    /// none where a `__restore_rt` frame's slot says.
     DamagedRegisters(&'static str),
     /// A return address after an indirect call whose frame has no caller of its own,
     /// where a direct call at exactly this place leads to the inner frame (the address
@@ -334,7 +335,16 @@ pub fn verify_chain<M: Memory, S: Symbols>(
         match f.kind {
             // Checked as part of the physical frame it is inlined into (the next outer one).
             FrameKind::Inline => r.flag(Verdict::Ok, Reason::InlineFrame),
-            // The kernel wrote this return address; there is no call to find.
+            // The kernel wrote this return address; there is no call to find, but a
+            // signal frame must start at its slot (else: a stale `__restore_rt`).
+            FrameKind::SigTramp
+                if f.slot
+                    .or_else(|| f.sp?.checked_sub(8))
+                    .and_then(|s| crate::regs::scan::signal_frame_at(mem, s, syms))
+                    == Some(false) =>
+            {
+                r.flag(Verdict::Bogus, Reason::DamagedRegisters("no signal frame at the slot"))
+            }
             FrameKind::SigTramp => r.flag(Verdict::Ok, Reason::SignalFrame),
             _ if !is_ra => {
                 // A signal frame's registers (not a kernel pt_regs: a dump often lacks the user stack).
@@ -610,7 +620,10 @@ fn check_call<M: Memory, S: Symbols>(
         r.call = Some(ev);
         return;
     }
-    let callee_fn = callee.function.clone();
+    // pc 0 from registers: only a jump through a pointer (a tail call through NULL) can
+    // have gone there from a function that this call entered.
+    let null_pc = callee.pc == 0 && callee.slot.is_none() && callee.kind != FrameKind::Inline;
+    let callee_fn = callee.function.clone().or_else(|| null_pc.then(|| Symbol::new("(pc 0)", 0, 1)));
     match callee_fn {
         None => r.flag(Verdict::Probable, Reason::NoSymbol),
         Some(cf) => match follow_target(mem, syms, t, &cf, &Limits::default()) {

@@ -174,6 +174,14 @@ fn ucontext_found(uc: &Ucontext, addr: u64) -> Found {
     }
 }
 
+/// Does a signal frame start at `slot` (its pretcode): a ucontext of 64-bit user mode
+/// right above it? Says nothing of the registers it holds. None: unreadable.
+pub fn signal_frame_at(mem: &dyn Memory, slot: u64, symbols: &dyn Symbols) -> Option<bool> {
+    let opts = ScanOptions { lookup_restore_rt: false, ..ScanOptions::default() };
+    let f = decode_at(mem, slot, Layout::SigFrame, symbols, &opts).ok()?;
+    Some(f.checks.iter().any(|c| c.name == "segments" && c.ok))
+}
+
 /// Decode one layout at a given address (no search, no rejection: the checks say how it fares).
 pub fn decode_at(
     mem: &dyn Memory,

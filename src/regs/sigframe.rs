@@ -376,6 +376,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_signal_frame_starts_only_where_its_ucontext_is() {
+        use crate::regs::scan::signal_frame_at;
+        use crate::symbols::SymbolTable;
+        let at = 0x7ffd_0000_1008u64;
+        let mut m = Regions::new();
+        m.add_u64s(at - 0x20, &[0x1111; 4]);
+        m.add_u64s(at, &synthetic_frame(at, 0x40_0100));
+        let syms = SymbolTable::new(vec![]);
+        assert_eq!(signal_frame_at(&m, at, &syms), Some(true));
+        // whatever the pretcode holds (it is what a lost return address loses)
+        m.add_u64s(at, &[0]);
+        assert_eq!(signal_frame_at(&m, at, &syms), Some(true));
+        // 32 bytes lower, the words there are no ucontext of 64-bit user mode
+        assert_eq!(signal_frame_at(&m, at - 0x20, &syms), Some(false));
+        assert_eq!(signal_frame_at(&m, 0x1000, &syms), None);
+    }
+
+    #[test]
     fn offsets_match_the_kernel_headers() {
         // sigcontext is 256 bytes: 18 gprs, 4 u16 selectors, 5 words, reserved1[8].
         assert_eq!(18 * 8 + 8 + 5 * 8 + 8 * 8, 256);

@@ -17,6 +17,7 @@ routine or a qsort callback's msort):
   (for a truncated stack: those whose return address is still readable).
 """
 import json
+import os
 
 import pytest
 
@@ -27,8 +28,8 @@ from test_corpus import CASES, corpus, physical  # noqa: F401 (fixture)
 DAMAGES = ("zero", "notcall", "stale", "rbp", "truncated")
 PAGE = 0x1000
 MARKER = '{"schema":"stackproof/verify-bt/1"'
-FLAGGED_FLOOR = 0.90
-CORRECTED_FLOOR = 0.68
+FLAGGED_FLOOR = 0.97
+CORRECTED_FLOOR = 0.82
 
 
 def damages_of(c, core):
@@ -38,7 +39,7 @@ def damages_of(c, core):
     notcall = next(iter(c.oracle["not_after_call"].values()), None)
     for k in range(1, len(frames) - 1):
         f = frames[k]
-        if f["type"] != "normal" or not f["has_slot"] or frames[k - 1]["type"] == "inline":
+        if f["type"] not in ("normal", "sigtramp") or not f["has_slot"] or frames[k - 1]["type"] == "inline":
             continue
         out.append(("zero", k, [(f["slot"], 0)], None))
         if notcall is not None:
@@ -122,8 +123,11 @@ def run_case(c, tmp_core):
 
 def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
     rows = []
+    # STACKPROOF_CAMPAIGN_MODES=join,qsort: a developer's look at some modes (floors off)
+    only = [m for m in os.environ.get("STACKPROOF_CAMPAIGN_MODES", "").split(",") if m]
     for case in CASES:
-        rows += run_case(corpus[case], tmp_core)
+        if not only or case[0] in only:
+            rows += run_case(corpus[case], tmp_core)
     lines = []
     for damage in DAMAGES + (None,):
         sel = [r for r in rows if damage is None or r[2] == damage]
@@ -139,6 +143,8 @@ def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
     with capsys.disabled():
         print("\n" + report)
     total = len(rows)
+    if only:
+        return
     assert total >= 200, report
     assert sum(r[4] for r in rows) >= FLAGGED_FLOOR * total, report
     assert sum(r[5] for r in rows) >= CORRECTED_FLOOR * total, report

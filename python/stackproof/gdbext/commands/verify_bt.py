@@ -55,7 +55,8 @@ Reason codes:
   inside-frame-of    bogus     the slot lies inside the inner frame (stale)
   frame-size         bogus     the slot is farther up than the inner
                                function's frame size allows
-  damaged-registers  bogus     a signal frame's pc or sp no code runs at
+  damaged-registers  bogus     a signal frame's pc or sp no code runs at,
+                               or none where __restore_rt says
   stale-ra           bogus     after an indirect call, no caller of its
                                own; a direct call there leads inward
   below-sp           bogus     (crash bt) below the CPU's live sp

@@ -1,0 +1,107 @@
+"""Frames whose return address is lost where the caller is no ordinary call away: the
+function that called through a NULL pointer, a signal handler (called by the kernel),
+and the signal trampoline itself. Each core of the corpus (test_corpus.py) is damaged
+at one slot; the oracle is gdb's DWARF unwinding of the INTACT core: the own chain must
+be its physical frames, and gdb's first wrong frame on the damaged copy `bogus` for the
+reason the damage gives."""
+import pytest
+
+from conftest import assert_no_crash, check_schema, gdb_stackproof, hexint, parse_verify_json
+from corepatch import Core
+from test_corpus import CORPUS_OPTS, corpus, physical  # noqa: F401 (fixture)
+
+OPTS = [o for o in CORPUS_OPTS if o not in ("O2now", "distronow")]
+
+
+def damaged(c, tmp_core, slot, value):
+    core = Core.load(c.core)
+    core.write_u64(slot, value)
+    out = tmp_core()
+    core.save(out)
+    res = gdb_stackproof(["verify-bt --json"], c.exe, out)
+    assert_no_crash(res)
+    doc = parse_verify_json(res)
+    check_schema(doc)
+    return next(t for t in doc["threads"] if t["thread"] == c.oracle["selected_thread"]) \
+        if len(doc["threads"]) > 1 else doc["threads"][0]
+
+
+def own(t, n):
+    return [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:n]
+
+
+def index_of(frames, kind=None, function=None):
+    return next(i for i, f in enumerate(frames)
+                if (kind is None or f["type"] == kind) and (function is None or f["function"] == function))
+
+
+@pytest.mark.parametrize("opt", OPTS)
+def test_null_call_whose_return_address_is_lost(corpus, tmp_core, opt):
+    """pc 0 and the word at sp (call_null's return address) zeroed: call_null is
+    rebuilt from main's direct call to it and its one indirect call; trust scan."""
+    c = corpus[("nullcall", opt)]
+    frames = c.frames()
+    assert frames[0]["pc"] == 0 and frames[1]["function"] == "call_null"
+    t = damaged(c, tmp_core, frames[0]["sp"], 0)
+    want = physical(frames)
+    assert own(t, len(want)) == want, (t["chain"], want)
+    assert t["chain"][1]["trust"] == "scan" and t["chain"][1]["slot"] is None, t["chain"][1]
+
+
+@pytest.mark.parametrize("opt", OPTS)
+def test_direct_call_cannot_reach_pc_0(corpus, tmp_core, opt):
+    """The word at sp replaced by main's own return address (a stale one): gdb takes
+    main as frame 1, but main calls call_null directly, and call_null has no jump
+    through a pointer that could reach pc 0."""
+    c = corpus[("nullcall", opt)]
+    frames = c.frames()
+    t = damaged(c, tmp_core, frames[0]["sp"], frames[2]["pc"])
+    f1 = t["frames"][1]
+    assert hexint(f1["pc"]) == frames[2]["pc"], f1
+    assert f1["verdict"] == "bogus" and "wrong-target" in f1["reasons"], f1
+    want = physical(frames)
+    assert own(t, len(want)) == want, (t["chain"], want)
+
+
+@pytest.mark.parametrize("opt", OPTS)
+def test_signal_trampoline_whose_slot_is_lost(corpus, tmp_core, opt):
+    """The handler's return address (the sigframe's pretcode, `__restore_rt`) zeroed:
+    a signal frame starts at that slot, so the trampoline is rebuilt there and the
+    chain goes on through the interrupted frame."""
+    c = corpus[("signal", opt)]
+    frames = c.frames()
+    k = index_of(frames, kind="sigtramp")
+    t = damaged(c, tmp_core, frames[k]["slot"], 0)
+    want = physical(frames)
+    assert own(t, len(want)) == want, (t["chain"], want)
+    tramp = next(f for f in t["chain"] if hexint(f["pc"]) == frames[k]["pc"])
+    assert tramp["kind"] == "sigtramp" and tramp["trust"] == "scan", tramp
+
+
+@pytest.mark.parametrize("opt", ["O0", "O1"])
+def test_signal_handler_whose_return_address_is_lost(corpus, tmp_core, opt):
+    """At -O0/-O1 the handler on_usr1 is a frame of its own: its return address into
+    it zeroed, it is rebuilt as the one function calling crash_inline3 directly that
+    can stand below the signal frame (no call leads to a handler)."""
+    c = corpus[("signal", opt)]
+    frames = c.frames()
+    k = index_of(frames, function="on_usr1")
+    t = damaged(c, tmp_core, frames[k]["slot"], 0)
+    want = physical(frames)
+    assert own(t, len(want)) == want, (t["chain"], want)
+
+
+@pytest.mark.parametrize("opt", ["O0", "O1"])
+def test_stale_restore_rt_is_bogus(corpus, tmp_core, opt):
+    """on_usr1's slot replaced by `__restore_rt` (the word 32 bytes up): gdb takes it
+    as the signal trampoline, but no signal frame starts at that slot."""
+    c = corpus[("signal", opt)]
+    frames = c.frames()
+    k = index_of(frames, function="on_usr1")
+    tramp = frames[index_of(frames, kind="sigtramp")]
+    t = damaged(c, tmp_core, frames[k]["slot"], tramp["pc"])
+    got = next(f for f in t["frames"] if f["kind"] == "sigtramp")
+    assert hexint(got["sp"]) != tramp["sp"], got
+    assert got["verdict"] == "bogus" and "damaged-registers" in got["reasons"], got
+    want = physical(frames)
+    assert own(t, len(want)) == want, (t["chain"], want)
