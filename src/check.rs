@@ -58,9 +58,10 @@ fn flag_stale(frames: &[FrameIn], reports: &mut [crate::verify::FrameReport], ow
         if !physical(f) || r.verdict != Verdict::Probable || !r.reasons.contains(&Reason::IndirectCall) {
             continue;
         }
-        let rebuilt = own.frames.iter().find(|o| {
-            o.frame.sp == f.sp && o.frame.pc != f.pc && o.layout_note.as_deref() == Some(crate::unwind::STALE_NOTE)
-        });
+        let rebuilt = own
+            .frames
+            .iter()
+            .find(|o| o.frame.sp == f.sp && o.frame.pc != f.pc && o.rebuilt == Some(crate::unwind::Rebuilt::Stale));
         if let Some(o) = rebuilt {
             r.flag(Verdict::Bogus, Reason::StaleRa(o.frame.pc));
         }

@@ -51,6 +51,30 @@ pub struct Frame {
     pub cfa: Option<u64>,
     /// Why the next frame could not be found by the layout (when it was not).
     pub layout_note: Option<String>,
+    /// Made up where memory no longer holds it (its slot is then null).
+    pub rebuilt: Option<Rebuilt>,
+}
+
+/// How a frame of the own chain was rebuilt where its return address is not in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// Its return address was lost: its caller's one call that can stand there.
+    Lost,
+    /// Taken instead of a stale return address after an indirect call (check.rs then
+    /// calls the backtrace's frame there `stale-ra`).
+    Stale,
+    /// A signal handler's lost return address: a signal frame starts at its slot.
+    Trampoline,
+}
+
+impl Rebuilt {
+    pub fn note(self) -> &'static str {
+        match self {
+            Rebuilt::Lost => "its return address was lost; rebuilt from its caller's call",
+            Rebuilt::Stale => "the return address there is a stale one; rebuilt from its caller's call",
+            Rebuilt::Trampoline => "its return address was lost; a signal frame starts there",
+        }
+    }
 }
 
 /// Unwound frames and, when the chain ended early, why.
@@ -87,7 +111,7 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
     // A crossing may go down or stay (a register set naming its own place): a frame
     // met again is a loop, whatever step led to it.
     let mut seen = std::collections::HashSet::from([(first.pc, first.sp, first.kind.as_str())]);
-    let mut frames = vec![Frame { frame: first, regs, cfa: None, layout_note: None }];
+    let mut frames = vec![Frame { frame: first, regs, cfa: None, layout_note: None, rebuilt: None }];
     let mut stop = None;
     while frames.len() < max {
         let Some(cur) = frames.last_mut() else { break };
@@ -225,6 +249,7 @@ fn step_layout<M: Memory, S: Symbols>(
         regs,
         cfa: None,
         layout_note: None,
+        rebuilt: None,
     };
     next.frame.trust = Trust::Layout;
     // Checked against what gave the CFA: not an rbp the frame sizes refuted.
@@ -238,9 +263,6 @@ fn step_layout<M: Memory, S: Symbols>(
     }
     Ok(next)
 }
-
-/// The note of a frame rebuilt in place of a stale return address (check.rs reads it).
-pub const STALE_NOTE: &str = "the return address there is a stale one; rebuilt from its caller's call";
 
 /// A return address after an indirect call passes the checks whatever it is. When the
 /// frame it gives has no caller of its own (its layout's slot holds no return address)
@@ -258,7 +280,7 @@ fn prefer_rebuilt<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: 
     }
     match step_lost(mem, syms, cur, is_ra, level) {
         Some(alt) if alt.frame.pc != next.frame.pc && step_layout(mem, syms, &alt, true, level + 1).is_ok() => {
-            Frame { layout_note: Some(STALE_NOTE.into()), ..alt }
+            Frame { layout_note: Some(Rebuilt::Stale.note().into()), rebuilt: Some(Rebuilt::Stale), ..alt }
         }
         _ => next,
     }
@@ -324,7 +346,7 @@ fn step_null_call<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: 
         name: None,
         trust: Trust::Layout,
     };
-    Some(Frame { frame, regs: cur.regs.clone(), cfa: None, layout_note: None })
+    Some(Frame { frame, regs: cur.regs.clone(), cfa: None, layout_note: None, rebuilt: None })
 }
 
 /// The CFA of a frame from its function's layout (at the call, for a return address).
@@ -383,7 +405,7 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         (cfa, caller_regs(mem, &cur_layout, &rule, cfa, cur, &known_regs(cur)), Some(here))
     };
     let lost_rbp = regs[1].as_ref().map(|r| r.value);
-    let rebuilt = |pc: u64, kind: FrameKind, note: &str| Frame {
+    let rebuilt = |pc: u64, kind: FrameKind, how: Rebuilt| Frame {
         frame: FrameIn {
             level,
             pc,
@@ -397,11 +419,12 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         },
         regs: regs.clone(),
         cfa: None,
-        layout_note: Some(note.to_string()),
+        layout_note: Some(how.note().to_string()),
+        rebuilt: Some(how),
     };
     if here.is_some() {
         if let Some(pc) = lost_trampoline(mem, syms, cfa) {
-            return Some(rebuilt(pc, FrameKind::SigTramp, "its return address was lost; a signal frame starts there"));
+            return Some(rebuilt(pc, FrameKind::SigTramp, Rebuilt::Trampoline));
         }
     }
     let at_call = |dw: u8| match dw {
@@ -454,7 +477,7 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         };
         // Not G's return address after all (a stale one, or an ambiguous G): look further.
         let Some(ra) = found else { continue };
-        return Some(rebuilt(ra, FrameKind::Normal, "its return address was lost; rebuilt from its caller's call"));
+        return Some(rebuilt(ra, FrameKind::Normal, Rebuilt::Lost));
     }
     None
 }
@@ -573,6 +596,7 @@ fn step_sigframe<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u
         regs,
         cfa: None,
         layout_note: None,
+        rebuilt: None,
     })
 }
 
@@ -611,6 +635,7 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
             regs,
             cfa: None,
             layout_note: None,
+            rebuilt: None,
         };
         let entry = addr.checked_sub(8).filter(|slot| *slot >= lo).and_then(|slot| {
             let ra = mem.read_u64(slot).ok()?;
@@ -629,6 +654,7 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
                 regs: Default::default(),
                 cfa: None,
                 layout_note: Some("its caller is the interrupted frame of the pt_regs just above".to_string()),
+                rebuilt: None,
             })
         });
         return Some((entry, interrupted));
@@ -674,7 +700,7 @@ fn scan_slots<M: Memory, S: Symbols>(
             // indirect call could have gone anywhere: it passes).
             if crate::verify::step_disproved(mem, syms, &known, &frame, skipped).is_none() {
                 // What the skipped code saved is not known.
-                return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None });
+                return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None, rebuilt: None });
             }
         }
         slot = slot.checked_add(8)?;
