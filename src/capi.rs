@@ -649,7 +649,6 @@ pub unsafe extern "C" fn stackproof_regs(
 }
 
 fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
-    use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
     use crate::regs::Layout;
     let fail = |line: String| {
         s.write(&format!("regs-from-stack: {line}"));
@@ -660,7 +659,6 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         Err(e) => return fail(e),
     };
     let live_sp = start.sp;
-    let opts = ScanOptions { live_sp: Some(live_sp), ..Default::default() };
     // SAFETY: NUL-terminated from the glue.
     let layout = match unsafe { text(o.layout) }.as_deref().unwrap_or("pt_regs") {
         "pt_regs" => Layout::PtRegs,
@@ -668,9 +666,6 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         "ucontext" => Layout::Ucontext,
         other => return fail(format!("unknown layout {other} (pt_regs, sigframe, ucontext)")),
     };
-    if o.annotate != 0 {
-        return fail("--annotate is not available in crash yet (use `rd -s`)".into());
-    }
     if o.frames != 0 {
         let chain = crate::unwind::unwind(&s.mem, &s.syms, &start, DEFAULT_MAX_FRAMES);
         let wanted: Vec<_> = match usize::try_from(o.frame) {
@@ -694,29 +689,28 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         }
         return SpResult { tasks: 1, frames: wanted.len() as u32, ..Default::default() };
     }
-    let (scans, found) = if o.has_address != 0 {
-        match decode_at(&s.mem, o.address, layout, &s.syms, &opts) {
-            Ok(f) => (None, vec![f]),
-            Err(e) => return fail(format!("{:#x}: {e}", o.address)),
-        }
-    } else {
-        let ranges = crate::kernel::scan_ranges(&s.mem, &s.syms, &start, live_sp);
-        let scans: Vec<_> = ranges
-            .iter()
-            .map(|r| {
-                let opts = ScanOptions { live_sp: Some(r.live_sp), ..Default::default() };
-                (scan_memory(&s.mem, r.lo, r.hi, &s.syms, &opts), r.live_sp)
-            })
-            .collect();
-        let mut found: Vec<_> = scans.iter().flat_map(|(sc, _)| sc.found.iter().cloned()).collect();
-        found.sort_by_key(|f| f.address);
-        (Some(scans), found)
+    if o.annotate != 0 {
+        return fail("--annotate is not available in crash yet (use `rd -s`)".into());
+    }
+    let ranges = match o.has_address {
+        0 => crate::kernel::scan_ranges(&s.mem, &s.syms, &start, live_sp)
+            .into_iter()
+            .map(|r| (r.lo, r.hi, r.live_sp))
+            .collect(),
+        _ => Vec::new(),
     };
-    let refs: Vec<_> = found.iter().collect();
-    if o.json != 0 {
-        s.write(&report::regs_json(live_sp, scans.as_deref(), &refs));
-    } else {
-        s.write(&report::regs_text(live_sp, scans.as_deref(), &refs));
+    let annotate = None;
+    let req = report::RegsRequest {
+        live_sp,
+        decode: (o.has_address != 0).then_some((o.address, layout)),
+        layout_note: None,
+        ranges,
+        annotate,
+        json: o.json != 0,
+    };
+    match report::regs_document(&s.mem, &s.syms, req) {
+        Ok(doc) => s.write(&doc),
+        Err(e) => return fail(format!("{:#x}: {e}", o.address)),
     }
     SpResult { tasks: 1, ..Default::default() }
 }

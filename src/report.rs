@@ -435,27 +435,60 @@ pub fn found_json(f: &crate::regs::scan::Found) -> String {
     o
 }
 
-/// `regs-from-stack --scan` (or ADDR when `scan` is None) as text.
-pub fn regs_text(
-    live_sp: u64,
-    scans: Option<&[(crate::regs::scan::Scan, u64)]>,
-    found: &[&crate::regs::scan::Found],
-) -> String {
+/// What an ADDR decode or a scan document holds (`regs-from-stack` without
+/// `--frame`/`--all`): the scans (None: ADDR), the sets found, the note on the layout
+/// chosen for ADDR, and with `--annotate` the labelled words.
+pub struct RegsDoc<'a> {
+    pub live_sp: u64,
+    pub scans: Option<&'a [(crate::regs::scan::Scan, u64)]>,
+    pub found: &'a [&'a crate::regs::scan::Found],
+    pub layout_note: Option<&'a str>,
+    pub words: Option<&'a crate::regs::annotate::Annotated>,
+}
+
+/// `--annotate`'s lines: `ADDRESS: VALUE  [label] ...`, a run of unreadable words as one
+/// line, and where `--max-words` cut the range.
+fn words_text(a: &crate::regs::annotate::Annotated, out: &mut Vec<String>) {
+    for w in &a.words {
+        match (w.value, w.unreadable_bytes) {
+            (None, Some(n)) if n > 8 => out.push(format!("{:016x}: ... {n:#x} bytes unreadable ...", w.address)),
+            (v, _) => {
+                let v = v.map_or_else(|| "<unreadable>   ".to_string(), |v| format!("{v:016x}"));
+                let labels: Vec<String> = w.labels.iter().map(|l| format!("[{l}]")).collect();
+                out.push(format!("{:016x}: {v}  {}", w.address, labels.join(" ")));
+            }
+        }
+    }
+    if let Some(cut) = a.cut {
+        out.push(format!("... stopped at {cut:016x} after {} words (--max-words N shows more)", a.max_words));
+    }
+}
+
+/// `regs-from-stack --scan` / `--annotate` (or ADDR when `scans` is None) as text.
+pub fn regs_text(d: &RegsDoc) -> String {
     let mut out = Vec::new();
-    if let Some(scans) = scans {
+    if let Some(scans) = d.scans {
         let ranges: Vec<String> = scans.iter().map(|(s, _)| format!("{:016x}..{:016x}", s.base, s.end)).collect();
-        let n = found.len();
+        let n = d.found.len();
         out.push(format!(
-            "Scanned {} (live sp {live_sp:016x}): {n} register set{}",
+            "Scanned {} (live sp {:016x}): {n} register set{}",
             ranges.join(", "),
+            d.live_sp,
             if n == 1 { "" } else { "s" }
         ));
         for (a, b) in scans.iter().flat_map(|(s, _)| s.unreadable.iter()) {
             out.push(format!("  unreadable: {a:#x}..{b:#x}"));
         }
     }
-    for f in found {
+    if let Some(note) = d.layout_note {
+        out.push(format!("({note})"));
+    }
+    for f in d.found {
         out.extend(found_text(f));
+    }
+    if let Some(words) = d.words {
+        out.push(String::new());
+        words_text(words, &mut out);
     }
     out.join("\n")
 }
@@ -538,15 +571,41 @@ pub fn frame_regs_json<S: Symbols>(
     o
 }
 
-/// The stackproof/regs-from-stack/2 document of an ADDR decode or a scan: every
-/// member in every mode, null where the mode has none (docs/regs-from-stack.schema.json).
-pub fn regs_json(
-    live_sp: u64,
-    scans: Option<&[(crate::regs::scan::Scan, u64)]>,
-    found: &[&crate::regs::scan::Found],
-) -> String {
-    let mut o = regs_doc_head(live_sp);
-    match scans {
+/// `words[]` of stackproof/regs-from-stack/2.
+fn words_json(a: &crate::regs::annotate::Annotated, o: &mut String) {
+    o.push('[');
+    for (i, w) in a.words.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"address\":");
+        hex_or_null(o, Some(w.address));
+        o.push_str(",\"value\":");
+        hex_or_null(o, w.value);
+        o.push_str(",\"labels\":[");
+        for (k, l) in w.labels.iter().enumerate() {
+            if k > 0 {
+                o.push(',');
+            }
+            json::string(o, l);
+        }
+        o.push_str("],\"unreadable_bytes\":");
+        match w.unreadable_bytes {
+            Some(n) => {
+                let _ = write!(o, "{n}");
+            }
+            None => o.push_str("null"),
+        }
+        o.push('}');
+    }
+    o.push(']');
+}
+
+/// The stackproof/regs-from-stack/2 document of an ADDR decode, a scan or `--annotate`:
+/// every member in every mode, null where the mode has none (docs/regs-from-stack.schema.json).
+pub fn regs_json(d: &RegsDoc) -> String {
+    let mut o = regs_doc_head(d.live_sp);
+    match d.scans {
         Some(scans) => {
             o.push_str(",\"range\":");
             match scans.first() {
@@ -571,10 +630,69 @@ pub fn regs_json(
         }
         None => o.push_str(",\"range\":null,\"ranges\":null,\"unreadable\":null,\"truncated_at\":null"),
     }
-    o.push_str(",\"layout_note\":null,\"found\":[");
-    o.push_str(&found.iter().map(|f| found_json(f)).collect::<Vec<_>>().join(","));
-    o.push_str("],\"words\":null,\"words_cut_at\":null,\"frames\":null,\"stop\":null}");
+    o.push_str(",\"layout_note\":");
+    string_or_null(&mut o, d.layout_note);
+    o.push_str(",\"found\":[");
+    o.push_str(&d.found.iter().map(|f| found_json(f)).collect::<Vec<_>>().join(","));
+    o.push_str("],\"words\":");
+    match d.words {
+        Some(w) => {
+            words_json(w, &mut o);
+            o.push_str(",\"words_cut_at\":");
+            hex_or_null(&mut o, w.cut);
+        }
+        None => o.push_str("null,\"words_cut_at\":null"),
+    }
+    o.push_str(",\"frames\":null,\"stop\":null}");
     o
+}
+
+/// What `regs-from-stack` is asked for, but `--frame`/`--all`/`--use`: the set at an
+/// address, or the sets on some stacks, and with `annotate` their words labelled.
+pub struct RegsRequest {
+    pub live_sp: u64,
+    /// ADDR: the set at this address in this layout (the front-end chose it, `layout_note` says why).
+    pub decode: Option<(u64, crate::regs::Layout)>,
+    pub layout_note: Option<String>,
+    /// Without ADDR: the stacks to scan, each `(lo, hi, its live sp)`.
+    pub ranges: Vec<(u64, u64, u64)>,
+    pub annotate: Option<crate::regs::annotate::Request>,
+    pub json: bool,
+}
+
+/// The document of a request (text or JSON); Err: ADDR could not be read (the
+/// front-end writes the line).
+pub fn regs_document<M: crate::memory::Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    req: RegsRequest,
+) -> Result<String, crate::memory::ReadError> {
+    use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
+    let opts = |sp| ScanOptions { live_sp: Some(sp), ..Default::default() };
+    let (scans, found) = match req.decode {
+        Some((addr, layout)) => (None, vec![decode_at(mem, addr, layout, syms, &opts(req.live_sp))?]),
+        None => {
+            let scans: Vec<_> =
+                req.ranges.iter().map(|&(lo, hi, sp)| (scan_memory(mem, lo, hi, syms, &opts(sp)), sp)).collect();
+            let mut found: Vec<_> = scans.iter().flat_map(|(sc, _)| sc.found.iter().cloned()).collect();
+            found.sort_by_key(|f| f.address);
+            (Some(scans), found)
+        }
+    };
+    let words = req.annotate.map(|mut a| {
+        // The first stack scanned, unless a range was given.
+        a.range = a.range.or_else(|| scans.as_ref()?.first().map(|(s, _)| (s.base, s.end)));
+        crate::regs::annotate::annotate_stack(mem, syms, req.live_sp, &found, a)
+    });
+    let refs: Vec<_> = found.iter().collect();
+    let d = RegsDoc {
+        live_sp: req.live_sp,
+        scans: scans.as_deref(),
+        found: &refs,
+        layout_note: req.layout_note.as_deref(),
+        words: words.as_ref(),
+    };
+    Ok(if req.json { regs_json(&d) } else { regs_text(&d) })
 }
 
 #[cfg(test)]
@@ -610,5 +728,39 @@ mod tests {
             "{doc}"
         );
         assert!(doc.ends_with(",\"bogus\":[],\"chain\":null,\"chain_stop\":null,\"invented\":[],\"lost\":[]}],\"stats\":{\"memory_reads\":3}}"), "{doc}");
+    }
+
+    #[test]
+    fn annotate_words_as_text_and_json() {
+        use crate::regs::annotate::{Annotated, Word};
+        let w = |address, value, labels: &[&str], unreadable_bytes| Word {
+            address,
+            value,
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            unreadable_bytes,
+        };
+        let a = Annotated {
+            words: vec![
+                w(0x1000, Some(0x401006), &["ra #1 f+0x6", "saved rbx of #2"], None),
+                w(0x1008, Some(0), &[], None),
+                w(0x1010, None, &[], Some(8)),
+                w(0x1018, None, &[], Some(0x20)),
+            ],
+            cut: Some(0x1038),
+            max_words: 7,
+        };
+        let d = RegsDoc { live_sp: 0x1000, scans: None, found: &[], layout_note: Some("why"), words: Some(&a) };
+        assert_eq!(
+            regs_text(&d),
+            "(why)\n\n\
+             0000000000001000: 0000000000401006  [ra #1 f+0x6] [saved rbx of #2]\n\
+             0000000000001008: 0000000000000000  \n\
+             0000000000001010: <unreadable>     \n\
+             0000000000001018: ... 0x20 bytes unreadable ...\n\
+             ... stopped at 0000000000001038 after 7 words (--max-words N shows more)"
+        );
+        let doc = regs_json(&d);
+        assert!(doc.contains(",\"layout_note\":\"why\",\"found\":[],\"words\":[{\"address\":\"0x1000\",\"value\":\"0x401006\",\"labels\":[\"ra #1 f+0x6\",\"saved rbx of #2\"],\"unreadable_bytes\":null},"), "{doc}");
+        assert!(doc.ends_with("{\"address\":\"0x1018\",\"value\":null,\"labels\":[],\"unreadable_bytes\":32}],\"words_cut_at\":\"0x1038\",\"frames\":null,\"stop\":null}"), "{doc}");
     }
 }

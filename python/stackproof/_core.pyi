@@ -10,9 +10,12 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 __version__: str
 #: frames per chain unless --max-frames says otherwise (the core's DEFAULT_MAX_FRAMES)
 DEFAULT_MAX_FRAMES: int
+#: words --annotate shows unless --max-words says otherwise (the core's annotate::MAX_WORDS)
+DEFAULT_MAX_WORDS: int
 
 __all__ = [
     "DEFAULT_MAX_FRAMES",
+    "DEFAULT_MAX_WORDS",
     "ChainFrame",
     "CoreFile",
     "FrameReport",
@@ -27,9 +30,8 @@ __all__ = [
     "kernel_scan_ranges",
     "layout_cli",
     "probe_symbol",
-    "scan_regs",
+    "regs_document",
     "section_address",
-    "stack_rows",
     "task_start",
     "thread_text",
     "verify_crash_bt",
@@ -135,7 +137,6 @@ class _Found(TypedDict):
     summary: str
     regs: List[Tuple[str, int]]
     checks: List[_Check]
-    labels: List[Tuple[int, str]]
 
 
 class _SwitchRegs(TypedDict):
@@ -151,16 +152,8 @@ _RegRow = Tuple[str, Optional[int], str, Optional[int]]
 _CheckResult = Tuple[List["FrameReport"], Optional[List["ChainFrame"]], Optional[str], int, List[int], List[int]]
 """`(frames, own chain or None, stop reason, memory reads, invented levels, lost chain indices)`."""
 
-_ScanResult = Tuple[List[_Found], List[Tuple[int, int]], Optional[int], int]
-"""`(found, unreadable (lo, hi) ranges, truncated at, memory reads)`."""
-
 _TaskStart = Tuple[int, int, _Regs, Tuple[int, int], Optional[int], List[str]]
 """`(pc, sp, {register: value}, (stack, stack end), frame 0's slot or None, notes)`."""
-
-"""`(address, value or None if unreadable, "func+off" when the value is a return address)`."""
-
-_StackRow = Tuple[int, Optional[int], Optional[str], int]
-"""`(address, value or None, "func+off" of a return address or None, bytes the row covers)`."""
 
 # ---- classes ----
 
@@ -346,10 +339,6 @@ def verify_json(threads: Sequence[_Thread]) -> str:
 # ---- regs-from-stack ----
 
 
-def scan_regs(read: _Reader, symtab: Symtab, lo: int, hi: int, live_sp: Optional[int] = None) -> _ScanResult:
-    """Find register sets in `[lo, hi)`: `(found, unreadable ranges, truncated_at, reads)`."""
-
-
 def decode_regs(
     read: _Reader,
     symtab: Symtab,
@@ -360,10 +349,29 @@ def decode_regs(
     """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
 
 
-def stack_rows(
-    read: _Reader, symtab: Symtab, lo: int, hi: int, max_words: int = ...
-) -> Tuple[List[_StackRow], Optional[int]]:
-    """`--annotate`'s rows of `[lo, hi)` (at most `max_words`, default 1 << 17): `(rows, cut at or None)`."""
+def regs_document(
+    read: _Reader,
+    symtab: Symtab,
+    live_sp: int,
+    json: bool,
+    ranges: Optional[Sequence[Tuple[int, int, int]]] = None,
+    decode: Optional[Tuple[int, Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"]]] = None,
+    layout_note: Optional[str] = None,
+    annotate: bool = False,
+    words_range: Optional[Tuple[int, int]] = None,
+    frames: Optional[Sequence[_FrameTuple]] = None,
+    start: Optional[_StartRegs] = None,
+    slot0: Optional[int] = None,
+    fs_base: Optional[int] = None,
+    gs_base: Optional[int] = None,
+    max_words: int = ...,
+) -> str:
+    """The `regs-from-stack` document, text or the stackproof/regs-from-stack/2 JSON: the
+    set at ADDR (`decode`: `(address, layout)`) or the sets of `ranges` (`(lo, hi, live sp)`);
+    with `annotate`, every word of `words_range` (None: the first range, or 0x200 bytes
+    from `live_sp`) labelled by the backtrace `frames` (None: stackproof's own chain from
+    `start`, frame 0 returning through `slot0`), the canary at %fs:0x28 / %gs:0x28 of
+    `fs_base` / `gs_base`. ValueError when ADDR cannot be read."""
 
 
 # ---- kernel ----

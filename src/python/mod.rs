@@ -69,7 +69,7 @@ mod _core {
     #[pymodule_export]
     use super::memory::TargetMemory;
     #[pymodule_export]
-    use super::regs::{decode_regs, scan_regs, stack_rows};
+    use super::regs::{decode_regs, regs_document};
     #[pymodule_export]
     use super::symbols::{probe_symbol, section_address, Symtab};
     #[pymodule_export]
@@ -81,6 +81,8 @@ mod _core {
         m.add("__version__", crate::VERSION)?;
         // One default for every front-end's --max-frames.
         m.add("DEFAULT_MAX_FRAMES", crate::unwind::DEFAULT_MAX_FRAMES)?;
+        // And for --annotate's --max-words.
+        m.add("DEFAULT_MAX_WORDS", crate::regs::annotate::MAX_WORDS)?;
         // Panics are caught at the boundary and reported as one line; the default
         // hook would print a Rust backtrace into the gdb session.
         std::panic::set_hook(Box::new(|_| {}));

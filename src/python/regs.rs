@@ -24,38 +24,11 @@ pub(super) fn found_dict<'py>(py: Python<'py>, f: &crate::regs::scan::Found) -> 
         checks.append((c.name, c.ok, c.required, c.detail.clone()))?;
     }
     d.set_item(intern!(py, "checks"), checks)?;
-    d.set_item(intern!(py, "labels"), crate::regs::annotate::frame_labels(f))?;
     Ok(d)
 }
 
 fn scan_options(live_sp: Option<u64>) -> crate::regs::scan::ScanOptions {
     crate::regs::scan::ScanOptions { live_sp, ..Default::default() }
-}
-
-/// `(found dicts, unreadable ranges, truncated_at, reads)`.
-type ScanResult<'py> = (Bound<'py, PyList>, Vec<(u64, u64)>, Option<u64>, u64);
-
-/// Find register sets in `[lo, hi)`. Returns `(found dicts, unreadable ranges, truncated_at, reads)`.
-#[pyfunction]
-#[pyo3(signature = (read, symtab, lo, hi, live_sp=None))]
-pub(super) fn scan_regs<'py>(
-    py: Python<'py>,
-    read: &Bound<'py, PyAny>,
-    symtab: &Symtab,
-    lo: u64,
-    hi: u64,
-    live_sp: Option<u64>,
-) -> PyResult<ScanResult<'py>> {
-    let call_mem = CallMemory::new(read);
-    let mem = call_mem.cache();
-    let reads_before = mem.requests();
-    let scan =
-        guarded("regs-from-stack", || Ok(crate::regs::scan::scan_memory(mem, lo, hi, symtab, &scan_options(live_sp))))?;
-    let list = PyList::empty(py);
-    for f in &scan.found {
-        list.append(found_dict(py, f)?)?;
-    }
-    Ok((list, scan.unreadable.clone(), scan.truncated_at, mem.requests() - reads_before))
 }
 
 /// Decode one register set at `addr` as `layout` (`pt_regs`, `sigframe`, `ucontext`).
@@ -69,13 +42,7 @@ pub(super) fn decode_regs<'py>(
     layout: &str,
     live_sp: Option<u64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    use crate::regs::Layout;
-    let layout = match layout {
-        "pt_regs" => Layout::PtRegs,
-        "sigframe" | "rt_sigframe" => Layout::SigFrame,
-        "ucontext" => Layout::Ucontext,
-        other => return Err(PyValueError::new_err(format!("unknown layout {other:?} (pt_regs, sigframe, ucontext)"))),
-    };
+    let layout = parse_layout(layout)?;
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     let f = guarded("regs-from-stack", || {
@@ -85,38 +52,66 @@ pub(super) fn decode_regs<'py>(
     found_dict(py, &f)
 }
 
-fn stack_rows_of(
-    read: &Bound<'_, PyAny>,
-    symtab: &Symtab,
-    lo: u64,
-    hi: u64,
-    max_words: u64,
-) -> PyResult<(Vec<crate::regs::annotate::StackWord>, Option<u64>)> {
-    let call_mem = CallMemory::new(read);
-    let mem = call_mem.cache();
-    guarded("regs-from-stack", || Ok(crate::regs::annotate::stack_words(mem, symtab, lo, hi, max_words)))
+fn parse_layout(layout: &str) -> PyResult<crate::regs::Layout> {
+    use crate::regs::Layout;
+    match layout {
+        "pt_regs" => Ok(Layout::PtRegs),
+        "sigframe" | "rt_sigframe" => Ok(Layout::SigFrame),
+        "ucontext" => Ok(Layout::Ucontext),
+        other => Err(PyValueError::new_err(format!("unknown layout {other:?} (pt_regs, sigframe, ucontext)"))),
+    }
 }
 
-/// `--annotate`'s rows of `[lo, hi)`, at most `max_words` words: `([(address, value or None,
-/// "func+off" of a return address or None, bytes)], where the range was cut or None)`;
-/// a run of unreadable words is one row of that many bytes.
+/// The `regs-from-stack` document (text, or the stackproof/regs-from-stack/2 JSON) of
+/// ADDR (`decode`: `(address, layout)`) or a scan of `ranges` (`(lo, hi, live sp)` each),
+/// with `annotate`: every word of `words_range` (None: the first range, or 0x200 bytes
+/// from sp) labelled by the backtrace `frames` (None: stackproof's own chain from
+/// `start`, frame 0 returning through `slot0`), the canary read at `%fs:0x28` /
+/// `%gs:0x28` from `fs_base` / `gs_base`. ValueError when ADDR does not read.
 #[pyfunction]
-#[pyo3(signature = (read, symtab, lo, hi, max_words=crate::regs::annotate::MAX_WORDS))]
-pub(super) fn stack_rows(
+#[pyo3(signature = (read, symtab, live_sp, json, ranges=None, decode=None, layout_note=None, annotate=false,
+                    words_range=None, frames=None, start=None, slot0=None, fs_base=None, gs_base=None,
+                    max_words=crate::regs::annotate::MAX_WORDS))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn regs_document(
     read: &Bound<'_, PyAny>,
     symtab: &Symtab,
-    lo: u64,
-    hi: u64,
+    live_sp: u64,
+    json: bool,
+    ranges: Option<Vec<(u64, u64, u64)>>,
+    decode: Option<(u64, String)>,
+    layout_note: Option<String>,
+    annotate: bool,
+    words_range: Option<(u64, u64)>,
+    frames: Option<Vec<super::verify::FrameTuple>>,
+    start: Option<(u64, u64, std::collections::HashMap<String, u64>)>,
+    slot0: Option<u64>,
+    fs_base: Option<u64>,
+    gs_base: Option<u64>,
     max_words: u64,
-) -> PyResult<(Vec<(u64, Option<u64>, Option<String>, u64)>, Option<u64>)> {
-    use crate::regs::annotate::StackWord as W;
-    let (rows, cut) = stack_rows_of(read, symtab, lo, hi, max_words)?;
-    let rows = rows
-        .into_iter()
-        .map(|r| match r {
-            W::Word { address, value, ra } => (address, Some(value), ra, 8),
-            W::Unreadable { address, len } => (address, None, None, len),
-        })
-        .collect();
-    Ok((rows, cut))
+) -> PyResult<String> {
+    let decode = decode.map(|(a, l)| Ok::<_, PyErr>((a, parse_layout(&l)?))).transpose()?;
+    let frames =
+        frames.map(|v| v.into_iter().map(super::verify::frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
+    let call_mem = CallMemory::new(read);
+    let mem = call_mem.cache();
+    guarded("regs-from-stack", || {
+        let annotate = annotate.then(|| crate::regs::annotate::Request {
+            range: words_range,
+            frames,
+            start: start.map(super::start_of),
+            slot0,
+            canary: crate::regs::annotate::canary_of_cpu(mem, live_sp, fs_base, gs_base),
+            max_words,
+        });
+        let req = crate::report::RegsRequest {
+            live_sp,
+            decode,
+            layout_note,
+            ranges: ranges.unwrap_or_default(),
+            annotate,
+            json,
+        };
+        crate::report::regs_document(mem, symtab, req).map_err(|e| PyValueError::new_err(e.to_string()))
+    })
 }

@@ -189,9 +189,9 @@ mapping_methods!(
     }
 );
 
-type FrameTuple = (u32, u64, Option<u64>, Option<u64>, String, Option<String>, String);
+pub(super) type FrameTuple = (u32, u64, Option<u64>, Option<u64>, String, Option<String>, String);
 
-fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
+pub(super) fn frame_in(t: FrameTuple) -> PyResult<FrameIn> {
     let (level, pc, sp, slot, kind, name, trust) = t;
     Ok(FrameIn { level, pc, sp, slot, bp: None, kind: parse_kind(&kind)?, name, trust: parse_trust(&trust)? })
 }

@@ -16,7 +16,7 @@ SCHEMA = "stackproof/regs-from-stack/2"
 LAYOUTS = ("pt_regs", "sigframe", "ucontext")
 USER_SCAN_BELOW = 0x10000
 USER_SCAN_MAX = 8 << 20
-MAX_WORDS = 1 << 17  # --annotate's default: 1 MiB of stack
+MAX_WORDS = _core.DEFAULT_MAX_WORDS  # --annotate's default: 1 MiB of stack
 
 
 class RegsFromStack(StackproofCommand):
@@ -115,25 +115,26 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         inf = target.require_target()
         read = target.memory_reader(inf)
         symtab = target.symtab()
-        task_stack = None
+        task_stack = task = None
         if args.task is not None:
             try:
-                _pc, sp, _bp, task_stack, _slot, _notes = target.task_start(read, args.task, None, symtab)
+                task = target.task_start(read, args.task, None, symtab)
             except UserError as e:
                 raise UserError("regs-from-stack: %s" % e)
+            sp, task_stack = task[1], task[3]
         else:
             sp = target.parse_address("$sp", "$sp")
-        doc = _document(live_sp=render.hexa(sp))
-        layout_note = None
-
+        # What the core needs; it decides and writes the document (src/report.rs).
+        inputs = {"ranges": None, "decode": None, "layout_note": None, "words_range": None}
         if args.address is not None:
             addr = target.parse_address(args.address)
             try:
-                one, layout_note = _decode(read, symtab, addr, args.layout, sp)
-                found = [one]
+                one, inputs["layout_note"] = _decode(read, symtab, addr, args.layout, sp)
             except ValueError as e:
                 raise UserError("regs-from-stack: %s" % e)
-            lo = hi = None
+            inputs["decode"] = (addr, one["layout"])
+            if args.lo is not None:
+                inputs["words_range"] = self._range(args, sp)
         else:
             ranges = []
             if task_stack is not None and args.lo is None:
@@ -149,54 +150,39 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
             ranges = ranges or [(lo, hi, sp)]
             if task_stack is None and args.lo is None and not _core.kernel_address(sp):
                 ranges += self._signal_stacks(args, (lo, hi))
-            found, unreadable, truncated = [], [], None
-            for rlo, rhi, rsp in ranges:
-                f, u, t, _reads = _core.scan_regs(read, symtab, rlo, rhi, rsp)
-                found += f
-                unreadable += u
-                truncated = truncated if truncated is not None else t
-            found.sort(key=lambda f: f["address"])
-            doc["range"] = [render.hexa(lo), render.hexa(hi)]
-            doc["ranges"] = [{"range": [render.hexa(a), render.hexa(b)], "live_sp": render.hexa(c)}
-                             for a, b, c in ranges]
-            doc["unreadable"] = [[render.hexa(a), render.hexa(b)] for a, b in unreadable]
-            doc["truncated_at"] = render.hexa(truncated)
-        doc["found"] = [_found_json(f) for f in found]
-        doc["layout_note"] = layout_note
-
-        words = None
+            inputs["ranges"] = ranges
+            inputs["words_range"] = (lo, hi)
         if args.annotate:
-            words, cut = self._annotated_words(read, symtab, found, lo, hi, sp, args.max_words)
-            doc["words"] = [{"address": render.hexa(a), "value": render.hexa(v), "labels": labels,
-                             "unreadable_bytes": n if v is None else None}
-                            for a, v, labels, n in words]
-            doc["words_cut_at"] = render.hexa(cut)
-
+            inputs.update(self._annotate_inputs(task), annotate=True, max_words=args.max_words)
+        try:
+            doc = _core.regs_document(read, symtab, sp, args.json, **inputs)
+        except ValueError as e:
+            raise UserError("regs-from-stack: %s" % e)
         target.progress.done()   # before the output
         if args.json:
-            sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
-            return
-        out = []
-        if lo is not None:
-            out.append("Scanned %s (live sp %016x): %d register set%s" % (
-                ", ".join("%016x..%016x" % r[:2] for r in ranges), sp, len(found), "" if len(found) == 1 else "s"))
-            for a, b in doc["unreadable"]:
-                out.append("  unreadable: %s..%s" % (a, b))
-        if layout_note:
-            out.append("(%s)" % layout_note)
-        for f in found:
-            out.extend(_found_text(f))
-        if words is not None:
-            out.append("")
-            for a, v, labels, n in words:
-                if v is None and n > 8:
-                    out.append("%016x: ... %#x bytes unreadable ..." % (a, n))
-                    continue
-                val = "%016x" % v if v is not None else "<unreadable>   "
-                out.append("%016x: %s  %s" % (a, val, " ".join("[%s]" % l for l in labels)))
-            if cut is not None:
-                out.append("... stopped at %016x after %d words (--max-words N shows more)" % (cut, args.max_words))
-        print(ascii_text("\n".join(out)))
+            sys.stdout.write(doc + "\n")
+        else:
+            print(ascii_text(doc))
+
+    @staticmethod
+    def _annotate_inputs(task):
+        """The backtrace that numbers the frames (gdb's; for --task stackproof's own chain
+        from the task's switch frame), its starting registers, the segment bases."""
+        if task is not None:
+            pc, sp, regs, _stack, slot, _notes = task
+            return {"frames": None, "start": (pc, sp, regs), "slot0": slot}
+        out = {"frames": None, "start": None}
+        try:
+            out["frames"] = target.gdb_frames(_core.DEFAULT_MAX_FRAMES)[0]
+            out["start"] = target.frame0_registers()
+        except gdb.error:
+            pass
+        for name in ("fs_base", "gs_base"):
+            try:
+                out[name] = int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
+            except (gdb.error, ValueError):
+                pass
+        return out
 
     def _use(self, args):
         off = args.no_use or args.use.strip().lower() in ("off", "none")
@@ -345,54 +331,6 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
             out.append((lo, hi, s))
         return out
 
-    @staticmethod
-    def _annotated_words(read, symtab, found, lo, hi, sp, max_words):
-        """Every word from sp (or --from) up, labelled: saved-register slots, return addresses
-        of gdb's frames (`ra #N`), other return addresses (stale)."""
-        if lo is None:
-            lo, hi = sp, target.end_of(sp, 0x200)
-        labels = {}
-        for f in found:
-            for addr, label in f["labels"]:
-                labels.setdefault(addr, []).append(label)
-        chain = {}
-        try:
-            frames, _stop = target.gdb_frames(_core.DEFAULT_MAX_FRAMES)
-            for level, pc, fsp, _slot, kind, _name, _trust in frames:
-                if level > 0 and fsp is not None and kind == "normal":
-                    chain[fsp - 8] = (level, pc)
-            # Where each frame's callee-saved registers were saved, by gdb's frame numbers.
-            _r, own, _s, _n, _i, _l = _core.check_chain(read, symtab, frames, target.frame0_registers(),
-                                                 len(frames) + 16, True)
-            gdb_level = {(pc, fsp): level for level, pc, fsp, _slot, kind, _name, _trust in frames
-                         if kind != "inline"}
-            for c in own or []:
-                lvl = gdb_level.get((c["pc"], c["sp"]))
-                for name, _value, _origin, at in c["regs"]:
-                    # The innermost frame whose value it is; outer frames that kept it share the slot.
-                    mine = "saved %s of #" % name
-                    if at is not None and lvl is not None and not any(
-                            l.startswith(mine) for l in labels.get(at, [])):
-                        labels.setdefault(at, []).append("%s%d" % (mine, lvl))
-        except gdb.error:
-            pass
-        canary = _canary(read, sp)
-        out = []
-        rows, cut = _core.stack_rows(read, symtab, max(lo, sp) if lo <= sp < hi else lo, hi, max_words)
-        for addr, value, ra, size in rows:
-            if value is None:
-                out.append((addr, None, [], size))
-                continue
-            ls = list(labels.get(addr, []))
-            if canary is not None and value == canary:
-                ls.append("canary")
-            if addr in chain and chain[addr][1] == value:
-                ls.append("ra #%d %s" % (chain[addr][0], ra or "??"))
-            elif ra is not None:
-                ls.append("ra %s, not in the backtrace" % ra if addr >= sp else "stale ra %s (below sp)" % ra)
-            out.append((addr, value, ls, size))
-        return out, cut
-
 
 def _document(**members):
     """A stackproof/regs-from-stack/2 document: every member in every mode, null
@@ -423,18 +361,6 @@ def _decode(read, symtab, addr, layout, sp):
                       "here (--layout pt_regs|sigframe|ucontext to choose)" % tried[0]["layout"])
 
 
-def _canary(read, sp):
-    """The stack-protector canary: %fs:0x28 in user space, %gs:0x28 (per-CPU) in the kernel."""
-    base = "$gs_base" if _core.kernel_address(sp) else "$fs_base"
-    try:
-        b = int(gdb.parse_and_eval(base)) & 0xFFFFFFFFFFFFFFFF
-    except (gdb.error, ValueError):
-        return None
-    raw = read(b + 0x28, 8) if b and b + 0x28 <= target.U64_MAX - 7 else None
-    v = int.from_bytes(raw, "little") if raw else None
-    return v if v not in (None, 0) else None
-
-
 def _mapping_end(addr):
     """End of the memory mapping holding `addr`: `info proc mappings` for a process,
     the core's `loadN` sections (`info files`) for a core; None when neither says."""
@@ -449,35 +375,6 @@ def _mapping_end(addr):
             if m and int(m.group(1), 16) <= addr < int(m.group(2), 16):
                 return int(m.group(2), 16)
     return None
-
-
-def _found_json(f):
-    return {
-        "address": render.hexa(f["address"]),
-        "layout": f["layout"],
-        "status": f["status"],
-        "status_reason": f["status_reason"],
-        "copy_of": render.hexa(f["copy_of"]),
-        "summary": f["summary"],
-        "registers": {name: render.hexa(v) for name, v in f["regs"]},
-        "checks": [{"name": n, "ok": ok, "required": req, "detail": d} for n, ok, req, d in f["checks"]],
-    }
-
-
-def _found_text(f):
-    out = ["%s at %016x  %s  %s" % (f["layout"], f["address"], f["status"].upper() if f["status"] != "live"
-                                     else "live", f["summary"])]
-    if f["status"] != "live":
-        out.append("  (%s)" % f["status_reason"])
-    regs = ["%8s %016x" % (n, v) for n, v in f["regs"]]
-    for i in range(0, len(regs), 3):
-        out.append("  " + "  ".join(regs[i:i + 3]))
-    bad = [c for c in f["checks"] if not c[1]]
-    good = [c for c in f["checks"] if c[1]]
-    out.append("  checks passed: %s" % ", ".join("%s (%s)" % (n, d) if d else n for n, _ok, _r, d in good))
-    if bad:
-        out.append("  checks FAILED: %s" % ", ".join("%s (%s)" % (n, d) if d else n for n, _ok, _r, d in bad))
-    return out
 
 
 RegsFromStack()
