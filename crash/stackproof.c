@@ -41,6 +41,7 @@ struct sp_task {
 	uint64_t regs[SP_PR_REG_WORDS];
 	uint64_t saved_sp;
 	const char *crash_bt, *crash_bt_error;
+	int64_t canary_offset;	/* task_struct.stack_canary; -1: unknown */
 };
 struct sp_options {
 	int verbose, json, all_tasks, colour, max_frames;
@@ -53,6 +54,9 @@ struct sp_regs_options {
 	const char *layout;
 	int frames;		/* --frame N (frame >= 0) or --all (frame < 0) */
 	int64_t frame;
+	int has_range;		/* --from LO --to HI */
+	uint64_t lo, hi;
+	uint64_t max_words;	/* --annotate's --max-words; 0: the core's default */
 };
 
 void stackproof_init(void);
@@ -130,7 +134,7 @@ struct sp_taskinfo {
 };
 
 static struct {
-	long tasks, pid, comm, thread, thread_sp, thread_group;
+	long tasks, pid, comm, thread, thread_sp, thread_group, stack_canary;
 } off;
 
 static ulong *sp_cpu_current;	/* per CPU: current_task */
@@ -490,6 +494,7 @@ static void sp_fill_task(struct sp_task *t, struct sp_taskinfo *ti)
 	t->cpu = ti->cpu;
 	t->comm = ti->comm;
 	t->saved_sp = ti->saved_sp;
+	t->canary_offset = off.stack_canary;
 	if (ti->cpu >= 0)
 		t->has_regs = sp_prstatus(ti->cpu, t->regs);
 }
@@ -736,7 +741,7 @@ static void cmd_regs_from_stack(void)
 	struct sp_taskinfo *all = NULL;
 	struct sp_task t;
 	char why[128] = "";
-	int i, n = 0, found = 0, have_target = 0, by_pid = 0;
+	int i, n = 0, found = 0, have_target = 0, by_pid = 0, has_from = 0, has_to = 0;
 	ulong target = 0, target_pid = 0;
 
 	memset(&o, 0, sizeof(o));
@@ -765,7 +770,26 @@ static void cmd_regs_from_stack(void)
 			o.frames = 1;
 			o.frame = n;
 		}
-		else if ((!strcmp(a, "--task") || !strcmp(a, "--pid")) && i + 1 < argcnt) {
+		else if ((!strcmp(a, "--from") || !strcmp(a, "--to")) && i + 1 < argcnt) {
+			char *v = args[++i], *end;
+			uint64_t x = strtoull(v, &end, 16);
+			if (*end || end == v) {
+				fprintf(fp, "regs-from-stack: %s %s: not a hexadecimal address\n", a, v);
+				return;
+			}
+			if (a[2] == 'f')
+				o.lo = x, has_from = 1;
+			else
+				o.hi = x, has_to = 1;
+		} else if (!strcmp(a, "--max-words") && i + 1 < argcnt) {
+			char *v = args[++i], *end;
+			long long m = strtoll(v, &end, 10);
+			if (*end || end == v || m < 1 || m > 1LL << 30) {
+				fprintf(fp, "regs-from-stack: --max-words %s: not a number from 1 to %lld\n", v, 1LL << 30);
+				return;
+			}
+			o.max_words = (uint64_t)m;
+		} else if ((!strcmp(a, "--task") || !strcmp(a, "--pid")) && i + 1 < argcnt) {
 			char *v = args[++i], *end;
 			have_target = 1;
 			if (!sp_looks_like_task(v, &target)) {
@@ -789,11 +813,25 @@ static void cmd_regs_from_stack(void)
 			return;
 		}
 	}
-	if (o.has_address + o.scan + o.annotate + o.frames != 1) {
+	/* As in gdb: --annotate also shows what --scan finds, or labels the set at ADDR. */
+	if (o.has_address + (o.scan || o.annotate) + o.frames != 1 || (o.has_address && o.scan)) {
 		fprintf(fp, "regs-from-stack: give one of ADDR, --scan, --annotate, --frame N, --all "
 			"(see `help regs-from-stack`)\n");
 		return;
 	}
+	if (has_from != has_to) {
+		fprintf(fp, "regs-from-stack: --from and --to go together\n");
+		return;
+	}
+	if (has_from && !(o.scan || o.annotate)) {
+		fprintf(fp, "regs-from-stack: --from/--to go with --scan or --annotate\n");
+		return;
+	}
+	if (o.max_words && !o.annotate) {
+		fprintf(fp, "regs-from-stack: --max-words goes with --annotate\n");
+		return;
+	}
+	o.has_range = has_from;
 	if (!sp_ready("regs-from-stack"))
 		return;
 	if (!have_target)
@@ -818,13 +856,22 @@ static void cmd_regs_from_stack(void)
 static char *help_regs_from_stack[] = {
 	"regs-from-stack",
 	"find and decode register sets saved on a kernel stack (stackproof)",
-	"[ADDR [--layout pt_regs] | --scan | --annotate | --frame N | --all] [--task TASK | --pid PID] [--json]",
+	"[ADDR [--layout pt_regs] | --scan | --annotate | --frame N | --all] [--task TASK | --pid PID]\n"
+	"        [--from LO --to HI] [--max-words N] [--json]",
 	"  ADDR           decode the struct pt_regs at ADDR (hexadecimal), with its checks",
 	"  --scan         find every pt_regs on the stacks the task's chain crosses (its",
 	"                 task stack, and the IRQ/exception stacks of a running CPU), each",
 	"                 validated (cs/ss, rflags, ip in text, sp, orig_ax decoded); a set",
 	"                 below the live sp is `stale`, a repeated iret frame a `copy`",
-	"  --annotate     every word of the task's stack from its sp, labelled",
+	"  --annotate     every word of the task's stack from its sp (the first stack --scan",
+	"                 looks at, or --from/--to), labelled: `ra #N FUNC+off` where frame",
+	"                 N of stackproof's own chain (verify-bt's numbers) returns, other",
+	"                 return addresses (`ra ..., not in the backtrace`, `stale ra ...",
+	"                 (below sp)`), `saved rbx of #N`, `canary` (the task's",
+	"                 stack_canary), the slots of the sets --scan finds (`pt_regs.ip`);",
+	"                 with ADDR, the slots of the set at ADDR. At most --max-words N",
+	"                 words (default 131072); a run of unreadable words is one line",
+	"  --from, --to   the range (hexadecimal, --to exclusive) for --scan, --annotate",
 	"  --frame N      the callee-saved registers of frame N of stackproof's own chain",
 	"                 (as `verify-bt` prints it), each with where it was saved:",
 	"                 `rbx = 0x... saved at ADDR by 'push %rbx' at ADDR (frame #M)`",
@@ -857,6 +904,8 @@ void __attribute__((constructor)) stackproof_load(void)
 	off.thread = MEMBER_OFFSET("task_struct", "thread");
 	off.thread_sp = MEMBER_OFFSET("thread_struct", "sp");
 	off.thread_group = MEMBER_OFFSET("task_struct", "thread_group");
+	/* Without it (-1) no word is labelled `canary`. */
+	off.stack_canary = MEMBER_OFFSET("task_struct", "stack_canary");
 	register_extension(sp_commands);
 }
 

@@ -72,6 +72,8 @@ pub struct SpTask {
     pub crash_bt: *const c_char,
     /// Why crash's `bt` failed, or NULL.
     pub crash_bt_error: *const c_char,
+    /// `task_struct.stack_canary`'s offset from crash's debug info, -1 when crash has none.
+    pub canary_offset: i64,
 }
 
 #[repr(C)]
@@ -622,6 +624,12 @@ pub struct SpRegsOptions {
     /// `--frame N` (`frame` >= 0) or `--all` (`frame` < 0): each frame's callee-saved registers.
     pub frames: c_int,
     pub frame: i64,
+    /// `--from LO --to HI` (`has_range`): the range scanned and annotated.
+    pub has_range: c_int,
+    pub lo: u64,
+    pub hi: u64,
+    /// `--annotate` shows at most this many words (0: the default).
+    pub max_words: u64,
 }
 
 /// `regs-from-stack`: decode the set at ADDR, or scan the stacks of a task.
@@ -654,7 +662,7 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         s.write(&format!("regs-from-stack: {line}"));
         SpResult { error: 1, ..Default::default() }
     };
-    let (start, _, _) = match task_start(s, t) {
+    let (start, _, slot0) = match task_start(s, t) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -689,17 +697,32 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         }
         return SpResult { tasks: 1, frames: wanted.len() as u32, ..Default::default() };
     }
-    if o.annotate != 0 {
-        return fail("--annotate is not available in crash yet (use `rd -s`)".into());
+    let range = (o.has_range != 0).then_some((o.lo, o.hi));
+    if let Some((lo, hi)) = range.filter(|(lo, hi)| hi <= lo) {
+        return fail(format!("empty range {lo:#x}..{hi:#x}"));
     }
-    let ranges = match o.has_address {
-        0 => crate::kernel::scan_ranges(&s.mem, &s.syms, &start, live_sp)
+    let ranges = match range {
+        _ if o.has_address != 0 => Vec::new(),
+        Some((lo, hi)) => vec![(lo, hi, live_sp)],
+        None => crate::kernel::scan_ranges(&s.mem, &s.syms, &start, live_sp)
             .into_iter()
             .map(|r| (r.lo, r.hi, r.live_sp))
             .collect(),
-        _ => Vec::new(),
     };
-    let annotate = None;
+    let annotate = (o.annotate != 0).then(|| crate::regs::annotate::Request {
+        range,
+        // crash's frame numbers are stackproof's own chain's (as `verify-bt` and `--all` print it).
+        frames: None,
+        start: Some(start.clone()),
+        slot0,
+        // The task's own canary (a running task's is also its CPU's %gs:0x28). Without
+        // crash's task_struct.stack_canary none is labelled: kdump's NT_PRSTATUS gs_base
+        // is the user one, not the kernel's per-CPU base.
+        canary: u64::try_from(t.canary_offset)
+            .ok()
+            .and_then(|off| crate::regs::annotate::canary_at(&s.mem, t.task.checked_add(off)?)),
+        max_words: if o.max_words == 0 { crate::regs::annotate::MAX_WORDS } else { o.max_words },
+    });
     let req = report::RegsRequest {
         live_sp,
         decode: (o.has_address != 0).then_some((o.address, layout)),

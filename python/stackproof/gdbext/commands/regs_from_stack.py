@@ -50,7 +50,8 @@ frames (a sigaltstack). --annotate shows at most --max-words words.
 
 Output of ADDR/--scan: `LAYOUT at ADDRESS  STATUS  summary`, the registers,
 the checks passed and failed. --annotate: `ADDRESS: VALUE  [label] ...`
-(pt_regs.ip, ra #N FUNCTION, saved rbx of #N, canary, stale ra, ...).
+(pt_regs.ip, ra #N FUNCTION, saved rbx of #N, canary, stale ra, ...); with
+--task, #N are frames of stackproof's own chain from the task's switch frame.
 --frame/--all: `#N pc PC sp SP FUNCTION` then each callee-saved register
 (rbx rbp r12-r15) with where it came from: the starting registers, a slot a
 callee's prologue saved it to (gdb's frame number of that callee), a
