@@ -41,7 +41,7 @@ struct sp_task {
 	uint64_t regs[SP_PR_REG_WORDS];
 	uint64_t saved_sp;
 	const char *crash_bt, *crash_bt_error;
-	int64_t canary_offset;	/* task_struct.stack_canary; -1: unknown */
+	int64_t stack_offset, canary_offset;	/* task_struct.stack, .stack_canary; -1: unknown */
 };
 struct sp_options {
 	int verbose, json, all_tasks, colour, max_frames;
@@ -134,7 +134,7 @@ struct sp_taskinfo {
 };
 
 static struct {
-	long tasks, pid, comm, thread, thread_sp, thread_group, stack_canary;
+	long tasks, pid, comm, thread, thread_sp, thread_group, stack, stack_canary, pr_reg;
 } off;
 
 static ulong *sp_cpu_current;	/* per CPU: current_task */
@@ -296,10 +296,10 @@ static int sp_prstatus_uncached(int cpu, uint64_t *regs)
 	if (!note)
 		return 0;
 	nh = (Elf64_Nhdr *)note;
-	if (nh->n_type != NT_PRSTATUS || nh->n_descsz < 112 + SP_PR_REG_WORDS * 8)
+	if (nh->n_type != NT_PRSTATUS || nh->n_descsz < off.pr_reg + SP_PR_REG_WORDS * 8)
 		return 0;
 	desc = sizeof(*nh) + ((nh->n_namesz + 3) & ~3U);
-	memcpy(regs, note + desc + 112, SP_PR_REG_WORDS * 8); /* elf_prstatus.pr_reg */
+	memcpy(regs, note + desc + off.pr_reg, SP_PR_REG_WORDS * 8); /* elf_prstatus.pr_reg */
 	return 1;
 }
 
@@ -494,6 +494,7 @@ static void sp_fill_task(struct sp_task *t, struct sp_taskinfo *ti)
 	t->cpu = ti->cpu;
 	t->comm = ti->comm;
 	t->saved_sp = ti->saved_sp;
+	t->stack_offset = off.stack;
 	t->canary_offset = off.stack_canary;
 	if (ti->cpu >= 0)
 		t->has_regs = sp_prstatus(ti->cpu, t->regs);
@@ -904,8 +905,17 @@ void __attribute__((constructor)) stackproof_load(void)
 	off.thread = MEMBER_OFFSET("task_struct", "thread");
 	off.thread_sp = MEMBER_OFFSET("thread_struct", "sp");
 	off.thread_group = MEMBER_OFFSET("task_struct", "thread_group");
-	/* Without it (-1) no word is labelled `canary`. */
+	/* crash's debug info says where task_struct.stack is; without it (-1) the core
+	 * falls back to its x86-64 6.x default (just after thread_info): there is no
+	 * other way to the task's stack. stack_canary: without it no word is labelled
+	 * `canary` (kdump's NT_PRSTATUS gs_base is the user one, not %gs:0x28's). */
+	off.stack = MEMBER_OFFSET("task_struct", "stack");
 	off.stack_canary = MEMBER_OFFSET("task_struct", "stack_canary");
+	/* The registers in an NT_PRSTATUS note: the kernel's struct elf_prstatus when its
+	 * debug info has it, else 112, where the x86-64 ELF core format puts pr_reg. */
+	off.pr_reg = MEMBER_OFFSET("elf_prstatus", "pr_reg");
+	if (off.pr_reg < 0)
+		off.pr_reg = 112;
 	register_extension(sp_commands);
 }
 

@@ -72,7 +72,9 @@ pub struct SpTask {
     pub crash_bt: *const c_char,
     /// Why crash's `bt` failed, or NULL.
     pub crash_bt_error: *const c_char,
-    /// `task_struct.stack_canary`'s offset from crash's debug info, -1 when crash has none.
+    /// `task_struct.stack` and `task_struct.stack_canary` offsets from crash's debug
+    /// info, -1 when crash has none.
+    pub stack_offset: i64,
     pub canary_offset: i64,
 }
 
@@ -397,7 +399,7 @@ fn task_start(s: &Session, t: &SpTask) -> Result<Started, String> {
     let q = crate::kernel::task::TaskQuery {
         task: t.task,
         task_expr: format!("{:#x}", t.task),
-        stack_offset: None,
+        stack_offset: u64::try_from(t.stack_offset).ok(),
         thread_sp_offset: None,
         saved_sp: Some(t.saved_sp),
         cpus: Vec::new(),
