@@ -76,6 +76,15 @@ def physical(frames):
     return [(h(f["pc"]), h(f["sp"])) for f in frames if not f["inline"]]
 
 
+def interrupted(frames):
+    """`(pc, sp, window)` of each frame drgn unwound to through a pt_regs past the CPU's
+    own registers: the set sits just above the frame before it (the entry code's), so
+    `window` (lo, hi) is around that frame's sp."""
+    phys = [f for f in frames if not f["inline"]]
+    return [(h(f["pc"]), h(f["sp"]), ((h(inner["sp"]) - 0x100) & ~7, h(inner["sp"]) + 0x200))
+            for inner, f in zip(phys, phys[1:]) if f["interrupted"]]
+
+
 def own_chain(thread):
     """stackproof's own chain of a verify-bt thread, as (pc, sp)."""
     chain = thread["chain"] if thread["chain"] is not None else thread["frames"]
@@ -107,9 +116,26 @@ class Session:
             "help regs-from-stack",
             "regs-from-stack fffffffffff00000",
         ]
-        for cpu in range(ncpu):
-            cmds += ["set -c %d" % cpu, "regs-from-stack --scan --json", "regs-from-stack --all --json"]
+        for cpu in self.drgn["cpus"]:
+            n = cpu["cpu"]
+            cmds += ["set -c %d" % n, "regs-from-stack --scan --json", "regs-from-stack --all --json",
+                     "regs-from-stack --annotate --json > %s/annotate-cpu%d.json" % (d, n)]
+            # A window around each pt_regs drgn unwound through (it may be on another
+            # stack than the CPU's sp): --from/--to, hexadecimal.
+            for k, (_pc, _sp, (lo, hi)) in enumerate(interrupted(cpu["frames"])):
+                cmds.append("regs-from-stack --annotate --json --from %x --to %x > %s/annotate-cpu%d-irq%d.json"
+                            % (lo, hi, d, n, k))
+            if n == 0:
+                cmds += ["regs-from-stack --annotate > %s/annotate-cpu0.txt" % d,
+                         "regs-from-stack --annotate --max-words 5",
+                         "vtop %x" % physical(cpu["frames"])[0][1]]
+        for task in self.sleeping_tasks():
+            cmds.append("regs-from-stack --annotate --json --task %x > %s/annotate-task-%x.json"
+                        % (h(task["task"]), d, h(task["task"])))
         cmds += ["regs-from-stack --frame 1", "regs-from-stack --frame 99999", "regs-from-stack --all --scan"]
+        cmds += ["regs-from-stack --annotate --from 10 --to 5", "regs-from-stack --annotate --from zz --to 5",
+                 "regs-from-stack --annotate --from ffffffffffff0000 --to ffffffffffffffff",
+                 "regs-from-stack --annotate --max-words 0", "regs-from-stack --annotate --from 1000"]
         cmds += ["verify-bt -a --exit-status"]
         self.proc = run_crash(self.dump, cmds)
         self.out = self.proc.stdout
@@ -130,7 +156,23 @@ class Session:
         return docs
 
     def scan_docs(self):
-        return [d for d in self.regs_docs() if d["found"] is not None]
+        return [d for d in self.regs_docs() if d["found"] is not None and d["words"] is None]
+
+    def sleeping_tasks(self, most=8):
+        """Up to `most` of drgn's tasks not running on a CPU, spread over its list."""
+        running = {h(c["task"]) for c in self.drgn["cpus"]}
+        tasks = [t for t in self.drgn["tasks"] if h(t["task"]) not in running]
+        return tasks[::max(1, len(tasks) // most)][:most]
+
+    def annotate_doc(self, name):
+        """A --annotate --json document crash wrote to a file, validated against the schema."""
+        path = self.dir / name
+        assert path.is_file(), "%s was not written\n%s" % (path, describe(self.proc))
+        text = path.read_text()
+        assert validate_documents(text) == 1, text[:2000]
+        doc = json.loads(text)
+        assert doc["schema"] == "stackproof/regs-from-stack/2" and doc["words"], text[:2000]
+        return doc
 
     def frame_docs(self):
         return [d for d in self.regs_docs() if d["frames"] is not None]
@@ -345,3 +387,172 @@ def test_frame_and_all_in_text(session):
     assert re.search(r"^    (rbx|rbp|r1[2-5]) (= 0x[0-9a-f]+ |unknown)", out, re.M), describe(session.proc)
     assert re.search(r"^regs-from-stack: no frame #99999: stackproof's chain has \d+", out, re.M), describe(session.proc)
     assert "regs-from-stack: give one of ADDR, --scan, --annotate, --frame N, --all" in out
+
+
+# ---- regs-from-stack --annotate --------------------------------------------------------
+RA_LABEL = re.compile(r"^ra #(\d+) ")
+PT_REGS_IP, PT_REGS_SP = 16 * 8, 19 * 8
+
+
+_symbols = {}
+
+
+def vmlinux_symbols():
+    """{name: address} of the vmlinux's ELF symbol table (`nm`)."""
+    if not _symbols:
+        out = subprocess.run(["nm", str(kernel_fixture(VMLINUX))], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                _symbols.setdefault(parts[2], int(parts[0], 16))
+    return _symbols
+
+
+def kaslr(scenario):
+    return h(json.loads((FIXTURES / scenario / "tasks.json").read_text())["kernel_offset"])
+
+
+def assert_return_addresses_are_drgns(doc, frames, what, bias):
+    """The words labelled `ra #N` are exactly the return-address slots (sp - 8) of
+    drgn's physical frames N >= 1 the range shows, each holding that frame's pc and
+    named by drgn's symbol+offset (`bias`: the kernel's KASLR offset). Returns how
+    many there were."""
+    phys = [f for f in frames if not f["inline"]]
+    want = {h(f["sp"]) - 8: (k, f) for k, f in enumerate(phys) if k > 0 and not f["interrupted"]}
+    words = doc["words"]
+    lo, hi = h(words[0]["address"]), h(words[-1]["address"]) + (words[-1]["unreadable_bytes"] or 8)
+    by_addr = {h(w["address"]): w for w in words}
+    shown = 0
+    for slot, (k, f) in sorted(want.items()):
+        if not lo <= slot < hi:
+            continue
+        shown += 1
+        w = by_addr.get(slot)
+        assert w is not None and w["value"] is not None, "%s: drgn's frame #%d slot %#x not shown" % (what, k, slot)
+        assert h(w["value"]) == h(f["pc"]), (what, k, w, f)
+        ra = [l for l in w["labels"] if RA_LABEL.match(l)]
+        assert len(ra) == 1 and int(RA_LABEL.match(ra[0]).group(1)) == k, (what, k, w)
+        # Named as drgn names it, or by an alias (an assembly label inside drgn's
+        # symbol): the vmlinux's symbol table puts the name + offset at the pc.
+        name = f["symbol"] + ("+%#x" % f["offset"] if f["offset"] else "")
+        m = re.match(r"^ra #\d+ ([\w.]+)(?:\+(0x[0-9a-f]+))?$", ra[0])
+        assert m, ra
+        if ra[0] != "ra #%d %s" % (k, name):
+            at = vmlinux_symbols().get(m.group(1), -1) + bias + int(m.group(2) or "0", 16)
+            assert at == h(f["pc"]), (what, k, name, w)
+    for w in words:
+        for label in w["labels"]:
+            m = RA_LABEL.match(label)
+            if m:
+                assert want.get(h(w["address"]), (None,))[0] == int(m.group(1)), (
+                    "%s: %s at %s is no frame of drgn's" % (what, label, w["address"]))
+    return shown
+
+
+def test_annotate_return_addresses_are_drgns_frames(session):
+    """`regs-from-stack --annotate` on every CPU (the stack holding its sp) and on sleeping
+    tasks (`--task`, their whole stack from the switch frame): the `ra #N` words are drgn's
+    frames N, numbered as drgn numbers its physical frames, with drgn's names."""
+    shown, bias = 0, kaslr(session.scenario)
+    for cpu in session.drgn["cpus"]:
+        doc = session.annotate_doc("annotate-cpu%d.json" % cpu["cpu"])
+        assert h(doc["live_sp"]) == physical(cpu["frames"])[0][1]
+        shown += assert_return_addresses_are_drgns(doc, cpu["frames"], "CPU %d" % cpu["cpu"], bias)
+    tasks = session.sleeping_tasks()
+    assert tasks
+    for task in tasks:
+        doc = session.annotate_doc("annotate-task-%x.json" % h(task["task"]))
+        what = "pid %d %s" % (task["pid"], task["comm"])
+        n = assert_return_addresses_are_drgns(doc, task["frames"], what, bias)
+        # The whole chain is on the task's stack: every caller's slot is shown.
+        callers = [f for f in task["frames"] if not f["inline"]][1:]
+        assert n == len([f for f in callers if not f["interrupted"]]) > 0, (what, n)
+        shown += n
+    assert shown >= 10, shown
+
+
+def test_annotate_labels_the_pt_regs_scan_finds(session):
+    """Around each pt_regs drgn unwound through (`--from/--to` about the sp of the frame
+    below the interrupted one), --annotate finds it at
+    the address `--scan` found it, with drgn's interrupted pc and sp in its
+    `pt_regs.ip` / `pt_regs.sp` words; every set found has its 21 slots labelled."""
+    scans = session.scan_docs()
+    checked = 0
+    for cpu, scan in zip(session.drgn["cpus"], scans):
+        scanned = {(h(f["registers"]["ip"]), h(f["registers"]["sp"])): h(f["address"]) for f in scan["found"]
+                   if f["layout"] == "pt_regs"}
+        for k, (pc, sp, _window) in enumerate(interrupted(cpu["frames"])):
+            doc = session.annotate_doc("annotate-cpu%d-irq%d.json" % (cpu["cpu"], k))
+            at = scanned[(pc, sp)]
+            words = {h(w["address"]): w for w in doc["words"]}
+            assert at in {h(f["address"]) for f in doc["found"]}, (cpu["cpu"], hex(at), doc["found"])
+            assert "pt_regs.ip" in words[at + PT_REGS_IP]["labels"] and h(words[at + PT_REGS_IP]["value"]) == pc
+            assert "pt_regs.sp" in words[at + PT_REGS_SP]["labels"] and h(words[at + PT_REGS_SP]["value"]) == sp
+            checked += 1
+        # The CPU's own stack: each set found there has its slots labelled.
+        doc = session.annotate_doc("annotate-cpu%d.json" % cpu["cpu"])
+        words = {h(w["address"]): w["labels"] for w in doc["words"]}
+        for f in doc["found"]:
+            a = h(f["address"])
+            slots = [words.get(a + 8 * i, []) for i in range(21)]
+            if a in words and a + 20 * 8 in words:
+                assert all(any(l.startswith("pt_regs.") for l in s) for s in slots), (cpu["cpu"], f["address"])
+    if session.scenario in ("panic", "irq"):
+        assert checked >= 1, "the %s dump has an interrupted kernel frame" % session.scenario
+
+
+def test_annotate_text_is_the_json_words(session):
+    """The text of --annotate (CPU 0) is its JSON's words, one line each; --max-words cuts
+    in one line; bad ranges are one line each."""
+    doc = session.annotate_doc("annotate-cpu0.json")
+    text = (session.dir / "annotate-cpu0.txt").read_text().splitlines()
+    assert text[0].startswith("Scanned ") and "(live sp %016x)" % h(doc["live_sp"]) in text[0], text[:3]
+    rows = text[text.index("") + 1:]
+    assert len(rows) == len(doc["words"])
+    for line, w in zip(rows, doc["words"]):
+        if w["value"] is None and w["unreadable_bytes"] > 8:
+            assert line == "%016x: ... %#x bytes unreadable ..." % (h(w["address"]), w["unreadable_bytes"])
+        else:
+            value = "%016x" % h(w["value"]) if w["value"] is not None else "<unreadable>   "
+            assert line == "%016x: %s  %s" % (h(w["address"]), value, " ".join("[%s]" % l for l in w["labels"]))
+    out = session.out
+    assert re.search(r"^\.\.\. stopped at [0-9a-f]{16} after 5 words \(--max-words N shows more\)$", out, re.M), (
+        describe(session.proc))
+    assert "regs-from-stack: empty range 0x10..0x5\n" in out
+    assert "regs-from-stack: --from zz: not a hexadecimal address\n" in out
+    assert re.search(r"^ffffffffffff0000: \.\.\. 0xfff8 bytes unreadable \.\.\.$", out, re.M), describe(session.proc)
+    assert "regs-from-stack: --max-words 0: not a number from 1 to 1073741824\n" in out
+    assert "regs-from-stack: --from and --to go together\n" in out
+    assert_healthy(session.proc)
+
+
+def test_gdb_and_crash_annotate_the_same_range():
+    """gdb on the ELF vmcore (physical memory only: the direct map, no vmalloc'd stacks)
+    and crash on the same file, CPU 0, the page of its stack holding its sp read through
+    the direct map (crash's `vtop` gives the physical address): the same text, byte for
+    byte, from the `Scanned` line on (the same live sp, register set, canary, return
+    addresses)."""
+    from conftest import gdb_stackproof
+    s = _sessions.get(("panic", "elf")) or Session("panic", "elf")
+    _sessions[("panic", "elf")] = s
+    sp = physical(s.drgn["cpus"][0]["frames"])[0][1]
+    m = re.search(r"^%x\s+([0-9a-f]+)\s*$" % sp, s.out, re.M)
+    assert m, "no vtop of %#x\n%s" % (sp, describe(s.proc))
+    tasks = json.loads((FIXTURES / "panic" / "tasks.json").read_text())
+    lo = h(tasks["page_offset_base"]) + (int(m.group(1), 16) & ~0xFFF)
+    cmd = "regs-from-stack --annotate --from %x --to %x" % (lo, lo + 0x1000)
+    p = run_crash(s.dump, ["set -c 0", cmd])
+    assert_healthy(p)
+    res = gdb_stackproof(["regs-from-stack --annotate --from %#x --to %#x" % (lo, lo + 0x1000)],
+                         exe=kernel_fixture(VMLINUX), core=s.dump, timeout=300)
+    def block(out, who):
+        """From the `Scanned` line to the range's last word."""
+        lines = out.splitlines()
+        first = [i for i, l in enumerate(lines) if l.startswith("Scanned %016x..%016x " % (lo, lo + 0x1000))]
+        last = [i for i, l in enumerate(lines) if l.startswith("%016x: " % (lo + 0xFF8))]
+        assert len(first) == 1 and len(last) == 1, "%s\n%s" % (who, out[-6000:])
+        return lines[first[0]:last[0] + 1]
+    crash_text, gdb_text = block(p.stdout, "crash"), block(res.stdout, "gdb")
+    assert len(gdb_text) >= 512 + 2, res.describe()
+    assert crash_text == gdb_text
+    assert any("[canary]" in l for l in gdb_text) and any("[stale ra " in l for l in gdb_text), gdb_text
