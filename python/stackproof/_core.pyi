@@ -17,24 +17,23 @@ __all__ = [
     "DEFAULT_MAX_FRAMES",
     "DEFAULT_MAX_WORDS",
     "ChainFrame",
+    "Check",
     "CoreFile",
+    "CrashTask",
     "FrameReport",
+    "KernelCaller",
+    "Session",
+    "StackRange",
     "Symtab",
     "TargetMemory",
+    "TaskStart",
     "__version__",
-    "check_chain",
     "cpu_in_user_mode",
-    "decode_regs",
     "kernel_address",
-    "kernel_caller",
-    "kernel_scan_ranges",
     "layout_cli",
     "probe_symbol",
-    "regs_document",
     "section_address",
-    "task_start",
     "thread_text",
-    "verify_crash_bt",
     "verify_json",
 ]
 
@@ -58,7 +57,8 @@ _Reader = Union["TargetMemory", _ReadFn]
 `read` callable (cached for that call only)."""
 
 _Regs = Dict[str, int]
-"""Registers by gdb's name (`rbx`, `rbp`, `r12`..., `rip`, `rsp`)."""
+"""Registers by their `user_regs_struct` name, as gdb names them (`rbx`, `rbp`, `r12`...,
+`rip`, `rsp`, `eflags`, `orig_rax`): the one register naming of every result."""
 
 _StartRegs = Tuple[int, int, _Regs]
 """`(pc, sp, {register: value})` of frame 0; the callee-saved ones seed the own chain."""
@@ -136,24 +136,13 @@ class _Found(TypedDict):
     score: int
     summary: str
     regs: List[Tuple[str, int]]
+    """In the layout's own field names, memory order (pt_regs' `bx`, `ip`, `flags`)."""
+    registers: _Regs
     checks: List[_Check]
-
-
-class _SwitchRegs(TypedDict):
-    """Where a context switch resumes (`kernel_caller`'s `"switch"`)."""
-
-    rip: int
-    rsp: int
 
 
 _RegRow = Tuple[str, Optional[int], str, Optional[int]]
 """A callee-saved register of a chain frame: `(name, value, provenance, saved at)`."""
-
-_CheckResult = Tuple[List["FrameReport"], Optional[List["ChainFrame"]], Optional[str], int, List[int], List[int]]
-"""`(frames, own chain or None, stop reason, memory reads, invented levels, lost chain indices)`."""
-
-_TaskStart = Tuple[int, int, _Regs, Tuple[int, int], Optional[int], List[str]]
-"""`(pc, sp, {register: value}, (stack, stack end), frame 0's slot or None, notes)`."""
 
 # ---- classes ----
 
@@ -298,29 +287,175 @@ class CoreFile:
         """`n` bytes at `addr` (dumped memory, else the mapped file), or None."""
 
 
-# ---- verify-bt ----
+# ---- the analyses: Session and its results ----
 
 
-def check_chain(
-    read: _Reader,
-    symtab: Symtab,
-    frames: Optional[Sequence[_FrameTuple]],
-    start: Optional[_StartRegs],
-    max_frames: int,
-    with_regs: bool = False,
-    chain: Literal["always", "on-difference"] = "always",
-) -> _CheckResult:
-    """Check `frames` (None: stackproof's own chain from `start`): `(frames, chain, stop, reads, invented, lost)`."""
+@final
+class Check:
+    """What `Session.check` returns."""
+
+    @property
+    def frames(self) -> List[FrameReport]:
+        """One report per checked frame (the own chain's, when no frames were given)."""
+    @property
+    def chain(self) -> Optional[List[ChainFrame]]:
+        """stackproof's own chain; None with `chain="on-difference"` when it agrees."""
+    @property
+    def stop(self) -> Optional[str]:
+        """Why the own chain ended where it did."""
+    @property
+    def reads(self) -> int:
+        """Reads the check asked of the memory reader."""
+    @property
+    def invented(self) -> List[int]:
+        """Levels of the given frames the own chain does not have."""
+    @property
+    def lost(self) -> List[int]:
+        """Indices into `chain` of frames the given ones lack."""
 
 
-def verify_crash_bt(
-    read: _Reader,
-    symtab: Symtab,
-    text: str,
-    max_frames: int,
-    cpus: Optional[Dict[int, _CpuRegs]] = None,
-) -> List[Tuple[str, List[FrameReport]]]:
-    """Verify every task of a crash `bt` text: `[(title, frames)]`; ValueError for a bad line."""
+@final
+class CrashTask:
+    """One task of a crash `bt` text, verified (`Session.verify_crash_bt`)."""
+
+    @property
+    def title(self) -> str:
+        """crash's `PID: ... TASK: ... CPU: ... COMMAND: ...` line ("" without one)."""
+    @property
+    def frames(self) -> List[FrameReport]:
+        """The task's frames in crash's order, those without an address `unknown`."""
+
+
+@final
+class KernelCaller:
+    """The caller of a kernel frame without CFI (`Session.caller_of`)."""
+
+    @property
+    def kind(self) -> Literal["interrupted", "switch"]:
+        """The frame an entry's pt_regs interrupted, or the task a switch left."""
+    @property
+    def registers(self) -> _Regs:
+        """The caller's registers (at least `rip` and `rsp`)."""
+    @property
+    def found(self) -> Optional[_Found]:
+        """The pt_regs (for "interrupted")."""
+
+
+@final
+class TaskStart:
+    """Where a sleeping kernel task resumes (`Session.task_start`)."""
+
+    @property
+    def pc(self) -> int:
+        """Frame 0's pc: where `__switch_to_asm` returns."""
+    @property
+    def sp(self) -> int:
+        """Frame 0's sp, just above the switch frame."""
+    @property
+    def registers(self) -> _Regs:
+        """Frame 0's callee-saved registers, from the switch frame."""
+    @property
+    def stack_lo(self) -> int:
+        """The task's stack's lowest address."""
+    @property
+    def stack_hi(self) -> int:
+        """The task's stack is `[stack_lo, stack_hi)`."""
+    @property
+    def slot(self) -> Optional[int]:
+        """Frame 0's return-address slot, when it has one."""
+    @property
+    def notes(self) -> List[str]:
+        """How the start was found."""
+
+
+@final
+class StackRange:
+    """A stack a kernel CPU's chain crosses (`Session.scan_ranges`)."""
+
+    @property
+    def lo(self) -> int:
+        """The stack's lowest address."""
+    @property
+    def hi(self) -> int:
+        """The first address past the stack."""
+    @property
+    def live_sp(self) -> int:
+        """The sp live on this stack: below it, words are stale."""
+
+
+@final
+class Session:
+    """One target's memory and symbols, and every analysis the core makes on them."""
+
+    def __new__(cls, read: _Reader, symtab: Symtab) -> Session:
+        """`read`: a `TargetMemory` (its cache is shared by every call) or a plain `read`."""
+    @property
+    def memory(self) -> _Reader:
+        """The reader the session was made with."""
+    @property
+    def symtab(self) -> Symtab:
+        """The symbols the session was made with."""
+    def check(
+        self,
+        frames: Optional[Sequence[_FrameTuple]],
+        start: Optional[_StartRegs],
+        max_frames: int = ...,
+        with_regs: bool = False,
+        chain: Literal["always", "on-difference"] = "always",
+    ) -> Check:
+        """Check `frames` (None: stackproof's own chain from `start`); the own chain's
+        frames carry their callee-saved registers with provenance when `with_regs`."""
+    def verify_crash_bt(
+        self, text: str, max_frames: int = ..., cpus: Optional[Dict[int, _CpuRegs]] = None
+    ) -> List[CrashTask]:
+        """Verify every task of a crash `bt` text; ValueError naming a line that does not parse."""
+    def caller_of(self, pc: int, sp: int) -> Optional[KernelCaller]:
+        """The caller of a kernel frame without CFI (entry code, an IRQ stack's top), or None."""
+    def task_start(
+        self,
+        task: int,
+        task_expr: str,
+        stack_offset: Optional[int],
+        thread_sp_offset: Optional[int],
+        saved_sp: Optional[int],
+        cpus: Sequence[_TaskCpu],
+        current_task_offset: Optional[int],
+    ) -> TaskStart:
+        """Where a sleeping kernel task resumes; ValueError why not."""
+    def scan_ranges(self, start: _StartRegs, live_sp: int) -> List[StackRange]:
+        """The stacks a kernel CPU's chain crosses, innermost first; empty for user space."""
+    def decode_regs(
+        self,
+        addr: int,
+        layout: Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"],
+        live_sp: Optional[int] = None,
+    ) -> _Found:
+        """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
+    def regs_document(
+        self,
+        live_sp: int,
+        json: bool,
+        ranges: Optional[Sequence[Tuple[int, int, int]]] = None,
+        decode: Optional[Tuple[int, Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"]]] = None,
+        layout_note: Optional[str] = None,
+        annotate: bool = False,
+        words_range: Optional[Tuple[int, int]] = None,
+        frames: Optional[Sequence[_FrameTuple]] = None,
+        start: Optional[_StartRegs] = None,
+        slot0: Optional[int] = None,
+        fs_base: Optional[int] = None,
+        gs_base: Optional[int] = None,
+        max_words: int = ...,
+    ) -> str:
+        """The `regs-from-stack` document, text or the stackproof/regs-from-stack/2 JSON: the
+        set at ADDR (`decode`: `(address, layout)`) or the sets of `ranges` (`(lo, hi, live sp)`);
+        with `annotate`, every word of `words_range` (None: the first range, or 0x200 bytes
+        from `live_sp`) labelled by the backtrace `frames` (None: stackproof's own chain from
+        `start`, frame 0 returning through `slot0`), the canary at %fs:0x28 / %gs:0x28 of
+        `fs_base` / `gs_base`. ValueError when ADDR cannot be read."""
+
+
+# ---- verify-bt's text and JSON ----
 
 
 def thread_text(
@@ -336,44 +471,6 @@ def verify_json(threads: Sequence[_Thread]) -> str:
     """The `stackproof/verify-bt/1` document of these threads."""
 
 
-# ---- regs-from-stack ----
-
-
-def decode_regs(
-    read: _Reader,
-    symtab: Symtab,
-    addr: int,
-    layout: Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"],
-    live_sp: Optional[int] = None,
-) -> _Found:
-    """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
-
-
-def regs_document(
-    read: _Reader,
-    symtab: Symtab,
-    live_sp: int,
-    json: bool,
-    ranges: Optional[Sequence[Tuple[int, int, int]]] = None,
-    decode: Optional[Tuple[int, Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"]]] = None,
-    layout_note: Optional[str] = None,
-    annotate: bool = False,
-    words_range: Optional[Tuple[int, int]] = None,
-    frames: Optional[Sequence[_FrameTuple]] = None,
-    start: Optional[_StartRegs] = None,
-    slot0: Optional[int] = None,
-    fs_base: Optional[int] = None,
-    gs_base: Optional[int] = None,
-    max_words: int = ...,
-) -> str:
-    """The `regs-from-stack` document, text or the stackproof/regs-from-stack/2 JSON: the
-    set at ADDR (`decode`: `(address, layout)`) or the sets of `ranges` (`(lo, hi, live sp)`);
-    with `annotate`, every word of `words_range` (None: the first range, or 0x200 bytes
-    from `live_sp`) labelled by the backtrace `frames` (None: stackproof's own chain from
-    `start`, frame 0 returning through `slot0`), the canary at %fs:0x28 / %gs:0x28 of
-    `fs_base` / `gs_base`. ValueError when ADDR cannot be read."""
-
-
 # ---- kernel ----
 
 
@@ -383,30 +480,6 @@ def kernel_address(addr: int) -> bool:
 
 def cpu_in_user_mode(cs: int, pc: int) -> bool:
     """Is a CPU with these `cs` and `pc` in user mode?"""
-
-
-def kernel_scan_ranges(read: _Reader, symtab: Symtab, start: _StartRegs, live_sp: int) -> List[Tuple[int, int, int]]:
-    """The stacks a kernel CPU's chain crosses, `(lo, hi, live_sp)` innermost first; empty for user space."""
-
-
-def kernel_caller(
-    read: _Reader, symtab: Symtab, pc: int, sp: int
-) -> Optional[Union[Tuple[Literal["interrupted"], _Found], Tuple[Literal["switch"], _SwitchRegs]]]:
-    """The caller of a kernel frame without CFI: `("interrupted", pt_regs)`, `("switch", {rip, rsp})` or None."""
-
-
-def task_start(
-    read: _Reader,
-    symtab: Symtab,
-    task: int,
-    task_expr: str,
-    stack_offset: Optional[int],
-    thread_sp_offset: Optional[int],
-    saved_sp: Optional[int],
-    cpus: Sequence[_TaskCpu],
-    current_task_offset: Optional[int],
-) -> _TaskStart:
-    """Where a sleeping kernel task resumes: `(pc, sp, regs, (stack, end), slot, notes)`; ValueError why not."""
 
 
 # ---- ELF files, the layout CLI ----

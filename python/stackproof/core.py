@@ -41,6 +41,7 @@ class Core:
             self._remap_exe(exe)
         self.memory = _core.TargetMemory(self.file.read)
         self.symtab = _core.Symtab()
+        self.session = _core.Session(self.memory, self.symtab)
         self.objects = []
         exe_path = self.file.executable
         for recorded, local, bias, debug in self.file.objects():
@@ -67,10 +68,9 @@ class Core:
         """One thread, from its registers: the thread document `render` prints."""
         regs = thread.registers
         start = (regs["rip"], regs["rsp"], {n: regs[n] for n in _CALLEE_SAVED})
-        reports, _chain, stop, reads, _inv, _lost = _core.check_chain(
-            self.memory, self.symtab, None, start, max_frames)
+        c = self.session.check(None, start, max_frames)
         return {"source": "registers", "title": "Thread %d (LWP %d):" % (thread.num, thread.pid),
-                "thread": thread.num, "stop": stop, "frames": reports, "reads": reads}
+                "thread": thread.num, "stop": c.stop, "frames": c.frames, "reads": c.reads}
 
     def text(self, verbose: bool = False, max_frames: int = 1024) -> str:
         return "\n".join(render.thread_text(self.verify(t, max_frames), verbose=verbose) for t in self.threads)

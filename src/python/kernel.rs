@@ -9,22 +9,29 @@ use super::regs::found_dict;
 use super::symbols::Symtab;
 use super::{guarded, start_of};
 
+/// A stack a kernel CPU's chain crosses: `[lo, hi)` and the sp live on it.
+#[pyclass(module = "stackproof._core", name = "StackRange", frozen, get_all)]
+pub struct StackRange {
+    lo: u64,
+    hi: u64,
+    live_sp: u64,
+}
+
 /// The stacks `regs-from-stack --scan` covers by default for a kernel CPU whose frame-0
 /// registers are `start` (`(pc, sp, {"rbx": v, ...})`) and live sp `live_sp`: every
-/// stack its chain crosses, as `(lo, hi, live_sp)`, innermost first. Empty for user space.
-#[pyfunction]
-pub(super) fn kernel_scan_ranges(
+/// stack its chain crosses, innermost first. Empty for user space.
+pub(super) fn scan_ranges(
     read: &Bound<'_, PyAny>,
     symtab: &Symtab,
     start: (u64, u64, std::collections::HashMap<String, u64>),
     live_sp: u64,
-) -> PyResult<Vec<(u64, u64, u64)>> {
+) -> PyResult<Vec<StackRange>> {
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     let start = start_of(start);
     guarded("regs-from-stack", || {
         let ranges = crate::kernel::scan_ranges(mem, symtab, &start, live_sp);
-        Ok(ranges.into_iter().map(|r| (r.lo, r.hi, r.live_sp)).collect())
+        Ok(ranges.into_iter().map(|r| StackRange { lo: r.lo, hi: r.hi, live_sp: r.live_sp }).collect())
     })
 }
 
@@ -41,36 +48,56 @@ pub(super) fn cpu_in_user_mode(cs: u64, pc: u64) -> bool {
 }
 
 /// The caller of a kernel frame a debugger has no CFI for (entry code, an IRQ stack's
-/// top): `("interrupted", pt_regs found dict)`, `("switch", {"rip": pc, "rsp": sp})` or None.
-#[pyfunction]
-pub(super) fn kernel_caller<'py>(
-    py: Python<'py>,
-    read: &Bound<'py, PyAny>,
+/// top): the frame it interrupted (`kind` "interrupted", from the pt_regs `found`) or
+/// the task it switched from (`kind` "switch"). `registers`: the caller's, by their
+/// `user_regs_struct` names (`rip`, `rsp`, `rbx`, ...).
+#[pyclass(module = "stackproof._core", name = "KernelCaller", frozen, get_all)]
+pub struct KernelCaller {
+    kind: &'static str,
+    registers: std::collections::HashMap<&'static str, u64>,
+    found: Option<Py<PyDict>>,
+}
+
+pub(super) fn caller_of(
+    py: Python<'_>,
+    read: &Bound<'_, PyAny>,
     symtab: &Symtab,
     pc: u64,
     sp: u64,
-) -> PyResult<Option<(&'static str, Bound<'py, PyDict>)>> {
+) -> PyResult<Option<KernelCaller>> {
     use crate::kernel::entry::{caller_of, Caller};
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
     let caller = guarded("stackproof-unwinder", || Ok(caller_of(mem, symtab, pc, sp)))?;
     Ok(match caller {
         None => None,
-        Some(Caller::Interrupted(f)) => Some(("interrupted", found_dict(py, &f)?)),
+        Some(Caller::Interrupted(f)) => Some(KernelCaller {
+            kind: "interrupted",
+            registers: super::regs::user_registers(&f),
+            found: Some(found_dict(py, &f)?.unbind()),
+        }),
         Some(Caller::Switch { pc, sp }) => {
-            let d = PyDict::new(py);
-            d.set_item("rip", pc)?;
-            d.set_item("rsp", sp)?;
-            Some(("switch", d))
+            Some(KernelCaller { kind: "switch", registers: [("rip", pc), ("rsp", sp)].into(), found: None })
         }
     })
 }
 
+/// Where a sleeping kernel task resumes: frame 0's pc, sp, callee-saved registers and
+/// return-address slot (None: not known), the task's stack `[stack_lo, stack_hi)`, and
+/// notes on how it was found.
+#[pyclass(module = "stackproof._core", name = "TaskStart", frozen, get_all)]
+pub struct TaskStart {
+    pc: u64,
+    sp: u64,
+    registers: std::collections::HashMap<String, u64>,
+    stack_lo: u64,
+    stack_hi: u64,
+    slot: Option<u64>,
+    notes: Vec<String>,
+}
+
 /// Where a sleeping kernel task resumes (see [`crate::kernel::task::task_start`]). `cpus`:
-/// `(gdb thread, sp or None, gs_base)` of each CPU. Returns `(pc, sp, {reg: value},
-/// (stack, stack end), frame 0's slot or None, notes)`; a ValueError says why not.
-#[pyfunction]
-#[pyo3(signature = (read, symtab, task, task_expr, stack_offset, thread_sp_offset, saved_sp, cpus, current_task_offset))]
+/// `(gdb thread, sp or None, gs_base)` of each CPU; a ValueError says why not.
 #[allow(clippy::too_many_arguments)] // the Python signature
 pub(super) fn task_start(
     read: &Bound<'_, PyAny>,
@@ -82,7 +109,7 @@ pub(super) fn task_start(
     saved_sp: Option<u64>,
     cpus: Vec<(u32, Option<u64>, u64)>,
     current_task_offset: Option<u64>,
-) -> PyResult<TaskStartTuple> {
+) -> PyResult<TaskStart> {
     use crate::kernel::task::{Cpu, TaskQuery};
     let call_mem = CallMemory::new(read);
     let mem = call_mem.cache();
@@ -96,8 +123,13 @@ pub(super) fn task_start(
         current_task_offset,
     };
     let t = guarded("task_start", || crate::kernel::task::task_start(mem, symtab, &q).map_err(PyValueError::new_err))?;
-    let regs = t.regs.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
-    Ok((t.pc, t.sp, regs, t.stack, t.slot, t.notes))
+    Ok(TaskStart {
+        pc: t.pc,
+        sp: t.sp,
+        registers: t.regs.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+        stack_lo: t.stack.0,
+        stack_hi: t.stack.1,
+        slot: t.slot,
+        notes: t.notes,
+    })
 }
-
-type TaskStartTuple = (u64, u64, std::collections::HashMap<String, u64>, (u64, u64), Option<u64>, Vec<String>);

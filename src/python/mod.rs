@@ -1,7 +1,8 @@
 //! The pyo3 binding: adapts Python callables to the core's traits and turns
-//! results into plain dicts. No analysis lives here. By concept: `memory` (the
-//! reader adapters), `symbols` (Symtab), `verify` (verify-bt), `regs`
-//! (regs-from-stack), `kernel` (kernel targets), `corefile` (CoreFile).
+//! results into typed objects. No analysis lives here. `session` (Session: one
+//! target's memory and symbols, every analysis as a method), then by concept:
+//! `memory` (the reader adapters), `symbols` (Symtab), `verify` (verify-bt),
+//! `regs` (regs-from-stack), `kernel` (kernel targets), `corefile` (CoreFile).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -13,6 +14,7 @@ mod corefile;
 mod kernel;
 mod memory;
 mod regs;
+mod session;
 mod symbols;
 mod verify;
 
@@ -63,17 +65,17 @@ mod _core {
     #[pymodule_export]
     use super::corefile::CoreFile;
     #[pymodule_export]
-    use super::kernel::{cpu_in_user_mode, kernel_address, kernel_caller, kernel_scan_ranges, task_start};
+    use super::kernel::{cpu_in_user_mode, kernel_address, KernelCaller, StackRange, TaskStart};
     #[pymodule_export]
     use super::layout_cli;
     #[pymodule_export]
     use super::memory::TargetMemory;
     #[pymodule_export]
-    use super::regs::{decode_regs, regs_document};
+    use super::session::Session;
     #[pymodule_export]
     use super::symbols::{probe_symbol, section_address, Symtab};
     #[pymodule_export]
-    use super::verify::{check_chain, thread_text, verify_crash_bt, verify_json, ChainFrame, Report};
+    use super::verify::{thread_text, verify_json, ChainFrame, Check, CrashTask, Report};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -19,6 +19,7 @@ pub(super) fn found_dict<'py>(py: Python<'py>, f: &crate::regs::scan::Found) -> 
     d.set_item(intern!(py, "score"), f.score)?;
     d.set_item(intern!(py, "summary"), f.summary.clone())?;
     d.set_item(intern!(py, "regs"), f.regs.iter().map(|(n, v)| (n.to_string(), *v)).collect::<Vec<_>>())?;
+    d.set_item(intern!(py, "registers"), user_registers(f))?;
     let checks = PyList::empty(py);
     for c in &f.checks {
         checks.append((c.name, c.ok, c.required, c.detail.clone()))?;
@@ -27,13 +28,17 @@ pub(super) fn found_dict<'py>(py: Python<'py>, f: &crate::regs::scan::Found) -> 
     Ok(d)
 }
 
+/// A set's registers by their `user_regs_struct` names (the one naming front-ends
+/// see: `rbx`, `rip`, `eflags`, as gdb names them), what the set does not hold left out.
+pub(super) fn user_registers(f: &crate::regs::scan::Found) -> std::collections::HashMap<&'static str, u64> {
+    f.regs.iter().filter_map(|(n, v)| Some((crate::regs::user_name(n)?, *v))).collect()
+}
+
 fn scan_options(live_sp: Option<u64>) -> crate::regs::scan::ScanOptions {
     crate::regs::scan::ScanOptions { live_sp, ..Default::default() }
 }
 
 /// Decode one register set at `addr` as `layout` (`pt_regs`, `sigframe`, `ucontext`).
-#[pyfunction]
-#[pyo3(signature = (read, symtab, addr, layout, live_sp=None))]
 pub(super) fn decode_regs<'py>(
     py: Python<'py>,
     read: &Bound<'py, PyAny>,
@@ -68,10 +73,6 @@ fn parse_layout(layout: &str) -> PyResult<crate::regs::Layout> {
 /// from sp) labelled by the backtrace `frames` (None: stackproof's own chain from
 /// `start`, frame 0 returning through `slot0`), the canary read at `%fs:0x28` /
 /// `%gs:0x28` from `fs_base` / `gs_base`. ValueError when ADDR does not read.
-#[pyfunction]
-#[pyo3(signature = (read, symtab, live_sp, json, ranges=None, decode=None, layout_note=None, annotate=false,
-                    words_range=None, frames=None, start=None, slot0=None, fs_base=None, gs_base=None,
-                    max_words=crate::regs::annotate::MAX_WORDS))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn regs_document(
     read: &Bound<'_, PyAny>,

@@ -266,15 +266,27 @@ impl ChainFrame {
 
 mapping_methods!(ChainFrame, CHAIN_KEYS);
 
+/// What [`super::session::Session::check`] returns: the checked frames, stackproof's own
+/// chain, why it stopped, the memory reads the check made, the levels of `frames`
+/// the chain does not have (invented) and the chain's indices `frames` lacks (lost).
+#[pyclass(module = "stackproof._core", name = "Check", frozen, get_all)]
+pub struct Check {
+    /// A `FrameReport` per checked frame.
+    frames: Py<PyList>,
+    /// The own chain's `ChainFrame`s; None when not asked for, or when it agrees and
+    /// `chain="on-difference"`.
+    chain: Option<Py<PyList>>,
+    stop: Option<String>,
+    reads: u64,
+    invented: Vec<u32>,
+    lost: Vec<usize>,
+}
+
 /// Check a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`, or None to
 /// check stackproof's own chain; `start`: `(pc, sp, {"rbx": v, ...})` registers of frame 0.
-/// Returns `(frame dicts, own chain dicts or None, stop reason, memory reads, invented levels,
-/// lost chain indices)`. The chain's frames carry their callee-saved registers with provenance
-/// when `with_regs`; the chain is left out (None) when `chain="on-difference"` and it agrees.
-#[pyfunction]
-#[pyo3(signature = (read, symtab, frames, start, max_frames, with_regs=false, chain="always"))]
+/// The chain's frames carry their callee-saved registers with provenance when `with_regs`.
 #[allow(clippy::too_many_arguments)] // the Python signature
-pub(super) fn check_chain<'py>(
+pub(super) fn check<'py>(
     py: Python<'py>,
     read: &Bound<'py, PyAny>,
     symtab: &Symtab,
@@ -283,7 +295,7 @@ pub(super) fn check_chain<'py>(
     max_frames: usize,
     with_regs: bool,
     chain: &str,
-) -> PyResult<CheckResult<'py>> {
+) -> PyResult<Check> {
     let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
     let start = start.map(start_of);
     let call_mem = CallMemory::new(read);
@@ -302,24 +314,35 @@ pub(super) fn check_chain<'py>(
             for f in &c.frames {
                 l.append(ChainFrame::new(symtab, f, with_regs))?;
             }
-            (Some(l), c.stop.clone())
+            (Some(l.unbind()), c.stop.clone())
         }
         None => (None, None),
     };
-    Ok((list, chain, stop, mem.requests() - reads_before, checked.invented, checked.lost))
+    Ok(Check {
+        frames: list.unbind(),
+        chain,
+        stop,
+        reads: mem.requests() - reads_before,
+        invented: checked.invented,
+        lost: checked.lost,
+    })
 }
 
-type CheckResult<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyList>>, Option<String>, u64, Vec<u32>, Vec<usize>);
-
 /// `(pc, sp, {callee-saved name: value}, user mode)` of a CPU's registers.
-type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
+pub(super) type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, bool);
+
+/// One task of a crash `bt` text, verified: its header line and its `FrameReport`s.
+#[pyclass(module = "stackproof._core", name = "CrashTask", frozen, get_all)]
+pub struct CrashTask {
+    /// `PID: ... TASK: ... CPU: ... COMMAND: ...` as crash prints it ("" without a header).
+    title: String,
+    frames: Py<PyList>,
+}
 
 /// Verify every task of a crash `bt` text; `cpus`: the registers of the CPUs the
-/// task headers name (`CPU: N`), when the dump has them. Returns a list of
-/// `(title, frames)`, with the frames crash printed without an address in their place
-/// (verdict `unknown`, `no-address`); a line that does not parse is a ValueError naming it.
-#[pyfunction]
-#[pyo3(signature = (read, symtab, text, max_frames, cpus=None))]
+/// task headers name (`CPU: N`), when the dump has them. The frames crash printed
+/// without an address are in their place (verdict `unknown`, `no-address`); a line
+/// that does not parse is a ValueError naming it.
 pub(super) fn verify_crash_bt<'py>(
     py: Python<'py>,
     read: &Bound<'py, PyAny>,
@@ -327,7 +350,7 @@ pub(super) fn verify_crash_bt<'py>(
     text: &str,
     max_frames: usize,
     cpus: Option<std::collections::HashMap<u32, CpuRegs>>,
-) -> PyResult<Vec<(String, Bound<'py, PyList>)>> {
+) -> PyResult<Vec<CrashTask>> {
     let tasks = crate::crashbt::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if tasks.iter().all(|t| t.frames.is_empty()) {
         return Err(PyValueError::new_err("no crash `bt` frame lines (`#N [slot] function at address`) in the text"));
@@ -356,7 +379,7 @@ pub(super) fn verify_crash_bt<'py>(
             (Some(pid), Some(task)) => report::task_title(pid, task, t.cpu, t.command.as_deref().unwrap_or_default()),
             _ => String::new(),
         };
-        out.push((title, list));
+        out.push(CrashTask { title, frames: list.unbind() });
     }
     Ok(out)
 }

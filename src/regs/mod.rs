@@ -40,6 +40,27 @@ impl Check {
 }
 
 /// Whether no required check failed, and the summed score.
+/// A decoded register's name in the one naming front-ends see, `user_regs_struct`'s
+/// ([`crate::corefile::USER_REGS`], gdb's amd64 names): pt_regs' `bx` is `rbx`, its
+/// `flags` `eflags`; None for a name outside it.
+pub fn user_name(name: &str) -> Option<&'static str> {
+    let full = match name {
+        "ax" => "rax",
+        "bx" => "rbx",
+        "cx" => "rcx",
+        "dx" => "rdx",
+        "si" => "rsi",
+        "di" => "rdi",
+        "bp" => "rbp",
+        "sp" => "rsp",
+        "ip" => "rip",
+        "flags" => "eflags",
+        "orig_ax" => "orig_rax",
+        n => n,
+    };
+    crate::corefile::USER_REGS.iter().copied().find(|n| *n == full)
+}
+
 pub fn verdict(checks: &[Check]) -> (bool, i32) {
     let accepted = checks.iter().all(|c| c.ok || !c.required);
     (accepted, checks.iter().map(|c| c.score).sum())
@@ -147,6 +168,19 @@ mod tests {
         assert!(!is_kernel_canonical(0xfe00_0000_0000_0000));
         assert!(!is_kernel_canonical(0x0000_8000_0000_0000));
         assert!(!is_kernel_canonical(0xfeff_ffff_ffff_ffff));
+    }
+
+    #[test]
+    fn every_decoded_name_has_its_user_regs_name() {
+        // pt_regs and sigframe registers are all in user_regs_struct, by one name each.
+        for n in ptregs::NAMES.iter().chain(sigframe::GPR_NAMES.iter()) {
+            assert!(user_name(n).is_some(), "{n}");
+        }
+        assert_eq!(user_name("bx"), Some("rbx"));
+        assert_eq!(user_name("flags"), Some("eflags"));
+        assert_eq!(user_name("orig_ax"), Some("orig_rax"));
+        assert_eq!(user_name("r12"), Some("r12"));
+        assert_eq!(user_name("uc_flags"), None);
     }
 
     #[test]

@@ -121,3 +121,45 @@ def test_truncated_core_reads_unreadable_not_zero(builder, tmp_path):
     t = json.loads(p.stdout)["threads"][0]
     assert t["frames"][0]["verdict"] == "unknown" or t["stop"], t
     assert all(f["slot_value"] is None for f in t["frames"][1:]), t["frames"]
+
+
+SESSION_SCRIPT = r'''
+import json, sys
+from stackproof import _core
+core_path, exe = sys.argv[1], sys.argv[2]
+f = _core.CoreFile(core_path)
+f.remap(f.executable, exe)
+syms = _core.Symtab()
+for recorded, local, bias, debug in f.objects():
+    for path in ([debug] if debug else []) + [local]:
+        try:
+            syms.add_elf(path, bias=bias, module=None)
+            break
+        except ValueError:
+            pass
+session = _core.Session(_core.TargetMemory(f.read), syms)
+out = []
+for pid, _sig, regs in f.threads:
+    c = session.check(None, (regs["rip"], regs["rsp"], {n: regs[n] for n in ("rbx", "rbp", "r12", "r13", "r14", "r15")}))
+    assert isinstance(c, _core.Check) and c.reads > 0 and c.invented == [] and c.lost == []
+    out.append({"chain": [[fr["pc"], fr["sp"]] for fr in c.chain], "verdicts": [fr["verdict"] for fr in c.frames],
+                "stop": c.stop})
+json.dump(out, sys.stdout)
+'''
+
+
+def test_session_check_is_typed_and_equals_gdbs_frames(artifacts):
+    """docs/api.md's lower level: a Session on a CoreFile's memory, `check` from each
+    thread's registers; its `Check` has attributes, and `chain` is gdb's physical frames."""
+    a = artifacts[("threads", "O2")]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(stackproof_prefix() / "lib" / "stackproof" / "python")
+    p = subprocess.run([sys.executable, "-c", SESSION_SCRIPT, str(a.core), str(a.exe)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert len(got) == len(a.oracle["threads"]) >= 3
+    for t, ot in zip(got, a.oracle["threads"]):
+        want = physical(ot["frames"])
+        assert [tuple(x) for x in t["chain"]][:len(want)] == want, (ot["thread"], t, want)
+        assert "bogus" not in t["verdicts"][:len(want)], t

@@ -45,7 +45,7 @@ for name in dir(_core):
         members = {}
         for m, v in vars(obj).items():
             kind = type(v).__name__
-            members[m] = {"kind": "property" if kind == "getset_descriptor" else kind,
+            members[m] = {"kind": "property" if kind in ("getset_descriptor", "member_descriptor") else kind,
                           "sig": sig(getattr(obj, m)) if callable(v) else None}
         doc["names"][name] = {"what": "class", "init": getattr(obj, "__text_signature__", None),
                               "sig": sig(obj) if getattr(obj, "__text_signature__", None) else None,

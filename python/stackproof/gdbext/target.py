@@ -76,6 +76,11 @@ def memory_reader(inf):
     return _memory["mem"]
 
 
+def session(inf):
+    """The core's analyses on `inf`'s memory and the symbols gdb has loaded."""
+    return _core.Session(memory_reader(inf), symtab())
+
+
 def _may_run(inf):
     try:
         if gdb.parameter("non-stop"):
@@ -491,14 +496,14 @@ def _cpus():
     return percpu_off, out
 
 
-def task_start(read, task_expr, saved_sp_expr, symbols):
+def task_start(session, task_expr, saved_sp_expr):
     """Where a sleeping task's stack resumes (the core decides, from its task_struct):
-    `(pc, sp, callee-saved regs, (stack, stack end), frame 0's slot or None, notes)`."""
+    a `_core.TaskStart`."""
     task = parse_address(task_expr, "--task")
     saved_sp = parse_address(saved_sp_expr, "--sp") if saved_sp_expr is not None else None
     percpu_off, cpus = _cpus()
     try:
-        return _core.task_start(read, symbols, task, task_expr, _struct_offset("stack"),
+        return session.task_start(task, task_expr, _struct_offset("stack"),
                                 _struct_offset("thread.sp"), saved_sp, cpus, percpu_off)
     except ValueError as e:
         raise UserError(str(e))

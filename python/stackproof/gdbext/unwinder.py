@@ -24,27 +24,6 @@ from stackproof.gdbext import target
 NAME = "stackproof"
 MASK = 0xFFFFFFFFFFFFFFFF
 
-# decode_regs names (pt_regs short names and sigframe names) -> gdb's amd64 names.
-_GDB_NAMES = {
-    "r15": "r15", "r14": "r14", "r13": "r13", "r12": "r12", "r11": "r11", "r10": "r10",
-    "r9": "r9", "r8": "r8",
-    "bp": "rbp", "bx": "rbx", "ax": "rax", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
-    "ip": "rip", "sp": "rsp", "flags": "eflags", "orig_ax": "orig_rax", "cs": "cs", "ss": "ss",
-    "rbp": "rbp", "rbx": "rbx", "rax": "rax", "rcx": "rcx", "rdx": "rdx", "rsi": "rsi", "rdi": "rdi",
-    "rip": "rip", "rsp": "rsp", "eflags": "eflags",
-}
-
-
-def gdb_registers(regs):
-    """`[(decode_regs name, value)]` -> `{gdb register name: value}` (unknown names dropped)."""
-    out = {}
-    for name, value in regs:
-        g = _GDB_NAMES.get(name)
-        if g is not None:
-            out[g] = value & MASK
-    return out
-
-
 class _FrameId:
     def __init__(self, sp, pc):
         self.sp = sp
@@ -97,13 +76,10 @@ class StackproofUnwinder(gdb.unwinder.Unwinder):
             return None
         sp = int(pf.read_register("rsp")) & MASK
         # Entry code (the pt_regs its frame sits on) and IRQ-stack tops: the core decides.
-        found = _core.kernel_caller(target.memory_reader(gdb.selected_inferior()), target.symtab(), pc, sp)
-        if found is None:
+        caller = target.session(gdb.selected_inferior()).caller_of(pc, sp)
+        if caller is None:
             return None
-        kind, regs = found
-        if kind == "interrupted":
-            return self._caller_is(pf, gdb_registers(regs["regs"]), interrupted=True)
-        return self._caller_is(pf, regs)
+        return self._caller_is(pf, caller.registers, interrupted=caller.kind == "interrupted")
 
     # -- UnwindInfo -----------------------------------------------------------------
 

@@ -113,16 +113,14 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
             raise UserError("regs-from-stack: give ADDR, --scan, --annotate, --frame N or --all (see `help regs-from-stack`)")
         if (args.lo is None) != (args.hi is None):
             raise UserError("regs-from-stack: --from and --to go together")
-        inf = target.require_target()
-        read = target.memory_reader(inf)
-        symtab = target.symtab()
+        session = target.session(target.require_target())
         task_stack = task = None
         if args.task is not None:
             try:
-                task = target.task_start(read, args.task, None, symtab)
+                task = target.task_start(session, args.task, None)
             except UserError as e:
                 raise UserError("regs-from-stack: %s" % e)
-            sp, task_stack = task[1], task[3]
+            sp, task_stack = task.sp, (task.stack_lo, task.stack_hi)
         else:
             sp = target.parse_address("$sp", "$sp")
         # What the core needs; it decides and writes the document (src/report.rs).
@@ -130,7 +128,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         if args.address is not None:
             addr = target.parse_address(args.address)
             try:
-                one, inputs["layout_note"] = _decode(read, symtab, addr, args.layout, sp)
+                one, inputs["layout_note"] = _decode(session, addr, args.layout, sp)
             except ValueError as e:
                 raise UserError("regs-from-stack: %s" % e)
             inputs["decode"] = (addr, one["layout"])
@@ -142,7 +140,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
                 lo, hi = task_stack
             elif args.lo is None:
                 # Every kernel stack the CPU's chain crosses (IRQ, task, exception stacks).
-                ranges = [tuple(r) for r in _core.kernel_scan_ranges(read, symtab, target.frame0_registers(), sp)]
+                ranges = [(r.lo, r.hi, r.live_sp) for r in session.scan_ranges(target.frame0_registers(), sp)]
                 lo, hi = ranges[0][:2] if ranges else self._range(args, sp)
             else:
                 lo, hi = self._range(args, sp)
@@ -156,7 +154,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         if args.annotate:
             inputs.update(self._annotate_inputs(task), annotate=True, max_words=args.max_words)
         try:
-            doc = _core.regs_document(read, symtab, sp, args.json, **inputs)
+            doc = session.regs_document(sp, args.json, **inputs)
         except ValueError as e:
             raise UserError("regs-from-stack: %s" % e)
         target.progress.done()   # before the output
@@ -170,8 +168,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         """The backtrace that numbers the frames (gdb's; for --task stackproof's own chain
         from the task's switch frame), its starting registers, the segment bases."""
         if task is not None:
-            pc, sp, regs, _stack, slot, _notes = task
-            return {"frames": None, "start": (pc, sp, regs), "slot0": slot}
+            return {"frames": None, "start": (task.pc, task.sp, task.registers), "slot0": task.slot}
         out = {"frames": None, "start": None}
         try:
             out["frames"] = target.gdb_frames(_core.DEFAULT_MAX_FRAMES)[0]
@@ -204,8 +201,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         thread = gdb.selected_thread()
         if thread is None:
             raise UserError("regs-from-stack: no thread selected")
-        read = target.memory_reader(inf)
-        symtab = target.symtab()
+        session = target.session(inf)
         addr = target.parse_address(args.use, "--use address")
         newest = gdb.newest_frame()
         level, f = 0, newest
@@ -215,20 +211,20 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
             raise UserError("regs-from-stack: the thread has no real frame")
         sp = int(newest.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
         try:
-            found, _note = _decode(read, symtab, addr, args.layout, sp)
+            found, _note = _decode(session, addr, args.layout, sp)
         except ValueError as e:
             raise UserError("regs-from-stack: --use %#x: %s" % (addr, e))
         bad = [n for n, ok, required, _d in found["checks"] if required and not ok]
         if bad:
             raise UserError("regs-from-stack: --use %#x: not a valid %s (failed: %s)" % (
                 addr, found["layout"], ", ".join(bad)))
-        regs = unwinder.gdb_registers(found["regs"])
+        regs = found["registers"]
         if "rip" not in regs or "rsp" not in regs:
             raise UserError("regs-from-stack: --use %#x: the set has no ip/sp" % addr)
         u.use[unwinder.thread_key(thread)] = {"level": level, "regs": regs, "address": addr,
                                               "layout": found["layout"]}
         u.refresh()
-        sym = symtab.lookup(regs["rip"])
+        sym = session.symtab.lookup(regs["rip"])
         where = " <%s+%d>" % (sym[0], regs["rip"] - sym[1]) if sym else ""
         print(ascii_text("Thread %d: frame #%d is now the %s at %016x: pc %016x%s sp %016x "
                          "(`regs-from-stack --use off` to undo)" % (
@@ -240,14 +236,13 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         if args.frame is not None and args.frame < 0:
             raise UserError("regs-from-stack: --frame must be 0 or more")
         inf = target.require_target()
-        read = target.memory_reader(inf)
-        symtab = target.symtab()
+        session = target.session(inf)
         limit = args.frame + 1 if args.frame is not None else (args.max_frames or _core.DEFAULT_MAX_FRAMES)
         frames, gdb_stop = target.gdb_frames(limit)
         if args.frame is not None and args.frame >= len(frames):
             raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
-        _reports, chain, chain_stop, _reads, _inv, _lost = _core.check_chain(read, symtab, frames, target.frame0_registers(),
-                                                                len(frames) + 16, True)
+        own = session.check(frames, target.frame0_registers(), len(frames) + 16, with_regs=True)
+        chain, chain_stop = own.chain, own.stop
         mine = {(c["pc"], c["sp"]): c for c in chain or []}
         by_sp = {c["sp"]: c for c in chain or []}
         # Provenance names frames by stackproof's numbering; show gdb's.
@@ -344,17 +339,17 @@ def _document(**members):
     return doc
 
 
-def _decode(read, symtab, addr, layout, sp):
+def _decode(session, addr, layout, sp):
     """The set at `addr` in `layout`, or when none is given, in the layout the address
     implies: a kernel stack holds pt_regs; a user stack an rt_sigframe or a ucontext,
     the first whose required checks pass. Returns (found, a note saying what was chosen)."""
     if layout is not None:
-        return _core.decode_regs(read, symtab, addr, layout, sp), None
+        return session.decode_regs(addr, layout, sp), None
     if _core.kernel_address(addr):
-        return _core.decode_regs(read, symtab, addr, "pt_regs", sp), None
+        return session.decode_regs(addr, "pt_regs", sp), None
     tried = []
     for name in ("sigframe", "ucontext"):
-        f = _core.decode_regs(read, symtab, addr, name, sp)
+        f = session.decode_regs(addr, name, sp)
         if all(ok for _n, ok, required, _d in f["checks"] if required):
             return f, "layout %s: a user-space address, and its checks pass (--layout to choose)" % f["layout"]
         tried.append(f)

@@ -115,37 +115,37 @@ docs/verify-bt.schema.json in stackproof's sources)."""
         if args.bp is not None and args.sp is None:
             raise UserError("verify-bt: --bp needs --sp and --pc")
         inf = target.require_target()
-        read = target.memory_reader(inf)
-        symtab = target.symtab()
+        session = target.session(inf)
         threads = []
         current = gdb.selected_thread().num
         if args.crash_bt is not None:
             text = _read_text(args.crash_bt)
             try:
-                tasks = _core.verify_crash_bt(read, symtab, text, args.max_frames, _cpu_registers(inf))
+                tasks = session.verify_crash_bt(text, args.max_frames, _cpu_registers(inf))
             except ValueError as e:
                 raise UserError("verify-bt: %s: %s" % (args.crash_bt, e))
-            for title, reports in tasks:
-                threads.append({"source": "crash-bt", "title": title or None, "thread": current,
-                                "stop": None, "frames": reports})
+            for task in tasks:
+                threads.append({"source": "crash-bt", "title": task.title or None, "thread": current,
+                                "stop": None, "frames": task.frames})
         elif args.task is not None:
             try:
-                pc, sp, regs, _stack, slot, notes = target.task_start(read, args.task, args.sp, symtab)
+                task = target.task_start(session, args.task, args.sp)
             except UserError as e:
                 raise UserError("verify-bt: %s" % e)
-            _r, chain, stop, _n, _i, _l = _core.check_chain(read, symtab, None, (pc, sp, regs), args.max_frames)
-            frames = [(c["level"], c["pc"], c["sp"], c["slot"], c["kind"], None, c["trust"]) for c in chain]
-            if frames and slot is not None:
+            start = (task.pc, task.sp, task.registers)
+            own = session.check(None, start, args.max_frames)
+            frames = [(c["level"], c["pc"], c["sp"], c["slot"], c["kind"], None, c["trust"]) for c in own.chain]
+            if frames and task.slot is not None:
                 # ret_addr was pushed by `call __switch_to_asm`: its slot is checked like any.
-                frames[0] = frames[0][:3] + (slot,) + frames[0][4:]
-            t = self._verify(read, symtab, frames, (pc, sp, regs), args.max_frames, source="registers",
-                             thread=current, stop=stop, title="TASK %s (%s):" % (args.task, "; ".join(notes)))
+                frames[0] = frames[0][:3] + (task.slot,) + frames[0][4:]
+            t = self._verify(session, frames, start, args.max_frames, source="registers", thread=current,
+                             stop=own.stop, title="TASK %s (%s):" % (args.task, "; ".join(task.notes)))
             threads.append(t)
         elif args.sp is not None:
             sp = target.parse_address(args.sp, "--sp")
             pc = target.parse_address(args.pc, "--pc")
             regs = {"rbp": target.parse_address(args.bp, "--bp")} if args.bp is not None else {}
-            threads.append(self._verify(read, symtab, None, (pc, sp, regs), args.max_frames,
+            threads.append(self._verify(session, None, (pc, sp, regs), args.max_frames,
                                         source="registers", thread=current))
         else:
             selected = gdb.selected_thread()
@@ -156,7 +156,7 @@ docs/verify-bt.schema.json in stackproof's sources)."""
                     th.switch()
                     frames, stop = target.gdb_frames(args.max_frames)
                     title = "Thread %d (%s):" % (th.num, th.name or "LWP %d" % th.ptid[1]) if args.all_threads else None
-                    threads.append(self._verify(read, symtab, frames, target.frame0_registers(), args.max_frames,
+                    threads.append(self._verify(session, frames, target.frame0_registers(), args.max_frames,
                                                 source="gdb", title=title, thread=th.num, stop=stop,
                                                 want_chain=args.json))
             finally:
@@ -164,7 +164,7 @@ docs/verify-bt.schema.json in stackproof's sources)."""
                     selected.switch()
 
         target.progress.done()   # before the output
-        _unreadable_kernel_stack_hint(read, threads)
+        _unreadable_kernel_stack_hint(session.memory, threads)
         if args.json:
             sys.stdout.write(render.verify_json(threads) + "\n")
         else:
@@ -177,20 +177,19 @@ docs/verify-bt.schema.json in stackproof's sources)."""
             raise UserError("verify-bt: %d bogus frame%s" % (bogus, "" if bogus == 1 else "s"))
 
     @staticmethod
-    def _verify(read, symtab, frames, start, max_frames, source, title=None, thread=None, stop=None,
+    def _verify(session, frames, start, max_frames, source, title=None, thread=None, stop=None,
                 want_chain=True):
         # Text output shows stackproof's own chain only where it differs: build it only then.
-        reports, chain, chain_stop, reads, invented, lost = _core.check_chain(
-            read, symtab, frames, start, max_frames, False, "always" if want_chain else "on-difference")
-        t = {"source": source, "title": title, "thread": thread, "stop": stop, "frames": reports,
-             "reads": reads}
+        c = session.check(frames, start, max_frames, chain="always" if want_chain else "on-difference")
+        t = {"source": source, "title": title, "thread": thread, "stop": stop, "frames": c.frames,
+             "reads": c.reads}
         if frames is None:
-            t["stop"] = chain_stop
+            t["stop"] = c.stop
         elif start is not None:
-            t["chain"] = chain
-            t["chain_stop"] = chain_stop
-            t["compare"] = {"agree": not invented and not lost, "invented": list(invented),
-                            "lost": [chain[i] for i in lost] if chain else []}
+            t["chain"] = c.chain
+            t["chain_stop"] = c.stop
+            t["compare"] = {"agree": not c.invented and not c.lost, "invented": list(c.invented),
+                            "lost": [c.chain[i] for i in c.lost] if c.chain else []}
         return t
 
 
