@@ -677,27 +677,21 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
         other => return fail(format!("unknown layout {other} (pt_regs, sigframe, ucontext)")),
     };
     if o.frames != 0 {
-        let chain = crate::unwind::unwind(&s.mem, &s.syms, &start, DEFAULT_MAX_FRAMES);
-        let wanted: Vec<_> = match usize::try_from(o.frame) {
-            Ok(n) => match chain.frames.get(n) {
-                Some(f) => vec![f],
-                None => {
-                    return fail(format!(
-                        "no frame #{n}: stackproof's chain has {} ({})",
-                        chain.frames.len(),
-                        chain.stop.as_deref().unwrap_or("its end")
-                    ))
-                }
-            },
-            Err(_) => chain.frames.iter().collect(),
+        let req = report::FrameRegsRequest {
+            frames: None,
+            start,
+            want: usize::try_from(o.frame).ok(),
+            stop: None,
+            max_frames: DEFAULT_MAX_FRAMES,
+            json: o.json != 0,
         };
-        let stop = if o.frame < 0 { chain.stop.as_deref() } else { None };
-        if o.json != 0 {
-            s.write(&report::frame_regs_json(&s.syms, live_sp, &wanted, stop));
-        } else {
-            s.write(&report::frame_regs_text(&s.syms, &wanted, stop));
-        }
-        return SpResult { tasks: 1, frames: wanted.len() as u32, ..Default::default() };
+        return match report::frame_regs_document(&s.mem, &s.syms, req) {
+            Ok((doc, shown)) => {
+                s.write(&doc);
+                SpResult { tasks: 1, frames: shown as u32, ..Default::default() }
+            }
+            Err(e) => fail(e),
+        };
     }
     let range = (o.has_range != 0).then_some((o.lo, o.hi));
     if let Some((lo, hi)) = range.filter(|(lo, hi)| hi <= lo) {

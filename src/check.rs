@@ -50,6 +50,33 @@ pub fn compare(given: &[FrameIn], own: &Unwound) -> (Vec<u32>, Vec<usize>) {
     (invented, lost)
 }
 
+/// For each given frame, the own chain's frame that is the same physical frame (its
+/// index): the same pc and sp, or for an inline or tail-call frame the chain's frame at
+/// its sp (an inlined function shares its holder's frame; a tail call restored the
+/// callee-saved registers before its jump). Also the chain's levels as the given
+/// frames number them (the first physical frame matched exactly), for provenance.
+pub fn same_frames(given: &[FrameIn], own: &Unwound) -> (Vec<Option<usize>>, std::collections::HashMap<u32, u32>) {
+    use std::collections::HashMap;
+    let mut by_key = HashMap::new();
+    let mut by_sp = HashMap::new();
+    for (i, f) in own.frames.iter().enumerate() {
+        by_key.insert((f.frame.pc, f.frame.sp), i);
+        by_sp.insert(f.frame.sp, i);
+    }
+    let mut levels = HashMap::new();
+    let matched = given
+        .iter()
+        .map(|g| {
+            let exact = by_key.get(&(g.pc, g.sp)).copied();
+            if let Some(i) = exact.filter(|_| g.kind != FrameKind::Inline) {
+                levels.entry(own.frames[i].frame.level).or_insert(g.level);
+            }
+            exact.or_else(|| if physical(g) { None } else { by_sp.get(&g.sp).copied() })
+        })
+        .collect();
+    (matched, levels)
+}
+
 /// A given frame that passed only as far as an indirect call goes, where the own chain
 /// rebuilt another frame in its place (its return address stale: the frame it gives has
 /// no caller, a direct call at exactly this place leads to the inner frame), is bogus.
@@ -69,6 +96,13 @@ fn flag_stale(frames: &[FrameIn], reports: &mut [crate::verify::FrameReport], ow
 }
 
 /// Verify `frames` (or, when None, stackproof's own chain from `start`).
+/// stackproof's own chain from `start`, on the memory a check reads (freed init code
+/// from the vmlinux file), as [`check`] unwinds it.
+pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usize) -> Unwound {
+    let mem = &crate::kernel::InitCode::new(mem, syms);
+    crate::x86::memo::scoped(|| unwind(mem, syms, start, max))
+}
+
 pub fn check<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,

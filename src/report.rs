@@ -493,82 +493,169 @@ pub fn regs_text(d: &RegsDoc) -> String {
     out.join("\n")
 }
 
-/// `regs-from-stack --frame N` / `--all` on stackproof's own chain: each frame's
-/// callee-saved registers with where each came from (text: `#N  pc  sp  function`,
-/// then one line per register).
-pub fn frame_regs_text<S: Symbols>(syms: &S, frames: &[&crate::unwind::Frame], stop: Option<&str>) -> String {
+/// One frame of `regs-from-stack --frame N` / `--all`: a backtrace's frame and the
+/// frame of stackproof's own chain that is the same (None: the chain did not reach it).
+pub struct FrameRegsRow<'a> {
+    pub frame: &'a FrameIn,
+    pub own: Option<&'a crate::unwind::Frame>,
+}
+
+/// The `--frame N` / `--all` document: each frame's callee-saved registers with where
+/// each came from.
+pub struct FrameRegsDoc<'a> {
+    pub rows: Vec<FrameRegsRow<'a>>,
+    pub live_sp: u64,
+    /// Whose frames these are (`gdb's frames`, `stackproof's chain`) and why they end
+    /// where they do, when they end early.
+    pub stop: Option<(&'a str, &'a str)>,
+    /// Why a frame the chain did not reach has no registers.
+    pub unreached: String,
+    /// The chain's levels as the backtrace numbers them; None: the chain's own.
+    pub levels: Option<&'a std::collections::HashMap<u32, u32>>,
+}
+
+/// The text of `--frame N` / `--all`: `#N  pc  sp  function`, then one line per register.
+pub fn frame_regs_text<S: Symbols>(syms: &S, d: &FrameRegsDoc) -> String {
     let mut out = Vec::new();
-    for f in frames {
-        let row = ChainRow::new(syms, &f.frame);
+    for row in &d.rows {
+        let f = row.frame;
+        let name = row.own.map(|o| ChainRow::new(syms, &o.frame).name()).unwrap_or_default();
         out.push(format!(
             "#{}  pc {:016x}  sp {}  {}",
-            f.frame.level,
-            f.frame.pc,
-            f.frame.sp.map_or_else(|| "?".repeat(16), |v| format!("{v:016x}")),
-            row.name()
+            f.level,
+            f.pc,
+            f.sp.map_or_else(|| "?".repeat(16), |v| format!("{v:016x}")),
+            name
         ));
-        for (i, r) in f.regs.iter().enumerate() {
-            let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
-            match r {
-                Some(v) => out.push(format!("    {}", crate::unwind::describe_origin(i, v))),
-                None => out.push(format!("    {name:<3} unknown")),
+        match row.own {
+            None => out.push(format!("    all unknown: {}", d.unreached)),
+            Some(o) => {
+                for r in crate::unwind::register_rows(&o.regs, d.levels) {
+                    match r.value {
+                        Some(_) => out.push(format!("    {}", r.origin)),
+                        None => out.push(format!("    {:<3} unknown", r.name)),
+                    }
+                }
             }
         }
     }
-    if let Some(s) = stop {
-        out.push(format!("(stackproof's chain: {s})"));
+    if let Some((whose, why)) = d.stop {
+        out.push(format!("({whose}: {why})"));
     }
     out.join("\n")
 }
 
 /// The stackproof/regs-from-stack/2 document of `--frame N` / `--all`.
-pub fn frame_regs_json<S: Symbols>(
-    syms: &S,
-    live_sp: u64,
-    frames: &[&crate::unwind::Frame],
-    stop: Option<&str>,
-) -> String {
-    let mut o = regs_doc_head(live_sp);
+pub fn frame_regs_json<S: Symbols>(syms: &S, d: &FrameRegsDoc) -> String {
+    let mut o = regs_doc_head(d.live_sp);
     o.push_str(
         ",\"range\":null,\"ranges\":null,\"unreadable\":null,\"truncated_at\":null,\"layout_note\":null,\"found\":null,\"words\":null,\"words_cut_at\":null,\"frames\":[",
     );
-    for (k, f) in frames.iter().enumerate() {
+    for (k, row) in d.rows.iter().enumerate() {
         if k > 0 {
             o.push(',');
         }
-        let row = ChainRow::new(syms, &f.frame);
-        let _ = write!(o, "{{\"level\":{},\"pc\":", f.frame.level);
-        hex_or_null(&mut o, Some(f.frame.pc));
+        let f = row.frame;
+        let _ = write!(o, "{{\"level\":{},\"pc\":", f.level);
+        hex_or_null(&mut o, Some(f.pc));
         o.push_str(",\"sp\":");
-        hex_or_null(&mut o, f.frame.sp);
+        hex_or_null(&mut o, f.sp);
         o.push_str(",\"kind\":");
-        json::string(&mut o, f.frame.kind.as_str());
-        o.push_str(",\"matched\":true,\"function\":");
-        string_or_null(&mut o, row.function.as_ref().map(|sym| &*sym.name));
+        json::string(&mut o, f.kind.as_str());
+        let _ = write!(o, ",\"matched\":{},\"function\":", row.own.is_some());
+        let chain_row = row.own.map(|own| ChainRow::new(syms, &own.frame));
+        let function = chain_row.as_ref().and_then(|r| r.function.as_ref());
+        string_or_null(&mut o, function.map(|sym| &*sym.name));
         o.push_str(",\"module\":");
-        string_or_null(&mut o, row.function.as_ref().and_then(|sym| sym.module.as_deref()));
+        string_or_null(&mut o, function.and_then(|sym| sym.module.as_deref()));
         o.push_str(",\"registers\":{");
-        for (i, r) in f.regs.iter().enumerate() {
+        let rows = row.own.map(|own| crate::unwind::register_rows(&own.regs, d.levels)).unwrap_or_default();
+        for (i, r) in rows.iter().enumerate() {
             if i > 0 {
                 o.push(',');
             }
-            let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
-            json::string(&mut o, name);
+            json::string(&mut o, r.name);
             o.push_str(":{\"value\":");
-            hex_or_null(&mut o, r.as_ref().map(|v| v.value));
+            hex_or_null(&mut o, r.value);
             o.push_str(",\"origin\":");
-            match r {
-                Some(v) => json::string(&mut o, &crate::unwind::describe_origin(i, v)),
-                None => json::string(&mut o, &format!("{name} unknown")),
-            }
+            json::string(&mut o, &r.origin);
             o.push('}');
         }
-        o.push_str("},\"unknown_reason\":null}");
+        o.push_str("},\"unknown_reason\":");
+        string_or_null(&mut o, row.own.is_none().then_some(d.unreached.as_str()));
+        o.push('}');
     }
     o.push_str("],\"stop\":");
-    string_or_null(&mut o, stop);
+    string_or_null(&mut o, d.stop.map(|(_, why)| why));
     o.push('}');
     o
+}
+
+/// `--frame N` / `--all` of a backtrace (`frames`; `want`: just frame N of it) or, with
+/// `frames` None, of stackproof's own chain from `start`; `stop`: why `frames` end early.
+pub struct FrameRegsRequest {
+    pub frames: Option<Vec<FrameIn>>,
+    pub start: crate::unwind::Start,
+    pub want: Option<usize>,
+    pub stop: Option<String>,
+    pub max_frames: usize,
+    pub json: bool,
+}
+
+/// The `--frame N` / `--all` document (text or JSON) and how many frames it shows;
+/// Err: no frame N.
+pub fn frame_regs_document<M: crate::memory::Memory, S: Symbols>(
+    mem: &M,
+    syms: &S,
+    req: FrameRegsRequest,
+) -> Result<(String, usize), String> {
+    let chain = crate::check::own_chain(mem, syms, &req.start, req.max_frames);
+    let own: Vec<FrameIn>;
+    let (frames, matched, levels, whose) = match &req.frames {
+        Some(given) => {
+            let (matched, levels) = crate::check::same_frames(given, &chain);
+            (&given[..], matched, Some(levels), "gdb's frames")
+        }
+        None => {
+            own = chain.frames.iter().map(|f| f.frame.clone()).collect();
+            (&own[..], (0..own.len()).map(Some).collect(), None, "stackproof's chain")
+        }
+    };
+    let (frames, matched) = match req.want {
+        None => (frames, matched),
+        Some(n) if n < frames.len() => (&frames[n..=n], vec![matched[n]]),
+        Some(n) => {
+            return Err(match req.frames {
+                Some(_) => format!("no frame {n} (gdb has {})", frames.len()),
+                None => format!(
+                    "no frame #{n}: stackproof's chain has {} ({})",
+                    frames.len(),
+                    chain.stop.as_deref().unwrap_or("its end")
+                ),
+            })
+        }
+    };
+    let stop_why = match (&req.frames, req.want) {
+        (_, Some(_)) => None,
+        (Some(_), None) => req.stop.as_deref(),
+        (None, None) => chain.stop.as_deref(),
+    };
+    let doc = FrameRegsDoc {
+        rows: frames
+            .iter()
+            .zip(matched)
+            .map(|(frame, i)| FrameRegsRow { frame, own: i.map(|i| &chain.frames[i]) })
+            .collect(),
+        live_sp: req.start.sp,
+        stop: stop_why.map(|why| (whose, why)),
+        unreached: match &chain.stop {
+            Some(why) => format!("stackproof's own unwinding did not reach this frame ({why})"),
+            None => "stackproof's own unwinding did not reach this frame".to_string(),
+        },
+        levels: levels.as_ref(),
+    };
+    let text = if req.json { frame_regs_json(syms, &doc) } else { frame_regs_text(syms, &doc) };
+    Ok((text, doc.rows.len()))
 }
 
 /// `words[]` of stackproof/regs-from-stack/2.

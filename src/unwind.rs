@@ -713,16 +713,59 @@ fn plausible_code_address(v: u64) -> bool {
     v >= 0x1000 && !(USER_END..KERNEL_HALF).contains(&v)
 }
 
+/// A callee-saved register of a frame as front-ends show it.
+pub struct RegisterRow {
+    pub name: &'static str,
+    pub value: Option<u64>,
+    /// Where the value came from ([`describe_origin_as`]), or `rbx unknown`.
+    pub origin: String,
+    /// The slot a callee saved it in, when it did.
+    pub saved_at: Option<u64>,
+}
+
+/// Each callee-saved register of `regs`, in [`CALLEE_SAVED_NAMES`] order, the saving
+/// frames numbered as `levels` numbers them (None: the chain's own levels).
+pub fn register_rows(regs: &CalleeSaved, levels: Option<&std::collections::HashMap<u32, u32>>) -> Vec<RegisterRow> {
+    regs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let name = CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+            match r {
+                Some(v) => RegisterRow {
+                    name,
+                    value: Some(v.value),
+                    origin: describe_origin_as(i, v, levels),
+                    saved_at: match v.origin {
+                        Origin::Saved { addr, .. } => Some(addr),
+                        _ => None,
+                    },
+                },
+                None => RegisterRow { name, value: None, origin: format!("{name} unknown"), saved_at: None },
+            }
+        })
+        .collect()
+}
+
 /// `rbx = 0x... saved at 0x... by 'push %rbx' at 0x... (frame #N)`.
 pub fn describe_origin(i: usize, r: &RegValue) -> String {
+    describe_origin_as(i, r, None)
+}
+
+/// [`describe_origin`] with the saving frame numbered as `levels` (the chain's level ->
+/// a backtrace's) numbers it: `#?` for a frame the backtrace does not have.
+pub fn describe_origin_as(i: usize, r: &RegValue, levels: Option<&std::collections::HashMap<u32, u32>>) -> String {
     let name = CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
+    let level = |l: &u32| match levels {
+        None => l.to_string(),
+        Some(m) => m.get(l).map_or_else(|| "?".to_string(), u32::to_string),
+    };
     match &r.origin {
         Origin::Registers => format!("{name} = {:#x} from the starting registers", r.value),
         Origin::Saved { addr, by_level, insn: Some((at, text)) } => {
-            format!("{name} = {:#x} saved at {addr:#x} by '{text}' at {at:#x} (frame #{by_level})", r.value)
+            format!("{name} = {:#x} saved at {addr:#x} by '{text}' at {at:#x} (frame #{})", r.value, level(by_level))
         }
         Origin::Saved { addr, by_level, insn: None } => {
-            format!("{name} = {:#x} saved at {addr:#x} (frame #{by_level})", r.value)
+            format!("{name} = {:#x} saved at {addr:#x} (frame #{})", r.value, level(by_level))
         }
         Origin::RegisterSet { addr, layout } => format!("{name} = {:#x} from the {layout} at {addr:#x}", r.value),
     }

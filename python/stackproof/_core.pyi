@@ -431,6 +431,20 @@ class Session:
         live_sp: Optional[int] = None,
     ) -> _Found:
         """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
+    def frame_registers(
+        self,
+        frames: Optional[Sequence[_FrameTuple]],
+        start: _StartRegs,
+        json: bool,
+        frame: Optional[int] = None,
+        stop: Optional[str] = None,
+        max_frames: int = ...,
+    ) -> str:
+        """The `regs-from-stack --frame N` / `--all` document, text or JSON: each frame of
+        `frames` (just `frame` of them; None: stackproof's own chain from `start`) with its
+        callee-saved registers and where each came from, matched to the own chain and
+        numbered as `frames` number them; `stop`: why `frames` end early. ValueError
+        when there is no frame `frame`."""
     def regs_document(
         self,
         live_sp: int,

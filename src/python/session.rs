@@ -4,12 +4,17 @@
 
 use std::collections::HashMap;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use super::kernel::{KernelCaller, StackRange, TaskStart};
+use super::memory::CallMemory;
+use super::regs::{found_dict, parse_layout, scan_options};
 use super::symbols::Symtab;
-use super::verify::{Check, CpuRegs, CrashTask, FrameTuple};
+use super::verify::{frame_in, ChainFrame, Check, CpuRegs, CrashTask, FrameTuple, Report};
+use super::{guarded, start_of};
+use crate::report::{self, Row};
 
 type StartRegs = (u64, u64, HashMap<String, u64>);
 
@@ -50,8 +55,40 @@ impl Session {
         with_regs: bool,
         chain: &str,
     ) -> PyResult<Check> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::verify::check(py, self.read.bind(py), &symtab, frames, start, max_frames, with_regs, chain)
+        let symtab: &Symtab = &symtab;
+        let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
+        let start = start.map(start_of);
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        let reads_before = mem.requests();
+        let checked =
+            guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
+        let list = PyList::empty(py);
+        for r in checked.reports {
+            list.append(Report(Row::Frame(Box::new(r))))?;
+        }
+        let agree = checked.invented.is_empty() && checked.lost.is_empty();
+        let (chain, stop) = match &checked.chain {
+            Some(c) if chain == "on-difference" && agree => (None, c.stop.clone()),
+            Some(c) => {
+                let l = PyList::empty(py);
+                for f in &c.frames {
+                    l.append(ChainFrame::new(symtab, f, with_regs))?;
+                }
+                (Some(l.unbind()), c.stop.clone())
+            }
+            None => (None, None),
+        };
+        Ok(Check {
+            frames: list.unbind(),
+            chain,
+            stop,
+            reads: mem.requests() - reads_before,
+            invented: checked.invented,
+            lost: checked.lost,
+        })
     }
 
     /// Verify every task of a crash `bt` text; `cpus`: `{cpu: (pc, sp, {register: value},
@@ -64,14 +101,67 @@ impl Session {
         max_frames: usize,
         cpus: Option<HashMap<u32, CpuRegs>>,
     ) -> PyResult<Vec<CrashTask>> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::verify::verify_crash_bt(py, self.read.bind(py), &symtab, text, max_frames, cpus)
+        let symtab: &Symtab = &symtab;
+        let tasks = crate::crashbt::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if tasks.iter().all(|t| t.frames.is_empty()) {
+            return Err(PyValueError::new_err(
+                "no crash `bt` frame lines (`#N [slot] function at address`) in the text",
+            ));
+        }
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        let mut out = Vec::new();
+        for t in &tasks {
+            let (_, unplaced) = crate::crashbt::task_chain(t);
+            let live =
+                t.cpu.and_then(|c| cpus.as_ref()?.get(&c)).map(|(pc, sp, regs, user_mode)| crate::check::LiveCpu {
+                    start: crate::unwind::Start {
+                        pc: *pc,
+                        sp: *sp,
+                        callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
+                        scratch: Vec::new(),
+                    },
+                    user_mode: *user_mode,
+                });
+            let reports =
+                guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
+            let list = PyList::empty(py);
+            for row in report::crash_rows(reports, &unplaced) {
+                list.append(Report(row))?;
+            }
+            let title = match (t.pid, t.task) {
+                (Some(pid), Some(task)) => {
+                    report::task_title(pid, task, t.cpu, t.command.as_deref().unwrap_or_default())
+                }
+                _ => String::new(),
+            };
+            out.push(CrashTask { title, frames: list.unbind() });
+        }
+        Ok(out)
     }
 
     /// The caller of a kernel frame without CFI (entry code, an IRQ stack's top), or None.
     fn caller_of(&self, py: Python<'_>, pc: u64, sp: u64) -> PyResult<Option<KernelCaller>> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::kernel::caller_of(py, self.read.bind(py), &symtab, pc, sp)
+        let symtab: &Symtab = &symtab;
+        use crate::kernel::entry::{caller_of, Caller};
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        let caller = guarded("stackproof-unwinder", || Ok(caller_of(mem, symtab, pc, sp)))?;
+        Ok(match caller {
+            None => None,
+            Some(Caller::Interrupted(f)) => Some(KernelCaller {
+                kind: "interrupted",
+                registers: super::regs::user_registers(&f),
+                found: Some(found_dict(py, &f)?.unbind()),
+            }),
+            Some(Caller::Switch { pc, sp }) => {
+                Some(KernelCaller { kind: "switch", registers: [("rip", pc), ("rsp", sp)].into(), found: None })
+            }
+        })
     }
 
     /// Where a sleeping kernel task resumes; ValueError why not.
@@ -88,24 +178,46 @@ impl Session {
         cpus: Vec<(u32, Option<u64>, u64)>,
         current_task_offset: Option<u64>,
     ) -> PyResult<TaskStart> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::kernel::task_start(
-            self.read.bind(py),
-            &symtab,
+        let symtab: &Symtab = &symtab;
+        use crate::kernel::task::{Cpu, TaskQuery};
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        let q = TaskQuery {
             task,
             task_expr,
             stack_offset,
             thread_sp_offset,
             saved_sp,
-            cpus,
+            cpus: cpus.into_iter().map(|(thread, sp, gs_base)| Cpu { thread, sp, gs_base }).collect(),
             current_task_offset,
-        )
+        };
+        let t =
+            guarded("task_start", || crate::kernel::task::task_start(mem, symtab, &q).map_err(PyValueError::new_err))?;
+        Ok(TaskStart {
+            pc: t.pc,
+            sp: t.sp,
+            registers: t.regs.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+            stack_lo: t.stack.0,
+            stack_hi: t.stack.1,
+            slot: t.slot,
+            notes: t.notes,
+        })
     }
 
     /// The stacks a kernel CPU's chain from `start` crosses, innermost first.
     fn scan_ranges(&self, py: Python<'_>, start: StartRegs, live_sp: u64) -> PyResult<Vec<StackRange>> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::kernel::scan_ranges(self.read.bind(py), &symtab, start, live_sp)
+        let symtab: &Symtab = &symtab;
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        let start = start_of(start);
+        guarded("regs-from-stack", || {
+            let ranges = crate::kernel::scan_ranges(mem, symtab, &start, live_sp);
+            Ok(ranges.into_iter().map(|r| StackRange { lo: r.lo, hi: r.hi, live_sp: r.live_sp }).collect())
+        })
     }
 
     /// Decode one register set at `addr` as `layout`; ValueError when it does not decode.
@@ -117,8 +229,47 @@ impl Session {
         layout: &str,
         live_sp: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::regs::decode_regs(py, self.read.bind(py), &symtab, addr, layout, live_sp)
+        let symtab: &Symtab = &symtab;
+        let layout = parse_layout(layout)?;
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        let f = guarded("regs-from-stack", || {
+            crate::regs::scan::decode_at(mem, addr, layout, symtab, &scan_options(live_sp))
+                .map_err(|e| PyValueError::new_err(e.to_string()))
+        })?;
+        found_dict(py, &f)
+    }
+
+    /// The `regs-from-stack --frame N` / `--all` document (text or JSON): each frame of
+    /// the backtrace `frames` (just frame `frame` of it when given; None: stackproof's own
+    /// chain from `start`) with its callee-saved registers and where each came from;
+    /// `stop`: why `frames` end early. ValueError when there is no frame `frame`.
+    #[pyo3(signature = (frames, start, json, frame=None, stop=None, max_frames=crate::unwind::DEFAULT_MAX_FRAMES))]
+    #[allow(clippy::too_many_arguments)] // the Python signature
+    fn frame_registers(
+        &self,
+        py: Python<'_>,
+        frames: Option<Vec<FrameTuple>>,
+        start: StartRegs,
+        json: bool,
+        frame: Option<usize>,
+        stop: Option<String>,
+        max_frames: usize,
+    ) -> PyResult<String> {
+        let read = self.read.bind(py);
+        let symtab = self.symtab.borrow(py);
+        let symtab: &Symtab = &symtab;
+        let frames =
+            frames.map(|v| v.into_iter().map(super::verify::frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        guarded("regs-from-stack", || {
+            let req =
+                crate::report::FrameRegsRequest { frames, start: start_of(start), want: frame, stop, max_frames, json };
+            crate::report::frame_regs_document(mem, symtab, req).map(|(doc, _)| doc).map_err(PyValueError::new_err)
+        })
     }
 
     /// The `regs-from-stack` document (text or JSON) of ADDR, a scan or `--annotate`.
@@ -143,23 +294,32 @@ impl Session {
         gs_base: Option<u64>,
         max_words: u64,
     ) -> PyResult<String> {
+        let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
-        super::regs::regs_document(
-            self.read.bind(py),
-            &symtab,
-            live_sp,
-            json,
-            ranges,
-            decode,
-            layout_note,
-            annotate,
-            words_range,
-            frames,
-            start,
-            slot0,
-            fs_base,
-            gs_base,
-            max_words,
-        )
+        let symtab: &Symtab = &symtab;
+        let decode = decode.map(|(a, l)| Ok::<_, PyErr>((a, parse_layout(&l)?))).transpose()?;
+        let frames =
+            frames.map(|v| v.into_iter().map(super::verify::frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
+        let call_mem = CallMemory::new(read);
+        let mem = call_mem.cache();
+        guarded("regs-from-stack", || {
+            let annotate = annotate.then(|| crate::regs::annotate::Request {
+                range: words_range,
+                frames,
+                start: start.map(super::start_of),
+                slot0,
+                canary: crate::regs::annotate::canary_of_cpu(mem, live_sp, fs_base, gs_base),
+                max_words,
+            });
+            let req = crate::report::RegsRequest {
+                live_sp,
+                decode,
+                layout_note,
+                ranges: ranges.unwrap_or_default(),
+                annotate,
+                json,
+            };
+            crate::report::regs_document(mem, symtab, req).map_err(|e| PyValueError::new_err(e.to_string()))
+        })
     }
 }

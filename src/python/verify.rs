@@ -1,5 +1,5 @@
-//! `verify-bt`: checking a chain or a crash `bt` text, the frame objects it returns
-//! ([`Report`], [`ChainFrame`]) and the text and JSON they render to.
+//! `verify-bt`: the frame objects it returns ([`Report`], [`ChainFrame`]), what
+//! Session's checks return ([`Check`], [`CrashTask`]), and their text and JSON.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -7,9 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 
-use super::memory::CallMemory;
 use super::symbols::Symtab;
-use super::{guarded, start_of, word};
+use super::{guarded, word};
 use crate::report::{self, ChainRow, Row};
 use crate::verify::{self, FrameIn, FrameKind, Trust};
 
@@ -39,7 +38,7 @@ fn parse_trust(s: &str) -> PyResult<Trust> {
 /// becomes a Python object only when it is asked for (a deep stack has thousands
 /// of frames and the text output reads a few fields of each).
 #[pyclass(module = "stackproof._core", name = "FrameReport", frozen)]
-pub struct Report(Row);
+pub struct Report(pub(super) Row);
 
 const REPORT_KEYS: [&str; 17] = [
     "level",
@@ -212,24 +211,11 @@ const CHAIN_KEYS: [&str; 12] =
     ["level", "pc", "sp", "slot", "kind", "trust", "function", "module", "describe", "name", "layout_note", "regs"];
 
 impl ChainFrame {
-    fn new(symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> Self {
+    pub(super) fn new(symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> Self {
         let regs = with_regs.then(|| {
-            f.regs
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let name = crate::layout::CALLEE_SAVED_NAMES.get(i).copied().unwrap_or("?");
-                    match r {
-                        Some(v) => {
-                            let at = match v.origin {
-                                crate::unwind::Origin::Saved { addr, .. } => Some(addr),
-                                _ => None,
-                            };
-                            (name, Some(v.value), crate::unwind::describe_origin(i, v), at)
-                        }
-                        None => (name, None, format!("{name} unknown"), None),
-                    }
-                })
+            crate::unwind::register_rows(&f.regs, None)
+                .into_iter()
+                .map(|r| (r.name, r.value, r.origin, r.saved_at))
                 .collect()
         });
         ChainFrame { row: ChainRow::new(symtab, &f.frame), layout_note: f.layout_note.clone(), regs }
@@ -272,60 +258,14 @@ mapping_methods!(ChainFrame, CHAIN_KEYS);
 #[pyclass(module = "stackproof._core", name = "Check", frozen, get_all)]
 pub struct Check {
     /// A `FrameReport` per checked frame.
-    frames: Py<PyList>,
+    pub(super) frames: Py<PyList>,
     /// The own chain's `ChainFrame`s; None when not asked for, or when it agrees and
     /// `chain="on-difference"`.
-    chain: Option<Py<PyList>>,
-    stop: Option<String>,
-    reads: u64,
-    invented: Vec<u32>,
-    lost: Vec<usize>,
-}
-
-/// Check a chain. `frames`: list of `(level, pc, sp, slot, kind, name, trust)`, or None to
-/// check stackproof's own chain; `start`: `(pc, sp, {"rbx": v, ...})` registers of frame 0.
-/// The chain's frames carry their callee-saved registers with provenance when `with_regs`.
-#[allow(clippy::too_many_arguments)] // the Python signature
-pub(super) fn check<'py>(
-    py: Python<'py>,
-    read: &Bound<'py, PyAny>,
-    symtab: &Symtab,
-    frames: Option<Vec<FrameTuple>>,
-    start: Option<(u64, u64, std::collections::HashMap<String, u64>)>,
-    max_frames: usize,
-    with_regs: bool,
-    chain: &str,
-) -> PyResult<Check> {
-    let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
-    let start = start.map(start_of);
-    let call_mem = CallMemory::new(read);
-    let mem = call_mem.cache();
-    let reads_before = mem.requests();
-    let checked = guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
-    let list = PyList::empty(py);
-    for r in checked.reports {
-        list.append(Report(Row::Frame(Box::new(r))))?;
-    }
-    let agree = checked.invented.is_empty() && checked.lost.is_empty();
-    let (chain, stop) = match &checked.chain {
-        Some(c) if chain == "on-difference" && agree => (None, c.stop.clone()),
-        Some(c) => {
-            let l = PyList::empty(py);
-            for f in &c.frames {
-                l.append(ChainFrame::new(symtab, f, with_regs))?;
-            }
-            (Some(l.unbind()), c.stop.clone())
-        }
-        None => (None, None),
-    };
-    Ok(Check {
-        frames: list.unbind(),
-        chain,
-        stop,
-        reads: mem.requests() - reads_before,
-        invented: checked.invented,
-        lost: checked.lost,
-    })
+    pub(super) chain: Option<Py<PyList>>,
+    pub(super) stop: Option<String>,
+    pub(super) reads: u64,
+    pub(super) invented: Vec<u32>,
+    pub(super) lost: Vec<usize>,
 }
 
 /// `(pc, sp, {callee-saved name: value}, user mode)` of a CPU's registers.
@@ -335,53 +275,8 @@ pub(super) type CpuRegs = (u64, u64, std::collections::HashMap<String, u64>, boo
 #[pyclass(module = "stackproof._core", name = "CrashTask", frozen, get_all)]
 pub struct CrashTask {
     /// `PID: ... TASK: ... CPU: ... COMMAND: ...` as crash prints it ("" without a header).
-    title: String,
-    frames: Py<PyList>,
-}
-
-/// Verify every task of a crash `bt` text; `cpus`: the registers of the CPUs the
-/// task headers name (`CPU: N`), when the dump has them. The frames crash printed
-/// without an address are in their place (verdict `unknown`, `no-address`); a line
-/// that does not parse is a ValueError naming it.
-pub(super) fn verify_crash_bt<'py>(
-    py: Python<'py>,
-    read: &Bound<'py, PyAny>,
-    symtab: &Symtab,
-    text: &str,
-    max_frames: usize,
-    cpus: Option<std::collections::HashMap<u32, CpuRegs>>,
-) -> PyResult<Vec<CrashTask>> {
-    let tasks = crate::crashbt::parse(text).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    if tasks.iter().all(|t| t.frames.is_empty()) {
-        return Err(PyValueError::new_err("no crash `bt` frame lines (`#N [slot] function at address`) in the text"));
-    }
-    let call_mem = CallMemory::new(read);
-    let mem = call_mem.cache();
-    let mut out = Vec::new();
-    for t in &tasks {
-        let (_, unplaced) = crate::crashbt::task_chain(t);
-        let live = t.cpu.and_then(|c| cpus.as_ref()?.get(&c)).map(|(pc, sp, regs, user_mode)| crate::check::LiveCpu {
-            start: crate::unwind::Start {
-                pc: *pc,
-                sp: *sp,
-                callee_saved: crate::layout::CALLEE_SAVED_NAMES.map(|n| regs.get(n).copied()),
-                scratch: Vec::new(),
-            },
-            user_mode: *user_mode,
-        });
-        let reports =
-            guarded("verify-bt", || Ok(crate::check::check_crash_task(mem, symtab, t, live.as_ref(), max_frames)))?;
-        let list = PyList::empty(py);
-        for row in report::crash_rows(reports, &unplaced) {
-            list.append(Report(row))?;
-        }
-        let title = match (t.pid, t.task) {
-            (Some(pid), Some(task)) => report::task_title(pid, task, t.cpu, t.command.as_deref().unwrap_or_default()),
-            _ => String::new(),
-        };
-        out.push(CrashTask { title, frames: list.unbind() });
-    }
-    Ok(out)
+    pub(super) title: String,
+    pub(super) frames: Py<PyList>,
 }
 
 /// A `verify-bt` thread dict of the gdb layer (`title`, `source`, `thread`, `stop`,

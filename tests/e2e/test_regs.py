@@ -49,6 +49,8 @@ def assert_registers_equal_gdbs(pairs):
     wrong = []
     for doc, oracle in pairs:
         assert [f["level"] for f in doc["frames"]] == list(range(len(doc["frames"])))
+        # The document says whose stack it is: frame 0's sp, as gdb gives it (and crash's does).
+        assert hexint(doc["live_sp"]) == oracle[0]["sp"], doc["live_sp"]
         for fr in doc["frames"]:
             want = oracle[fr["level"]]
             assert hexint(fr["pc"]) == want["pc"] and hexint(fr["sp"]) == want["sp"], (fr, want)

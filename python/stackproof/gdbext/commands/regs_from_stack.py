@@ -1,12 +1,11 @@
 """regs-from-stack: register sets saved on the stack, and what each stack word is."""
 
-import json
 import re
 import sys
 
 import gdb
 
-from stackproof import __version__, _core, render
+from stackproof import _core
 from stackproof.gdbext import target, unwinder
 from stackproof.gdbext.command import (FILE, StackproofCommand, ascii_text, bounded_int, frame_limit,
                                         frame_numbers, refuse_together)
@@ -232,65 +231,23 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
 
     @staticmethod
     def _frames(args):
-        """Each frame's callee-saved registers from stackproof's own unwinding, matched to gdb's frames."""
+        """Each of gdb's frames with its callee-saved registers from stackproof's own
+        unwinding (the core matches the frames and writes the document)."""
         if args.frame is not None and args.frame < 0:
             raise UserError("regs-from-stack: --frame must be 0 or more")
-        inf = target.require_target()
-        session = target.session(inf)
+        session = target.session(target.require_target())
         limit = args.frame + 1 if args.frame is not None else (args.max_frames or _core.DEFAULT_MAX_FRAMES)
         frames, gdb_stop = target.gdb_frames(limit)
-        if args.frame is not None and args.frame >= len(frames):
-            raise UserError("regs-from-stack: no frame %d (gdb has %d)" % (args.frame, len(frames)))
-        own = session.check(frames, target.frame0_registers(), len(frames) + 16, with_regs=True)
-        chain, chain_stop = own.chain, own.stop
-        mine = {(c["pc"], c["sp"]): c for c in chain or []}
-        by_sp = {c["sp"]: c for c in chain or []}
-        # Provenance names frames by stackproof's numbering; show gdb's.
-        gdb_level = {}
-        for level, pc, sp, _slot, kind, _name, _trust in frames:
-            c = mine.get((pc, sp))
-            if c is not None and kind != "inline":
-                gdb_level.setdefault(c["level"], level)
-        renumber = lambda text: re.sub(r"\(frame #(\d+)\)",
-                                       lambda m: "(frame #%s)" % gdb_level.get(int(m.group(1)), "?"), text)
-        wanted = [frames[args.frame]] if args.frame is not None else frames
-        doc = _document(frames=[], stop=gdb_stop if args.frame is None else None)
-        describe = {}   # the text shows function+off [module]
-        for level, pc, sp, _slot, kind, _name, _trust in wanted:
-            c = mine.get((pc, sp))
-            if c is None and kind in ("tailcall", "inline"):
-                # A tail call restored the callee-saved registers before its jump, and an
-                # inlined function shares its frame: both have the registers of the
-                # physical frame at the same sp.
-                c = by_sp.get(sp)
-            entry = {"level": level, "pc": render.hexa(pc), "sp": render.hexa(sp), "kind": kind,
-                     "matched": c is not None, "function": None, "module": None, "registers": {},
-                     "unknown_reason": None}
-            if c is None:
-                why = "stackproof's own unwinding did not reach this frame" + (
-                    " (%s)" % chain_stop if chain_stop else "")
-                entry["unknown_reason"] = why
-            else:
-                entry["function"], entry["module"] = c["function"], c["module"]
-                describe[level] = c["name"]
-                for name, value, origin, _at in c["regs"]:
-                    entry["registers"][name] = {"value": render.hexa(value), "origin": renumber(origin)}
-            doc["frames"].append(entry)
+        try:
+            doc = session.frame_registers(frames, target.frame0_registers(), args.json, frame=args.frame,
+                                          stop=gdb_stop, max_frames=len(frames) + 16)
+        except ValueError as e:
+            raise UserError("regs-from-stack: %s" % e)
         target.progress.done()   # before the output
         if args.json:
-            sys.stdout.write(json.dumps(doc, separators=(",", ":"), check_circular=False) + "\n")
-            return
-        out = []
-        for e in doc["frames"]:
-            out.append("#%d  pc %s  sp %s  %s" % (e["level"], e["pc"][2:].rjust(16, "0"), e["sp"][2:].rjust(16, "0"),
-                                                  describe.get(e["level"], "")))
-            if not e["matched"]:
-                out.append("    all unknown: %s" % e["unknown_reason"])
-            for name, r in e["registers"].items():
-                out.append("    %s" % r["origin"] if r["value"] else "    %-3s unknown" % name)
-        if doc["stop"]:
-            out.append("(gdb's frames: %s)" % doc["stop"])
-        print(ascii_text("\n".join(out)))
+            sys.stdout.write(doc + "\n")
+        else:
+            print(ascii_text(doc))
 
     @staticmethod
     def _range(args, sp):
@@ -326,17 +283,6 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
             taken.append((lo, hi))
             out.append((lo, hi, s))
         return out
-
-
-def _document(**members):
-    """A stackproof/regs-from-stack/2 document: every member in every mode, null
-    where the mode has none (docs/json.md, docs/regs-from-stack.schema.json)."""
-    doc = {"schema": SCHEMA, "stackproof": __version__, "live_sp": None, "range": None, "ranges": None,
-           "unreadable": None, "truncated_at": None, "layout_note": None, "found": None, "words": None,
-           "words_cut_at": None,
-           "frames": None, "stop": None}
-    doc.update(members)
-    return doc
 
 
 def _decode(session, addr, layout, sp):
