@@ -670,11 +670,9 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
     };
     let live_sp = start.sp;
     // SAFETY: NUL-terminated from the glue.
-    let layout = match unsafe { text(o.layout) }.as_deref().unwrap_or("pt_regs") {
-        "pt_regs" => Layout::PtRegs,
-        "sigframe" | "rt_sigframe" => Layout::SigFrame,
-        "ucontext" => Layout::Ucontext,
-        other => return fail(format!("unknown layout {other} (pt_regs, sigframe, ucontext)")),
+    let layout = match unsafe { text(o.layout) }.as_deref().map(Layout::from_name).transpose() {
+        Ok(l) => l,
+        Err(e) => return fail(e),
     };
     if o.frames != 0 {
         let req = report::FrameRegsRequest {
@@ -700,7 +698,8 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
     let ranges = match range {
         _ if o.has_address != 0 => Vec::new(),
         Some((lo, hi)) => vec![(lo, hi, live_sp)],
-        None => crate::kernel::scan_ranges(&s.mem, &s.syms, &start, live_sp)
+        // A CPU in user mode: its user stack (crash has no backtrace or mappings to add).
+        None => crate::regs::ranges::scan_ranges(&s.mem, &s.syms, &start, live_sp, &[], &[])
             .into_iter()
             .map(|r| (r.lo, r.hi, r.live_sp))
             .collect(),
@@ -722,7 +721,6 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
     let req = report::RegsRequest {
         live_sp,
         decode: (o.has_address != 0).then_some((o.address, layout)),
-        layout_note: None,
         ranges,
         annotate,
         json: o.json != 0,

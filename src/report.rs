@@ -738,9 +738,9 @@ pub fn regs_json(d: &RegsDoc) -> String {
 /// address, or the sets on some stacks, and with `annotate` their words labelled.
 pub struct RegsRequest {
     pub live_sp: u64,
-    /// ADDR: the set at this address in this layout (the front-end chose it, `layout_note` says why).
-    pub decode: Option<(u64, crate::regs::Layout)>,
-    pub layout_note: Option<String>,
+    /// ADDR: the set at this address in this layout (None: the one the address implies,
+    /// [`crate::regs::scan::decode_chosen`]).
+    pub decode: Option<(u64, Option<crate::regs::Layout>)>,
     /// Without ADDR: the stacks to scan, each `(lo, hi, its live sp)`.
     pub ranges: Vec<(u64, u64, u64)>,
     pub annotate: Option<crate::regs::annotate::Request>,
@@ -754,10 +754,15 @@ pub fn regs_document<M: crate::memory::Memory, S: Symbols>(
     syms: &S,
     req: RegsRequest,
 ) -> Result<String, crate::memory::ReadError> {
-    use crate::regs::scan::{decode_at, scan_memory, ScanOptions};
+    use crate::regs::scan::{decode_chosen, scan_memory, ScanOptions};
     let opts = |sp| ScanOptions { live_sp: Some(sp), ..Default::default() };
+    let mut layout_note = None;
     let (scans, found) = match req.decode {
-        Some((addr, layout)) => (None, vec![decode_at(mem, addr, layout, syms, &opts(req.live_sp))?]),
+        Some((addr, layout)) => {
+            let (f, note) = decode_chosen(mem, addr, layout, syms, &opts(req.live_sp))?;
+            layout_note = note;
+            (None, vec![f])
+        }
         None => {
             let scans: Vec<_> =
                 req.ranges.iter().map(|&(lo, hi, sp)| (scan_memory(mem, lo, hi, syms, &opts(sp)), sp)).collect();
@@ -776,7 +781,7 @@ pub fn regs_document<M: crate::memory::Memory, S: Symbols>(
         live_sp: req.live_sp,
         scans: scans.as_deref(),
         found: &refs,
-        layout_note: req.layout_note.as_deref(),
+        layout_note: layout_note.as_deref(),
         words: words.as_ref(),
     };
     Ok(if req.json { regs_json(&d) } else { regs_text(&d) })

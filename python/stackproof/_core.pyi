@@ -422,15 +422,26 @@ class Session:
         current_task_offset: Optional[int],
     ) -> TaskStart:
         """Where a sleeping kernel task resumes; ValueError why not."""
-    def scan_ranges(self, start: _StartRegs, live_sp: int) -> List[StackRange]:
-        """The stacks a kernel CPU's chain crosses, innermost first; empty for user space."""
+    def scan_ranges(
+        self,
+        start: _StartRegs,
+        live_sp: int,
+        frames: Optional[Sequence[_FrameTuple]] = None,
+        mappings: Optional[Sequence[Tuple[int, int]]] = None,
+    ) -> List[StackRange]:
+        """The stacks `--scan` covers by default, innermost first: those a kernel CPU's
+        chain crosses; in user space the one holding `live_sp` (to the end of the first of
+        `mappings`, `(start, end)` each, holding it) and those the signal frames of the
+        backtrace `frames` lead to (a sigaltstack's, the interrupted frame's)."""
     def decode_regs(
         self,
         addr: int,
-        layout: Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"],
+        layout: Optional[Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"]] = None,
         live_sp: Optional[int] = None,
     ) -> _Found:
-        """Decode one register set at `addr` as `layout`; ValueError when it does not decode."""
+        """Decode one register set at `addr` as `layout` (None: the one the address implies:
+        pt_regs on a kernel stack, else the rt_sigframe or ucontext whose checks pass);
+        ValueError when it does not decode."""
     def frame_registers(
         self,
         frames: Optional[Sequence[_FrameTuple]],
@@ -450,8 +461,7 @@ class Session:
         live_sp: int,
         json: bool,
         ranges: Optional[Sequence[Tuple[int, int, int]]] = None,
-        decode: Optional[Tuple[int, Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"]]] = None,
-        layout_note: Optional[str] = None,
+        decode: Optional[Tuple[int, Optional[Literal["pt_regs", "sigframe", "rt_sigframe", "ucontext"]]]] = None,
         annotate: bool = False,
         words_range: Optional[Tuple[int, int]] = None,
         frames: Optional[Sequence[_FrameTuple]] = None,
@@ -462,7 +472,8 @@ class Session:
         max_words: int = ...,
     ) -> str:
         """The `regs-from-stack` document, text or the stackproof/regs-from-stack/2 JSON: the
-        set at ADDR (`decode`: `(address, layout)`) or the sets of `ranges` (`(lo, hi, live sp)`);
+        set at ADDR (`decode`: `(address, layout or None: the one it implies, with a note)`)
+        or the sets of `ranges` (`(lo, hi, live sp)`);
         with `annotate`, every word of `words_range` (None: the first range, or 0x200 bytes
         from `live_sp`) labelled by the backtrace `frames` (None: stackproof's own chain from
         `start`, frame 0 returning through `slot0`), the canary at %fs:0x28 / %gs:0x28 of

@@ -35,11 +35,5 @@ pub(super) fn scan_options(live_sp: Option<u64>) -> crate::regs::scan::ScanOptio
 }
 
 pub(super) fn parse_layout(layout: &str) -> PyResult<crate::regs::Layout> {
-    use crate::regs::Layout;
-    match layout {
-        "pt_regs" => Ok(Layout::PtRegs),
-        "sigframe" | "rt_sigframe" => Ok(Layout::SigFrame),
-        "ucontext" => Ok(Layout::Ucontext),
-        other => Err(PyValueError::new_err(format!("unknown layout {other:?} (pt_regs, sigframe, ucontext)"))),
-    }
+    crate::regs::Layout::from_name(layout).map_err(PyValueError::new_err)
 }

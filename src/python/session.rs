@@ -206,37 +206,51 @@ impl Session {
         })
     }
 
-    /// The stacks a kernel CPU's chain from `start` crosses, innermost first.
-    fn scan_ranges(&self, py: Python<'_>, start: StartRegs, live_sp: u64) -> PyResult<Vec<StackRange>> {
+    /// The stacks `--scan` covers by default, innermost first: those a kernel CPU's chain
+    /// from `start` crosses; in user space the one holding `live_sp` (to the end of its
+    /// mapping, the first of `mappings` holding it) and those the signal frames of the
+    /// backtrace `frames` lead to.
+    #[pyo3(signature = (start, live_sp, frames=None, mappings=None))]
+    fn scan_ranges(
+        &self,
+        py: Python<'_>,
+        start: StartRegs,
+        live_sp: u64,
+        frames: Option<Vec<FrameTuple>>,
+        mappings: Option<Vec<(u64, u64)>>,
+    ) -> PyResult<Vec<StackRange>> {
         let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
         let symtab: &Symtab = &symtab;
+        let frames = frames.unwrap_or_default().into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()?;
         let call_mem = CallMemory::new(read);
         let mem = call_mem.cache();
         let start = start_of(start);
         guarded("regs-from-stack", || {
-            let ranges = crate::kernel::scan_ranges(mem, symtab, &start, live_sp);
+            let ranges =
+                crate::regs::ranges::scan_ranges(mem, symtab, &start, live_sp, &frames, &mappings.unwrap_or_default());
             Ok(ranges.into_iter().map(|r| StackRange { lo: r.lo, hi: r.hi, live_sp: r.live_sp }).collect())
         })
     }
 
-    /// Decode one register set at `addr` as `layout`; ValueError when it does not decode.
-    #[pyo3(signature = (addr, layout, live_sp=None))]
+    /// Decode one register set at `addr` as `layout` (None: the layout the address
+    /// implies, `regs::scan::decode_chosen`); ValueError when it does not decode.
+    #[pyo3(signature = (addr, layout=None, live_sp=None))]
     fn decode_regs<'py>(
         &self,
         py: Python<'py>,
         addr: u64,
-        layout: &str,
+        layout: Option<&str>,
         live_sp: Option<u64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
         let symtab: &Symtab = &symtab;
-        let layout = parse_layout(layout)?;
+        let layout = layout.map(parse_layout).transpose()?;
         let call_mem = CallMemory::new(read);
         let mem = call_mem.cache();
-        let f = guarded("regs-from-stack", || {
-            crate::regs::scan::decode_at(mem, addr, layout, symtab, &scan_options(live_sp))
+        let (f, _) = guarded("regs-from-stack", || {
+            crate::regs::scan::decode_chosen(mem, addr, layout, symtab, &scan_options(live_sp))
                 .map_err(|e| PyValueError::new_err(e.to_string()))
         })?;
         found_dict(py, &f)
@@ -273,7 +287,7 @@ impl Session {
     }
 
     /// The `regs-from-stack` document (text or JSON) of ADDR, a scan or `--annotate`.
-    #[pyo3(signature = (live_sp, json, ranges=None, decode=None, layout_note=None, annotate=false,
+    #[pyo3(signature = (live_sp, json, ranges=None, decode=None, annotate=false,
                         words_range=None, frames=None, start=None, slot0=None, fs_base=None, gs_base=None,
                         max_words=crate::regs::annotate::MAX_WORDS))]
     #[allow(clippy::too_many_arguments)] // the Python signature
@@ -283,8 +297,7 @@ impl Session {
         live_sp: u64,
         json: bool,
         ranges: Option<Vec<(u64, u64, u64)>>,
-        decode: Option<(u64, String)>,
-        layout_note: Option<String>,
+        decode: Option<(u64, Option<String>)>,
         annotate: bool,
         words_range: Option<(u64, u64)>,
         frames: Option<Vec<FrameTuple>>,
@@ -297,7 +310,8 @@ impl Session {
         let read = self.read.bind(py);
         let symtab = self.symtab.borrow(py);
         let symtab: &Symtab = &symtab;
-        let decode = decode.map(|(a, l)| Ok::<_, PyErr>((a, parse_layout(&l)?))).transpose()?;
+        let decode =
+            decode.map(|(a, l)| Ok::<_, PyErr>((a, l.as_deref().map(parse_layout).transpose()?))).transpose()?;
         let frames =
             frames.map(|v| v.into_iter().map(super::verify::frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
         let call_mem = CallMemory::new(read);
@@ -311,14 +325,8 @@ impl Session {
                 canary: crate::regs::annotate::canary_of_cpu(mem, live_sp, fs_base, gs_base),
                 max_words,
             });
-            let req = crate::report::RegsRequest {
-                live_sp,
-                decode,
-                layout_note,
-                ranges: ranges.unwrap_or_default(),
-                annotate,
-                json,
-            };
+            let req =
+                crate::report::RegsRequest { live_sp, decode, ranges: ranges.unwrap_or_default(), annotate, json };
             crate::report::regs_document(mem, symtab, req).map_err(|e| PyValueError::new_err(e.to_string()))
         })
     }

@@ -13,6 +13,7 @@ pub mod annotate;
 #[cfg(test)]
 mod fixture_tests;
 pub mod ptregs;
+pub mod ranges;
 pub mod scan;
 #[cfg(test)]
 mod scan_tests;
@@ -74,6 +75,17 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// A layout by the name a user gives it (`sigframe` for `rt_sigframe` too); Err: the
+    /// line saying which names there are.
+    pub fn from_name(name: &str) -> Result<Layout, String> {
+        match name {
+            "pt_regs" => Ok(Layout::PtRegs),
+            "sigframe" | "rt_sigframe" => Ok(Layout::SigFrame),
+            "ucontext" => Ok(Layout::Ucontext),
+            other => Err(format!("unknown layout {other} (pt_regs, sigframe, ucontext)")),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Layout::PtRegs => "pt_regs",

@@ -174,6 +174,39 @@ fn ucontext_found(uc: &Ucontext, addr: u64) -> Found {
     }
 }
 
+/// Decode the set at `addr` in `layout` or, when None, in the layout the address
+/// implies: a kernel stack holds a pt_regs; a user stack an rt_sigframe or a
+/// ucontext, the first whose required checks pass. The note says what was chosen.
+pub fn decode_chosen(
+    mem: &dyn Memory,
+    addr: u64,
+    layout: Option<Layout>,
+    symbols: &dyn Symbols,
+    opts: &ScanOptions,
+) -> Result<(Found, Option<String>), ReadError> {
+    if let Some(l) = layout {
+        return Ok((decode_at(mem, addr, l, symbols, opts)?, None));
+    }
+    if crate::kernel::is_kernel(addr) {
+        return Ok((decode_at(mem, addr, Layout::PtRegs, symbols, opts)?, None));
+    }
+    let first = decode_at(mem, addr, Layout::SigFrame, symbols, opts)?;
+    for f in [Ok(first.clone()), decode_at(mem, addr, Layout::Ucontext, symbols, opts)] {
+        let f = f?;
+        if verdict(&f.checks).0 {
+            let note =
+                format!("layout {}: a user-space address, and its checks pass (--layout to choose)", f.layout.name());
+            return Ok((f, Some(note)));
+        }
+    }
+    let note = format!(
+        "layout {}: a user-space address; neither rt_sigframe nor ucontext passes its checks here \
+         (--layout pt_regs|sigframe|ucontext to choose)",
+        first.layout.name()
+    );
+    Ok((first, Some(note)))
+}
+
 /// Does a signal frame start at `slot` (its pretcode): a ucontext of 64-bit user mode
 /// right above it? Says nothing of the registers it holds. None: unreadable.
 pub fn signal_frame_at(mem: &dyn Memory, slot: u64, symbols: &dyn Symbols) -> Option<bool> {

@@ -81,6 +81,26 @@ def session(inf):
     return _core.Session(memory_reader(inf), symtab())
 
 
+_MAPPING_LINES = (("info proc mappings", re.compile(r"\s*0x([0-9a-f]+)\s+0x([0-9a-f]+)")),
+                  ("info files", re.compile(r"\s*0x([0-9a-f]+) - 0x([0-9a-f]+) is load")))
+
+
+def mappings():
+    """`[(start, end)]` of the target's memory mappings: `info proc mappings` for a
+    process, then the core's `loadN` sections (`info files`)."""
+    out = []
+    for cmd, pat in _MAPPING_LINES:
+        try:
+            text = gdb.execute(cmd, to_string=True)
+        except gdb.error:
+            continue
+        for line in text.splitlines():
+            m = pat.match(line)
+            if m:
+                out.append((int(m.group(1), 16), int(m.group(2), 16)))
+    return out
+
+
 def _may_run(inf):
     try:
         if gdb.parameter("non-stop"):

@@ -1,6 +1,5 @@
 """regs-from-stack: register sets saved on the stack, and what each stack word is."""
 
-import re
 import sys
 
 import gdb
@@ -13,8 +12,6 @@ from stackproof.gdbext.target import UserError
 
 SCHEMA = "stackproof/regs-from-stack/2"
 LAYOUTS = ("pt_regs", "sigframe", "ucontext")
-USER_SCAN_BELOW = 0x10000
-USER_SCAN_MAX = 8 << 20
 MAX_WORDS = _core.DEFAULT_MAX_WORDS  # --annotate's default: 1 MiB of stack
 
 
@@ -123,31 +120,25 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         else:
             sp = target.parse_address("$sp", "$sp")
         # What the core needs; it decides and writes the document (src/report.rs).
-        inputs = {"ranges": None, "decode": None, "layout_note": None, "words_range": None}
+        given = ((target.parse_address(args.lo, "--from"), target.parse_address(args.hi, "--to"))
+                 if args.lo is not None else None)
+        inputs = {"ranges": None, "decode": None, "words_range": given}
         if args.address is not None:
-            addr = target.parse_address(args.address)
-            try:
-                one, inputs["layout_note"] = _decode(session, addr, args.layout, sp)
-            except ValueError as e:
-                raise UserError("regs-from-stack: %s" % e)
-            inputs["decode"] = (addr, one["layout"])
-            if args.lo is not None:
-                inputs["words_range"] = self._range(args, sp)
+            inputs["decode"] = (target.parse_address(args.address), args.layout)
         else:
-            ranges = []
-            if task_stack is not None and args.lo is None:
-                lo, hi = task_stack
-            elif args.lo is None:
-                # Every kernel stack the CPU's chain crosses (IRQ, task, exception stacks).
-                ranges = [(r.lo, r.hi, r.live_sp) for r in session.scan_ranges(target.frame0_registers(), sp)]
-                lo, hi = ranges[0][:2] if ranges else self._range(args, sp)
+            if given is not None:
+                ranges = [given + (sp,)]
+            elif task_stack is not None:
+                ranges = [task_stack + (sp,)]
             else:
-                lo, hi = self._range(args, sp)
+                # Every stack the chain crosses (IRQ, task, exception stacks; signal stacks).
+                user = not _core.kernel_address(sp)
+                ranges = [(r.lo, r.hi, r.live_sp) for r in session.scan_ranges(
+                    target.frame0_registers(), sp, frames=_gdb_frames() if user else None,
+                    mappings=target.mappings() if user else None)]
+            lo, hi = ranges[0][:2]
             if hi <= lo:
                 raise UserError("regs-from-stack: empty range %#x..%#x" % (lo, hi))
-            ranges = ranges or [(lo, hi, sp)]
-            if task_stack is None and args.lo is None and not _core.kernel_address(sp):
-                ranges += self._signal_stacks(args, (lo, hi))
             inputs["ranges"] = ranges
             inputs["words_range"] = (lo, hi)
         if args.annotate:
@@ -210,7 +201,7 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
             raise UserError("regs-from-stack: the thread has no real frame")
         sp = int(newest.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
         try:
-            found, _note = _decode(session, addr, args.layout, sp)
+            found = session.decode_regs(addr, args.layout, sp)
         except ValueError as e:
             raise UserError("regs-from-stack: --use %#x: %s" % (addr, e))
         bad = [n for n, ok, required, _d in found["checks"] if required and not ok]
@@ -249,74 +240,13 @@ docs/regs-from-stack.schema.json in stackproof's sources)."""
         else:
             print(ascii_text(doc))
 
-    @staticmethod
-    def _range(args, sp):
-        if args.lo is not None:
-            return target.parse_address(args.lo, "--from"), target.parse_address(args.hi, "--to")
-        end = _mapping_end(sp) or sp + (1 << 20)
-        return max(sp - USER_SCAN_BELOW, 0x1000) & ~0xFFF, min(end, sp + USER_SCAN_MAX)
 
-    @classmethod
-    def _signal_stacks(cls, args, first):
-        """Default ranges, each with its live sp, of the other stacks gdb's backtrace
-        reaches through signal frames: the trampoline's (a sigaltstack) and the
-        interrupted frame's. A range is cut where it would overlap one already taken."""
-        try:
-            frames, _stop = target.gdb_frames(_core.DEFAULT_MAX_FRAMES)
-        except gdb.error:
-            return []
-        sps = []
-        for i, (_level, _pc, fsp, _slot, kind, _name, _trust) in enumerate(frames):
-            if kind != "sigtramp":
-                continue
-            sps.append(fsp)
-            if i + 1 < len(frames):
-                sps.append(frames[i + 1][2])
-        taken = [first]
-        out = []
-        for s in sps:  # innermost first: the first sp met on a stack is its live sp
-            if s is None or _core.kernel_address(s) or any(lo <= s < hi for lo, hi in taken):
-                continue
-            lo, hi = cls._range(args, s)
-            lo = max([lo] + [h for _l, h in taken if h <= s])
-            hi = min([hi] + [l for l, _h in taken if l > s])
-            taken.append((lo, hi))
-            out.append((lo, hi, s))
-        return out
-
-
-def _decode(session, addr, layout, sp):
-    """The set at `addr` in `layout`, or when none is given, in the layout the address
-    implies: a kernel stack holds pt_regs; a user stack an rt_sigframe or a ucontext,
-    the first whose required checks pass. Returns (found, a note saying what was chosen)."""
-    if layout is not None:
-        return session.decode_regs(addr, layout, sp), None
-    if _core.kernel_address(addr):
-        return session.decode_regs(addr, "pt_regs", sp), None
-    tried = []
-    for name in ("sigframe", "ucontext"):
-        f = session.decode_regs(addr, name, sp)
-        if all(ok for _n, ok, required, _d in f["checks"] if required):
-            return f, "layout %s: a user-space address, and its checks pass (--layout to choose)" % f["layout"]
-        tried.append(f)
-    return tried[0], ("layout %s: a user-space address; neither rt_sigframe nor ucontext passes its checks "
-                      "here (--layout pt_regs|sigframe|ucontext to choose)" % tried[0]["layout"])
-
-
-def _mapping_end(addr):
-    """End of the memory mapping holding `addr`: `info proc mappings` for a process,
-    the core's `loadN` sections (`info files`) for a core; None when neither says."""
-    for cmd, pat in (("info proc mappings", r"\s*0x([0-9a-f]+)\s+0x([0-9a-f]+)"),
-                     ("info files", r"\s*0x([0-9a-f]+) - 0x([0-9a-f]+) is load")):
-        try:
-            text = gdb.execute(cmd, to_string=True)
-        except gdb.error:
-            continue
-        for line in text.splitlines():
-            m = re.match(pat, line)
-            if m and int(m.group(1), 16) <= addr < int(m.group(2), 16):
-                return int(m.group(2), 16)
-    return None
+def _gdb_frames():
+    """gdb's frames of the selected thread (none when gdb cannot unwind it)."""
+    try:
+        return target.gdb_frames(_core.DEFAULT_MAX_FRAMES)[0]
+    except gdb.error:
+        return []
 
 
 RegsFromStack()
