@@ -15,8 +15,8 @@ use crate::elf::Placement;
 use crate::memory::{BlockCache, Memory, ReadError};
 use crate::report::{self, ChainRow, Compare, Row, Thread};
 use crate::symbols::{Symbol, SymbolTable, Symbols};
+use crate::unwind::Start;
 use crate::unwind::DEFAULT_MAX_FRAMES;
-use crate::unwind::{unwind, Start};
 use crate::verify::Verdict;
 
 /// A symbol as the glue reports it (strings valid until the next call).
@@ -480,7 +480,7 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
             let (frames, unplaced) = crashbt::task_chain(&ct);
             out.rows = report::crash_rows(reports, &unplaced);
             if let Some(start) = start {
-                let own = crate::x86::memo::scoped(|| unwind(&s.mem, &s.syms, &start, max));
+                let own = crate::check::own_chain(&s.mem, &s.syms, &start, max);
                 out.compare = Some(compare(&frames, &own));
                 out.chain = Some(own.frames.iter().map(|f| ChainRow::new(&s.syms, &f.frame)).collect());
                 out.chain_stop = own.stop;
@@ -491,13 +491,7 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
                 check(&s.mem, &s.syms, None, Some(&start), max)
             } else {
                 // A sleeping task: its own chain, frame 0 checked at the switch frame's slot.
-                let own = crate::x86::memo::scoped(|| unwind(&s.mem, &s.syms, &start, max));
-                let frames = own.frames.iter().map(|f| f.frame.clone()).collect();
-                let mut frames: Vec<crate::verify::FrameIn> = frames;
-                if let Some(f) = frames.first_mut() {
-                    f.slot = slot;
-                }
-                check(&s.mem, &s.syms, Some(frames), Some(&start), max)
+                crate::check::check_own(&s.mem, &s.syms, &start, slot, max)
             };
             out.stop = c.chain.as_ref().and_then(|u| u.stop.clone());
             out.rows = c.reports.into_iter().map(|r| Row::Frame(Box::new(r))).collect();

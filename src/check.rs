@@ -103,6 +103,18 @@ pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: u
     crate::x86::memo::scoped(|| unwind(mem, syms, start, max))
 }
 
+/// A thread's own chain from `start` checked as a backtrace whose frame 0 returns
+/// through `slot0`: a sleeping task's `ret_addr`, pushed by `call __switch_to_asm`, is
+/// checked like any return address.
+pub fn check_own<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, slot0: Option<u64>, max: usize) -> Checked {
+    let own = own_chain(mem, syms, start, max);
+    let mut frames: Vec<FrameIn> = own.frames.into_iter().map(|f| f.frame).collect();
+    if let Some(f) = frames.first_mut() {
+        f.slot = slot0;
+    }
+    check(mem, syms, Some(frames), Some(start), max)
+}
+
 pub fn check<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,

@@ -405,6 +405,16 @@ class Session:
     ) -> Check:
         """Check `frames` (None: stackproof's own chain from `start`); the own chain's
         frames carry their callee-saved registers with provenance when `with_regs`."""
+    def check_own(
+        self,
+        start: _StartRegs,
+        slot0: Optional[int],
+        max_frames: int = ...,
+        with_regs: bool = False,
+        chain: Literal["always", "on-difference"] = "always",
+    ) -> Check:
+        """stackproof's own chain from `start`, checked and compared as a backtrace whose
+        frame 0 returns through `slot0` (a sleeping task's switch frame)."""
     def verify_crash_bt(
         self, text: str, max_frames: int = ..., cpus: Optional[Dict[int, _CpuRegs]] = None
     ) -> List[CrashTask]:

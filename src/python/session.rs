@@ -26,6 +26,48 @@ pub struct Session {
     symtab: Py<Symtab>,
 }
 
+impl Session {
+    /// Run a check on the session's memory and symbols; its result as a `Check`.
+    fn checked(
+        &self,
+        py: Python<'_>,
+        with_regs: bool,
+        chain: &str,
+        run: impl FnOnce(&crate::memory::BlockCache<super::memory::PyMemory>, &Symtab) -> crate::check::Checked,
+    ) -> PyResult<Check> {
+        let symtab = self.symtab.borrow(py);
+        let symtab: &Symtab = &symtab;
+        let call_mem = CallMemory::new(self.read.bind(py));
+        let mem = call_mem.cache();
+        let reads_before = mem.requests();
+        let checked = guarded("verify-bt", || Ok(run(mem, symtab)))?;
+        let list = PyList::empty(py);
+        for r in checked.reports {
+            list.append(Report(Row::Frame(Box::new(r))))?;
+        }
+        let agree = checked.invented.is_empty() && checked.lost.is_empty();
+        let (chain, stop) = match &checked.chain {
+            Some(c) if chain == "on-difference" && agree => (None, c.stop.clone()),
+            Some(c) => {
+                let l = PyList::empty(py);
+                for f in &c.frames {
+                    l.append(ChainFrame::new(symtab, f, with_regs))?;
+                }
+                (Some(l.unbind()), c.stop.clone())
+            }
+            None => (None, None),
+        };
+        Ok(Check {
+            frames: list.unbind(),
+            chain,
+            stop,
+            reads: mem.requests() - reads_before,
+            invented: checked.invented,
+            lost: checked.lost,
+        })
+    }
+}
+
 #[pymethods]
 impl Session {
     #[new]
@@ -55,39 +97,28 @@ impl Session {
         with_regs: bool,
         chain: &str,
     ) -> PyResult<Check> {
-        let read = self.read.bind(py);
-        let symtab = self.symtab.borrow(py);
-        let symtab: &Symtab = &symtab;
         let frames = frames.map(|v| v.into_iter().map(frame_in).collect::<PyResult<Vec<_>>>()).transpose()?;
         let start = start.map(start_of);
-        let call_mem = CallMemory::new(read);
-        let mem = call_mem.cache();
-        let reads_before = mem.requests();
-        let checked =
-            guarded("verify-bt", || Ok(crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)))?;
-        let list = PyList::empty(py);
-        for r in checked.reports {
-            list.append(Report(Row::Frame(Box::new(r))))?;
-        }
-        let agree = checked.invented.is_empty() && checked.lost.is_empty();
-        let (chain, stop) = match &checked.chain {
-            Some(c) if chain == "on-difference" && agree => (None, c.stop.clone()),
-            Some(c) => {
-                let l = PyList::empty(py);
-                for f in &c.frames {
-                    l.append(ChainFrame::new(symtab, f, with_regs))?;
-                }
-                (Some(l.unbind()), c.stop.clone())
-            }
-            None => (None, None),
-        };
-        Ok(Check {
-            frames: list.unbind(),
-            chain,
-            stop,
-            reads: mem.requests() - reads_before,
-            invented: checked.invented,
-            lost: checked.lost,
+        self.checked(py, with_regs, chain, |mem, symtab| {
+            crate::check::check(mem, symtab, frames, start.as_ref(), max_frames)
+        })
+    }
+
+    /// stackproof's own chain from `start`, checked and compared as a backtrace whose
+    /// frame 0 returns through `slot0` (a sleeping task's switch frame).
+    #[pyo3(signature = (start, slot0, max_frames=crate::unwind::DEFAULT_MAX_FRAMES, with_regs=false, chain="always"))]
+    fn check_own(
+        &self,
+        py: Python<'_>,
+        start: StartRegs,
+        slot0: Option<u64>,
+        max_frames: usize,
+        with_regs: bool,
+        chain: &str,
+    ) -> PyResult<Check> {
+        let start = start_of(start);
+        self.checked(py, with_regs, chain, |mem, symtab| {
+            crate::check::check_own(mem, symtab, &start, slot0, max_frames)
         })
     }
 

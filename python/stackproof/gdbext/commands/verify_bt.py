@@ -132,14 +132,9 @@ docs/verify-bt.schema.json in stackproof's sources)."""
                 task = target.task_start(session, args.task, args.sp)
             except UserError as e:
                 raise UserError("verify-bt: %s" % e)
-            start = (task.pc, task.sp, task.registers)
-            own = session.check(None, start, args.max_frames)
-            frames = [(c["level"], c["pc"], c["sp"], c["slot"], c["kind"], None, c["trust"]) for c in own.chain]
-            if frames and task.slot is not None:
-                # ret_addr was pushed by `call __switch_to_asm`: its slot is checked like any.
-                frames[0] = frames[0][:3] + (task.slot,) + frames[0][4:]
-            t = self._verify(session, frames, start, args.max_frames, source="registers", thread=current,
-                             stop=own.stop, title="TASK %s (%s):" % (args.task, "; ".join(task.notes)))
+            t = self._verify(session, None, (task.pc, task.sp, task.registers), args.max_frames,
+                             source="registers", thread=current, task=task,
+                             title="TASK %s (%s):" % (args.task, "; ".join(task.notes)))
             threads.append(t)
         elif args.sp is not None:
             sp = target.parse_address(args.sp, "--sp")
@@ -178,14 +173,17 @@ docs/verify-bt.schema.json in stackproof's sources)."""
 
     @staticmethod
     def _verify(session, frames, start, max_frames, source, title=None, thread=None, stop=None,
-                want_chain=True):
+                want_chain=True, task=None):
+        """`task`: a sleeping task's TaskStart: its own chain is checked as a backtrace."""
         # Text output shows stackproof's own chain only where it differs: build it only then.
-        c = session.check(frames, start, max_frames, chain="always" if want_chain else "on-difference")
+        chain = "always" if want_chain else "on-difference"
+        c = (session.check(frames, start, max_frames, chain=chain) if task is None else
+             session.check_own(start, task.slot, max_frames, chain=chain))
         t = {"source": source, "title": title, "thread": thread, "stop": stop, "frames": c.frames,
              "reads": c.reads}
         if frames is None:
             t["stop"] = c.stop
-        elif start is not None:
+        if (frames is not None or task is not None) and start is not None:
             t["chain"] = c.chain
             t["chain_stop"] = c.stop
             t["compare"] = {"agree": not c.invented and not c.lost, "invented": list(c.invented),
