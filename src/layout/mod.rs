@@ -7,13 +7,10 @@ pub mod noreturn;
 pub mod sim;
 pub mod state;
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::hash::Hash;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic};
-use once_cell::sync::Lazy;
 
 use state::RSP;
 pub use state::{Cfa, Saved, State, Val, CALLEE_SAVED, CALLEE_SAVED_NAMES};
@@ -601,30 +598,6 @@ pub fn analyze_with(code: &[u8], start: u64, opts: &Options<'_>) -> FunctionLayo
         may_return,
         contradicted,
     }
-}
-
-type Key = (u64, u64, Limits);
-static CACHE: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
-const CACHE_MAX: usize = 4096;
-
-/// Analyze the function whose code `code` starts at `start`, entered by a call;
-/// each (start, bytes) is decoded once. For a `.cold` part use [`analyze_with`]
-/// and [`FunctionLayout::entries_into`] of its parent.
-pub fn analyze(code: &[u8], start: u64, limits: &Limits) -> Arc<FunctionLayout> {
-    let mut h = DefaultHasher::new();
-    code.hash(&mut h);
-    let key = (start, h.finish(), *limits);
-    if let Some(l) = CACHE.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return l;
-    }
-    let l = Arc::new(analyze_with(code, start, &Options { limits: *limits, ..Options::default() }));
-    if let Ok(mut c) = CACHE.lock() {
-        if c.len() >= CACHE_MAX {
-            c.clear();
-        }
-        c.insert(key, l.clone());
-    }
-    l
 }
 
 #[cfg(test)]
