@@ -548,7 +548,7 @@ fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
     let mut res = SpResult::default();
     let mut done = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let c = crate::x86::memo::scoped(|| check_task(s, t, max, !all));
+        let c = crate::memo::scoped(|| check_task(s, t, max, !all));
         res.tasks += 1;
         res.frames += c.rows.len() as u32;
         res.bogus += c.count(Verdict::Bogus);

@@ -100,7 +100,7 @@ fn flag_stale(frames: &[FrameIn], reports: &mut [crate::verify::FrameReport], ow
 /// from the vmlinux file), as [`check`] unwinds it.
 pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usize) -> Unwound {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::x86::memo::scoped(|| unwind(mem, syms, start, max))
+    crate::memo::scoped(|| unwind(mem, syms, start, max))
 }
 
 /// A thread's own chain from `start` checked as a backtrace whose frame 0 returns
@@ -123,7 +123,7 @@ pub fn check<M: Memory, S: Symbols>(
     max: usize,
 ) -> Checked {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::x86::memo::scoped(|| check_unscoped(mem, syms, frames, start, max))
+    crate::memo::scoped(|| check_unscoped(mem, syms, frames, start, max))
 }
 
 fn check_unscoped<M: Memory, S: Symbols>(
@@ -182,7 +182,7 @@ pub fn check_crash_task<M: Memory, S: Symbols>(
     max: usize,
 ) -> Vec<FrameReport> {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::x86::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, live, max))
+    crate::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, live, max))
 }
 
 fn check_crash_task_unscoped<M: Memory, S: Symbols>(

@@ -87,7 +87,7 @@ pub fn scan_ranges<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, live
     if !is_kernel(live_sp) {
         return Vec::new();
     }
-    let chain = crate::x86::memo::scoped(|| unwind(mem, syms, start, 1024));
+    let chain = crate::memo::scoped(|| unwind(mem, syms, start, 1024));
     // Runs of consecutive frames on one stack: (lowest used address, last frame's sp).
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut last: Option<u64> = None;

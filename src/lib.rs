@@ -10,6 +10,7 @@ pub mod elf;
 pub mod json;
 pub mod kernel;
 pub mod layout;
+pub mod memo;
 pub mod memory;
 pub mod oracle;
 pub mod regs;

@@ -564,7 +564,8 @@ fn standing_call<M: Memory, S: Symbols>(
 
 /// The instruction that saved callee-saved register `i` at CFA+k.
 fn saver(layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u64, String)> {
-    crate::x86::memo::saver((layout.start, i, k), || {
+    enum Saver {}
+    crate::memo::remembered::<Saver, _, _>((layout.start, i, k), || {
         crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
     })
 }

@@ -44,9 +44,37 @@ pub fn rule_at<M: Memory, S: Symbols>(
     Ok((sym, layout, rule))
 }
 
+/// How deep a layout may ask for layouts while it is computed (a `.cold` part
+/// asks for its parent's: 2); deeper is a cycle, refused before it recurses.
+const MAX_LAYOUT_NESTING: u32 = 4;
+
+thread_local! {
+    static LAYOUT_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// The (cached) layout of a function; a `.cold` part starts from its parent's jumps into it.
 pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
-    crate::x86::memo::layout((sym.start, sym.size), || layout_uncached(mem, syms, sym))
+    remembered_layout((sym.start, sym.size), || layout_uncached(mem, syms, sym))
+}
+
+type LayoutResult = Result<Arc<FunctionLayout>, &'static str>;
+
+/// A function's layout (start, size), read and looked up once per check.
+fn remembered_layout(key: (u64, u64), compute: impl FnOnce() -> LayoutResult) -> LayoutResult {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            LAYOUT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    let depth = LAYOUT_DEPTH.with(|d| d.get());
+    if depth >= MAX_LAYOUT_NESTING {
+        return Err("layouts ask for each other in a cycle");
+    }
+    LAYOUT_DEPTH.with(|d| d.set(depth + 1));
+    let _leave = Leave;
+    enum Layouts {}
+    crate::memo::remembered::<Layouts, _, _>(key, compute)
 }
 
 fn layout_uncached<M: Memory, S: Symbols>(
@@ -117,6 +145,28 @@ mod cache {
                 m.clear();
             }
             m.insert(key, l);
+        }
+    }
+}
+
+#[cfg(test)]
+mod cycle_tests {
+    use super::*;
+
+    /// A layout that asks for itself (what a `.cold` part that is its own parent did) ends.
+    fn self_asking(n: &mut u32) -> LayoutResult {
+        *n += 1;
+        remembered_layout((1, 2), || self_asking(n))
+    }
+
+    #[test]
+    fn a_layout_cycle_ends() {
+        for scopedness in [false, true] {
+            let mut n = 0;
+            let r = if scopedness { crate::memo::scoped(|| self_asking(&mut n)) } else { self_asking(&mut n) };
+            assert!(r.is_err());
+            assert_eq!(n, MAX_LAYOUT_NESTING + 1);
+            assert_eq!(LAYOUT_DEPTH.with(|d| d.get()), 0);
         }
     }
 }

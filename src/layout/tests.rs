@@ -388,7 +388,7 @@ fn split_part_names_without_a_parent_end() {
         for (i, n) in names.iter().enumerate() {
             let pc = a[2] + 0x100 * i as u64;
             let run = || at_pc::rule_at(&mem, &syms, pc).map(|(s, _, r)| (s.name.to_string(), r.cfa));
-            let got = if scoped { crate::x86::memo::scoped(run) } else { run() };
+            let got = if scoped { crate::memo::scoped(run) } else { run() };
             match *n {
                 // a function entry: the push is seen
                 ".cold" | ".cold.1" | "..cold" | ".text.cold" | ".text" | "f" => {
@@ -399,7 +399,7 @@ fn split_part_names_without_a_parent_end() {
             }
         }
         let run = || at_pc::rule_at(&mem, &syms, p1 + 2).map(|(s, _, r)| (s.name.to_string(), r.cfa));
-        let got = if scoped { crate::x86::memo::scoped(run) } else { run() };
+        let got = if scoped { crate::memo::scoped(run) } else { run() };
         assert!(got.is_err(), "{got:?}");
     }
 }

@@ -83,7 +83,8 @@ impl CallCheck {
 /// noreturn function `ra` may already be in the next function). Errors only when the bytes
 /// before `ra` cannot be read; the error names the failing address.
 pub fn call_before<M: Memory + ?Sized>(mem: &M, ra: u64, func_start: Option<u64>) -> Result<CallCheck, ReadError> {
-    super::memo::call((ra, func_start), || decode_call_before(mem, ra, func_start))
+    enum CallBefore {}
+    crate::memo::remembered::<CallBefore, _, _>((ra, func_start), || decode_call_before(mem, ra, func_start))
 }
 
 fn decode_call_before<M: Memory + ?Sized>(mem: &M, ra: u64, func_start: Option<u64>) -> Result<CallCheck, ReadError> {

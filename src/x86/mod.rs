@@ -2,7 +2,6 @@
 
 pub mod callsite;
 pub mod decode;
-pub mod memo;
 pub mod target;
 
 pub use callsite::{call_before, Boundary, CallCheck, CallSite, CallTarget, MemOperand};

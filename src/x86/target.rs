@@ -125,7 +125,10 @@ pub fn follow_target<M: Memory + ?Sized, S: Symbols + ?Sized>(
     callee: &Symbol,
     limits: &Limits,
 ) -> TargetMatch {
-    super::memo::target((target, callee.start, callee.name.clone()), || search(mem, syms, target, callee, limits))
+    enum Leads {}
+    crate::memo::remembered::<Leads, _, _>((target, callee.start, callee.name.clone()), || {
+        search(mem, syms, target, callee, limits)
+    })
 }
 
 fn search<M: Memory + ?Sized, S: Symbols + ?Sized>(
