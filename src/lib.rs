@@ -7,6 +7,7 @@ pub mod check;
 pub mod corefile;
 pub mod crashbt;
 pub mod elf;
+pub mod frame;
 pub mod json;
 pub mod kernel;
 pub mod layout;

@@ -5,11 +5,11 @@
 //! in the callee's save area taken as the register must give a pointer to a
 //! function whose own prologue saves that register at exactly that word.
 
+use crate::frame::{describe_origin, Frame};
 use crate::layout::at_pc::layout_of;
 use crate::layout::{FunctionLayout, Saved, CALLEE_SAVED};
 use crate::memory::Memory;
 use crate::symbols::Symbols;
-use crate::unwind::{describe_origin, Frame};
 use crate::verify::{FrameIn, IndirectResolver};
 use crate::x86::{format_att, CallSite, CallTarget, Reg};
 
@@ -72,7 +72,7 @@ impl<'a, M> ChainResolver<'a, M> {
 
     /// When frame 0 is at pc 0 with its caller's return address at sp (a call through a
     /// NULL pointer), nothing ran since that call: the starting registers are its operands'.
-    pub fn with_start(mut self, start: &crate::unwind::Start) -> Self {
+    pub fn with_start(mut self, start: &crate::frame::Start) -> Self {
         if let (Some(f0), Some(f1)) = (self.frames.first(), self.frames.get(1)) {
             if f0.frame.pc == 0 && f0.frame.level == 0 && f1.frame.slot == f0.frame.sp {
                 self.at_call = Some(((f1.frame.pc, f1.frame.sp), start.scratch.clone()));
