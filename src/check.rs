@@ -167,9 +167,6 @@ fn check_unscoped<M: Memory, S: Symbols>(
     Checked { reports, chain, invented, lost }
 }
 
-/// How far beyond the printed slots a pt_regs crash misread may reach.
-const PT_REGS_REACH: u64 = 0x400;
-
 /// Verify one task of a crash `bt` text. crash sometimes prints an interrupt's
 /// `pt_regs.ip` word as a frame (seed 002's `#6`): a live pt_regs found on the
 /// stack whose `ip` sits at a frame's slot turns that frame into the interrupted
@@ -206,8 +203,9 @@ fn check_crash_task_unscoped<M: Memory, S: Symbols>(
         }
     }
     for (lo, hi) in spans {
-        let lo = lo.saturating_sub(PT_REGS_REACH) & !7;
-        let scan = scan_memory(mem, lo, hi.saturating_add(PT_REGS_REACH), syms, &ScanOptions::default());
+        let lo = lo.saturating_sub(crate::kernel::PT_REGS_WINDOW) & !7;
+        let scan =
+            scan_memory(mem, lo, hi.saturating_add(crate::kernel::PT_REGS_WINDOW), syms, &ScanOptions::default());
         for found in scan.found.iter().filter(|f| f.layout == Layout::PtRegs && f.status == Status::Live) {
             let ip_slot = found.address.saturating_add(16 * 8);
             for f in frames.iter_mut().filter(|f| f.slot == Some(ip_slot) && Some(f.pc) == found.reg("ip")) {

@@ -22,7 +22,8 @@ pub const IRQ_STACK_SIZE: u64 = 0x4000;
 pub const IST_STACK_SIZE: u64 = 0x1000;
 /// The CPU entry area (IST stacks, entry stack): `CPU_ENTRY_AREA_BASE` of 4.15+.
 pub const CPU_ENTRY_AREA: std::ops::Range<u64> = 0xffff_fe00_0000_0000..0xffff_fe80_0000_0000;
-/// How far above a frame's sp a pt_regs is looked for when the layout gives up.
+/// How far from the frames known a pt_regs is looked for: above a frame's sp when the
+/// layout gives up, beyond the slots of a crash `bt` that misread one.
 pub const PT_REGS_WINDOW: u64 = 0x400;
 /// x86-64's kernel text and module mapping (with KASLR too): kernel code lies at or
 /// above this; the direct map, vmalloc space and the stacks lie below.
