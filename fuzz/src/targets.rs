@@ -83,7 +83,7 @@ fn start_of(rng: &mut Rng, img: &Image, base: u64, n: usize) -> Start {
 
 fn scoped<T>(rng: &Rng, f: impl FnOnce() -> T) -> T {
     if rng.chance(50) {
-        stackproof::x86::memo::scoped(f)
+        stackproof::memo::scoped(f)
     } else {
         f()
     }
