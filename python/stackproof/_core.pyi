@@ -189,7 +189,7 @@ class Symtab:
 
 @final
 class FrameReport:
-    """One verified frame, read like a read-only dict (made by `check_chain`, `verify_crash_bt`)."""
+    """One verified frame, read like a read-only dict (made by `Session.check`, `Session.verify_crash_bt`)."""
 
     @overload
     def __getitem__(self, key: Literal["level"], /) -> int: ...
@@ -230,7 +230,7 @@ class FrameReport:
 
 @final
 class ChainFrame:
-    """A frame of stackproof's own chain, read like a read-only dict (made by `check_chain`)."""
+    """A frame of stackproof's own chain, read like a read-only dict (made by `Session.check`)."""
 
     @overload
     def __getitem__(self, key: Literal["level", "pc"], /) -> int: ...
