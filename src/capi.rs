@@ -262,6 +262,13 @@ impl Symbols for HostSymbols<'_> {
         sym.filter(|s| s.contains(addr))
     }
 
+    /// What the analyses learn of the kernel's code is kept for the crash session
+    /// (the extension's lifetime), as the kernel's table and text pages are.
+    fn store(&self) -> Option<&crate::memo::Store> {
+        static SESSION: once_cell::sync::Lazy<crate::memo::Store> = once_cell::sync::Lazy::new(Default::default);
+        Some(&SESSION)
+    }
+
     fn address_of(&self, name: &str) -> Option<u64> {
         self.host_address_of(name)
     }

@@ -60,12 +60,63 @@ pub fn remembered<Tag: 'static, K: Eq + Hash + 'static, V: Clone + 'static>(key:
     r
 }
 
+/// Answers kept as long as their owner is (a symbol table: what its functions' code
+/// gives), in a table per asker's tag type, each at most `max` entries (then emptied).
+/// The explicit counterpart of a global cache: whoever holds the owner holds these.
+#[derive(Default)]
+pub struct Store(std::sync::Mutex<HashMap<TypeId, Box<dyn Any + Send>>>);
+
+impl Store {
+    pub fn get<Tag: 'static, K: Eq + Hash + Send + 'static, V: Clone + Send + 'static>(&self, key: &K) -> Option<V> {
+        let mut t = self.0.lock().ok()?;
+        t.get_mut(&TypeId::of::<(Tag, K, V)>())?.downcast_mut::<HashMap<K, V>>()?.get(key).cloned()
+    }
+
+    pub fn put<Tag: 'static, K: Eq + Hash + Send + 'static, V: Send + 'static>(&self, key: K, value: V, max: usize) {
+        let Ok(mut t) = self.0.lock() else { return };
+        let entry = t.entry(TypeId::of::<(Tag, K, V)>()).or_insert_with(|| Box::new(HashMap::<K, V>::new()));
+        if let Some(m) = entry.downcast_mut::<HashMap<K, V>>() {
+            if m.len() >= max {
+                m.clear();
+            }
+            m.insert(key, value);
+        }
+    }
+}
+
+impl Clone for Store {
+    /// A copy of the owner starts with nothing remembered.
+    fn clone(&self) -> Self {
+        Store::default()
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     enum A {}
     enum B {}
+
+    #[test]
+    fn a_store_keeps_each_table_apart_and_bounded() {
+        let s = Store::default();
+        s.put::<A, _, _>(1u64, "a", 2);
+        s.put::<B, _, _>(1u64, "b", 2);
+        assert_eq!(s.get::<A, u64, &str>(&1), Some("a"));
+        assert_eq!(s.get::<B, u64, &str>(&1), Some("b"));
+        s.put::<A, _, _>(2u64, "a2", 2);
+        s.put::<A, _, _>(3u64, "a3", 2); // full: emptied first
+        assert_eq!(s.get::<A, u64, &str>(&1), None);
+        assert_eq!(s.get::<A, u64, &str>(&3), Some("a3"));
+        assert_eq!(s.clone().get::<B, u64, &str>(&1), None);
+    }
 
     #[test]
     fn tables_are_apart_and_live_for_the_scope() {

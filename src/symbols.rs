@@ -97,6 +97,12 @@ pub trait Symbols {
     fn direct_calls_to(&self, _target: u64) -> Vec<u64> {
         Vec::new()
     }
+
+    /// Where analyses keep what they learn of these functions for the table's life
+    /// (the frame-layout engine's layouts); None: nothing is kept past one check.
+    fn store(&self) -> Option<&crate::memo::Store> {
+        None
+    }
 }
 
 impl<S: Symbols + ?Sized> Symbols for &S {
@@ -109,6 +115,9 @@ impl<S: Symbols + ?Sized> Symbols for &S {
     fn file_code(&self, addr: u64, buf: &mut [u8]) -> bool {
         (**self).file_code(addr, buf)
     }
+    fn store(&self) -> Option<&crate::memo::Store> {
+        (**self).store()
+    }
     fn direct_calls_to(&self, target: u64) -> Vec<u64> {
         (**self).direct_calls_to(target)
     }
@@ -120,6 +129,9 @@ pub struct SymbolTable {
     syms: Vec<Symbol>,
     /// Name -> lowest address, built on the first by-name lookup (kernel tables are large).
     by_name: once_cell::sync::OnceCell<std::collections::HashMap<std::sync::Arc<str>, u64>>,
+    /// What the analyses learn of these functions' code (their layouts), for as long as
+    /// the table lives.
+    store: crate::memo::Store,
 }
 
 impl SymbolTable {
@@ -139,7 +151,7 @@ impl SymbolTable {
             run.sort_unstable_by(alias_order);
         }
         syms.dedup_by(|later, first| later.start == first.start);
-        SymbolTable { syms, by_name: Default::default() }
+        SymbolTable { syms, by_name: Default::default(), store: Default::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -188,6 +200,10 @@ impl Symbols for SymbolTable {
         });
         index.get(name).copied()
     }
+
+    fn store(&self) -> Option<&crate::memo::Store> {
+        Some(&self.store)
+    }
 }
 
 /// The first source that knows wins.
@@ -207,6 +223,9 @@ impl Symbols for Layered<'_> {
     }
     fn direct_calls_to(&self, target: u64) -> Vec<u64> {
         self.layers.iter().flat_map(|l| l.direct_calls_to(target)).collect()
+    }
+    fn store(&self) -> Option<&crate::memo::Store> {
+        self.layers.iter().find_map(|l| l.store())
     }
 }
 

@@ -90,7 +90,7 @@ fn layout_uncached<M: Memory, S: Symbols>(
     let len = if sym.size == 0 { UNSIZED } else { sym.size.min(MAX_FUNCTION) };
     let code = read_code(mem, sym.start, len as usize).map_err(|_| "code unreadable")?;
     let key = cache::key(sym, &code);
-    if let Some(l) = cache::get(&key) {
+    if let Some(l) = cache::get(syms, &key) {
         return Ok(l);
     }
     let entries = if let Some(parent_name) = cold_parent(&sym.name) {
@@ -111,22 +111,20 @@ fn layout_uncached<M: Memory, S: Symbols>(
         Vec::new()
     };
     let l = Arc::new(analyze_symbol(syms, sym, &code, entries));
-    cache::put(key, l.clone());
+    cache::put(syms, key, l.clone());
     Ok(l)
 }
 
 mod cache {
-    //! Each function's code is analysed once per session, keyed by where it is and what it is.
+    //! Each function's code is analysed once per symbol table, keyed by where it is and
+    //! what it is (its bytes and name), in the table's store.
     use super::*;
-    use once_cell::sync::Lazy;
     use std::collections::hash_map::DefaultHasher;
-    use std::collections::HashMap;
     use std::hash::{Hash, Hasher};
-    use std::sync::Mutex;
 
     pub type Key = (u64, u64);
-    static LAYOUTS: Lazy<Mutex<HashMap<Key, Arc<FunctionLayout>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
     const MAX: usize = 1 << 14;
+    enum Layouts {}
 
     pub fn key(sym: &Symbol, code: &[u8]) -> Key {
         let mut h = DefaultHasher::new();
@@ -135,16 +133,13 @@ mod cache {
         (sym.start, h.finish())
     }
 
-    pub fn get(key: &Key) -> Option<Arc<FunctionLayout>> {
-        LAYOUTS.lock().ok()?.get(key).cloned()
+    pub fn get<S: Symbols>(syms: &S, key: &Key) -> Option<Arc<FunctionLayout>> {
+        syms.store()?.get::<Layouts, Key, Arc<FunctionLayout>>(key)
     }
 
-    pub fn put(key: Key, l: Arc<FunctionLayout>) {
-        if let Ok(mut m) = LAYOUTS.lock() {
-            if m.len() >= MAX {
-                m.clear();
-            }
-            m.insert(key, l);
+    pub fn put<S: Symbols>(syms: &S, key: Key, l: Arc<FunctionLayout>) {
+        if let Some(store) = syms.store() {
+            store.put::<Layouts, _, _>(key, l, MAX);
         }
     }
 }

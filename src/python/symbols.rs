@@ -55,6 +55,10 @@ impl Symbols for Symtab {
     fn direct_calls_to(&self, target: u64) -> Vec<u64> {
         self.code.iter().flat_map(|c| c.calls_to(target).iter().copied()).collect()
     }
+
+    fn store(&self) -> Option<&crate::memo::Store> {
+        self.table.store()
+    }
 }
 
 #[pymethods]
