@@ -732,3 +732,114 @@ fn regs(s: &Session, t: &SpTask, o: &SpRegsOptions) -> SpResult {
     }
     SpResult { tasks: 1, ..Default::default() }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The C ABI with a host written here: what crash's glue would answer.
+    use super::*;
+
+    /// A kernel module's two functions (crash names them with `[kvm]`), a stack.
+    struct FakeHost {
+        mem: Vec<(u64, Vec<u8>)>,
+        syms: Vec<(CString, u64, u64)>,
+        module: CString,
+        out: RefCell<String>,
+    }
+
+    const CALLER: u64 = 0xffff_ffff_c0a0_0000;
+    const CALLEE: u64 = 0xffff_ffff_c0a0_1000;
+    const SP: u64 = 0xffff_c900_0001_0f00;
+
+    unsafe extern "C" fn read(ctx: *mut c_void, addr: u64, buf: *mut u8, n: usize) -> c_int {
+        // SAFETY: ctx is the FakeHost; buf holds n bytes.
+        let h = unsafe { &*(ctx as *const FakeHost) };
+        for (base, bytes) in &h.mem {
+            if addr >= *base && addr - base + n as u64 <= bytes.len() as u64 {
+                let off = (addr - base) as usize;
+                unsafe { std::ptr::copy_nonoverlapping(bytes[off..].as_ptr(), buf, n) };
+                return 1;
+            }
+        }
+        0
+    }
+
+    unsafe extern "C" fn symbol(ctx: *mut c_void, addr: u64, out: *mut SpSym) -> c_int {
+        // SAFETY: as above; out is valid.
+        let h = unsafe { &*(ctx as *const FakeHost) };
+        for (name, start, size) in &h.syms {
+            if *start <= addr && addr < start + size {
+                unsafe {
+                    *out = SpSym { name: name.as_ptr(), start: *start, size: *size, module: h.module.as_ptr() };
+                }
+                return 1;
+            }
+        }
+        0
+    }
+
+    unsafe extern "C" fn write(ctx: *mut c_void, text: *const c_char) {
+        // SAFETY: as above; text is NUL-terminated.
+        let h = unsafe { &*(ctx as *const FakeHost) };
+        let t = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+        h.out.borrow_mut().push_str(&format!("{t}\n"));
+    }
+
+    #[test]
+    fn module_frames_are_named_as_crash_names_them() {
+        // kvm_vcpu_ioctl: 11 nops, `call kvm_arch_vcpu_ioctl_run`, ret; the callee: push rbp, ud2.
+        let mut caller = vec![0x90u8; 11];
+        caller.push(0xe8);
+        caller.extend_from_slice(&((CALLEE as i64 - (CALLER as i64 + 16)) as i32).to_le_bytes());
+        caller.push(0xc3);
+        caller.resize(0x40, 0xcc);
+        let mut callee = vec![0x55u8, 0x0f, 0x0b];
+        callee.resize(0x40, 0xcc);
+        let mut stack = vec![0u8; 0x100];
+        // At the callee's first instruction: sp holds the return address.
+        stack[..8].copy_from_slice(&(CALLER + 16).to_le_bytes());
+        let host_state = FakeHost {
+            mem: vec![(CALLER, caller), (CALLEE, callee), (SP, stack)],
+            syms: vec![
+                (CString::new("kvm_vcpu_ioctl").unwrap(), CALLER, 0x40),
+                (CString::new("kvm_arch_vcpu_ioctl_run").unwrap(), CALLEE, 0x40),
+            ],
+            module: CString::new("kvm").unwrap(),
+            out: RefCell::new(String::new()),
+        };
+        let host = SpHost {
+            ctx: &host_state as *const FakeHost as *mut c_void,
+            read: Some(read),
+            symbol: Some(symbol),
+            address_of: None,
+            write: Some(write),
+            vmlinux: std::ptr::null(),
+        };
+        let comm = CString::new("qemu-kvm").unwrap();
+        let mut regs = [0u64; PR_REG_WORDS];
+        let set = |r: &mut [u64; PR_REG_WORDS], n: &str, v: u64| r[USER_REGS.iter().position(|x| *x == n).unwrap()] = v;
+        set(&mut regs, "rip", CALLEE);
+        set(&mut regs, "rsp", SP);
+        set(&mut regs, "cs", 0x10);
+        let task = SpTask {
+            pid: 4242,
+            task: 0xffff_8880_0400_0000,
+            cpu: 0,
+            comm: comm.as_ptr(),
+            has_regs: 1,
+            regs,
+            saved_sp: 0,
+            crash_bt: std::ptr::null(),
+            crash_bt_error: std::ptr::null(),
+            stack_offset: -1,
+            canary_offset: -1,
+        };
+        let opts = SpOptions { verbose: 0, json: 0, all_tasks: 0, colour: 0, max_frames: 8, output: std::ptr::null() };
+        let mut res = SpResult::default();
+        // SAFETY: all pointers are valid for the call.
+        unsafe { stackproof_verify(&host, &task, 1, &opts, &mut res) };
+        let out = host_state.out.borrow();
+        assert!(out.contains("kvm_arch_vcpu_ioctl_run [kvm]"), "{out}");
+        assert!(out.contains("kvm_vcpu_ioctl+0x10 [kvm]"), "{out}");
+        assert_eq!(res.bogus, 0, "{out}");
+    }
+}
