@@ -95,6 +95,18 @@ fn flag_stale(frames: &[FrameIn], reports: &mut [crate::verify::FrameReport], ow
     }
 }
 
+/// The reports of stackproof's own chain checked as a backtrace: a frame it rebuilt
+/// (its return address is lost) is `probable` `rebuilt`, not disproved by the
+/// damage that made it lost; its slot still shows what is there.
+fn mark_rebuilt(reports: &mut [FrameReport], own: &Unwound) {
+    for (r, f) in reports.iter_mut().zip(&own.frames) {
+        if f.rebuilt.is_some() && r.level == f.frame.level {
+            r.verdict = Verdict::Probable;
+            r.reasons = vec![Reason::Rebuilt];
+        }
+    }
+}
+
 /// Verify `frames` (or, when None, stackproof's own chain from `start`).
 /// stackproof's own chain from `start`, on the memory a check reads (freed init code
 /// from the vmlinux file), as [`check`] unwinds it.
@@ -112,7 +124,11 @@ pub fn check_own<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, slot0:
     if let Some(f) = frames.first_mut() {
         f.slot = slot0;
     }
-    check(mem, syms, Some(frames), Some(start), max)
+    let mut c = check(mem, syms, Some(frames), Some(start), max);
+    if let Some(own) = &c.chain {
+        mark_rebuilt(&mut c.reports, own);
+    }
+    c
 }
 
 pub fn check<M: Memory, S: Symbols>(
@@ -161,8 +177,10 @@ fn check_unscoped<M: Memory, S: Symbols>(
     };
     // A frame whose own checks all pass is real, whatever the own chain found.
     invented.retain(|l| reports.iter().find(|r| r.level == *l).is_none_or(|r| r.verdict != Verdict::Ok));
-    if let Some(c) = chain.as_ref().filter(|_| given) {
-        flag_stale(&frames, &mut reports, c);
+    match &chain {
+        Some(c) if given => flag_stale(&frames, &mut reports, c),
+        Some(c) => mark_rebuilt(&mut reports, c),
+        None => {}
     }
     Checked { reports, chain, invented, lost }
 }

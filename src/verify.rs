@@ -143,6 +143,9 @@ pub enum Reason {
     /// where a direct call at exactly this place leads to the inner frame (the address
     /// of that call's return address).
     StaleRa(u64),
+    /// A frame of stackproof's own chain that memory no longer shows: its return address
+    /// is lost (zeroed, overwritten), and the frame was rebuilt from its caller's call.
+    Rebuilt,
 }
 
 impl Reason {
@@ -188,6 +191,7 @@ impl Reason {
             Reason::NullCall => "null-call",
             Reason::DamagedRegisters(_) => "damaged-registers",
             Reason::StaleRa(_) => "stale-ra",
+            Reason::Rebuilt => "rebuilt",
         }
     }
 }
@@ -819,13 +823,14 @@ mod reason_docs {
             NullCall,
             DamagedRegisters(""),
             StaleRa(0),
+            Rebuilt,
         ];
         for r in &v {
             match r {
                 SlotMismatch | NoCallBeforeRa | WrongTarget | RaNotInText | Unreadable(_) | IndirectCall | TailCall
                 | InsideFrameOf(_) | FrameSize(_) | SignalFrame | InterruptedPc | InlineFrame | TailCallFrame
                 | NoSymbol | CalleeBogus | TargetUnreadable(_) | BelowSp(_) | CpuInUserMode | CodeFreed
-                | StackBottom | NullCall | DamagedRegisters(_) | StaleRa(_) => {}
+                | StackBottom | NullCall | DamagedRegisters(_) | StaleRa(_) | Rebuilt => {}
             }
         }
         v

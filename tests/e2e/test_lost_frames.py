@@ -105,3 +105,37 @@ def test_stale_restore_rt_is_bogus(corpus, tmp_core, opt):
     assert got["verdict"] == "bogus" and "damaged-registers" in got["reasons"], got
     want = physical(frames)
     assert own(t, len(want)) == want, (t["chain"], want)
+
+
+
+REGISTER_CASES = [("nullcall", o, "null") for o in OPTS] + [("signal", o, "tramp") for o in OPTS] \
+    + [("signal", o, "handler") for o in ("O0", "O1")]
+
+
+@pytest.mark.parametrize("mode,opt,where", REGISTER_CASES, ids=["-".join(c) for c in REGISTER_CASES])
+def test_rebuilt_frames_from_registers_are_not_bogus(corpus, tmp_core, mode, opt, where):
+    """`verify-bt --sp --pc --bp` checks stackproof's own chain, not gdb's: on each
+    damaged copy above, its frames are gdb's physical frames of the intact core, none
+    `bogus`, and the one whose return address was zeroed is `probable` `rebuilt`
+    (it was `bogus` `slot-mismatch`, and the corrected chain dropped it)."""
+    c = corpus[(mode, opt)]
+    frames = c.frames()
+    k = {"null": lambda: 1, "tramp": lambda: index_of(frames, kind="sigtramp"),
+         "handler": lambda: index_of(frames, function="on_usr1")}[where]()
+    slot = frames[0]["sp"] if where == "null" else frames[k]["slot"]
+    core = Core.load(c.core)
+    core.write_u64(slot, 0)
+    out = tmp_core()
+    core.save(out)
+    res = gdb_stackproof(["thread %d" % c.oracle["selected_thread"],
+                          "verify-bt --sp $sp --pc $pc --bp $rbp --json"], c.exe, out)
+    assert_no_crash(res)
+    doc = parse_verify_json(res)
+    check_schema(doc)
+    t = doc["threads"][0]
+    want = physical(frames)
+    got = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["frames"]][:len(want)]
+    assert got == want, (got, want)
+    assert [f for f in t["frames"] if f["verdict"] == "bogus"] == [], t["frames"]
+    lost = next(f for f in t["frames"] if hexint(f["pc"]) == frames[k]["pc"] and hexint(f["sp"]) == frames[k]["sp"])
+    assert lost["verdict"] == "probable" and lost["reasons"] == ["rebuilt"], lost

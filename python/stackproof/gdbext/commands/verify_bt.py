@@ -64,6 +64,8 @@ Reason codes:
   unreadable         unknown   the slot or the code could not be read
   no-address         unknown   (crash bt) a frame printed without address
   code-freed         unknown   the ra is in the kernel's freed init text
+  rebuilt            probable  (own chain) its return address is lost:
+                               rebuilt from its caller's call
   indirect-call      probable  an indirect call not resolved
   target-unreadable  probable  code after the call's target unreadable
   tail-call          probable  the inner function is reached by jumps
