@@ -52,6 +52,14 @@ impl Row {
         }
     }
 
+    /// The frame's sp, when it has one.
+    pub fn sp(&self) -> Option<u64> {
+        match self {
+            Row::Frame(r) => r.sp,
+            Row::Unplaced(_) => None,
+        }
+    }
+
     pub fn head_width(&self) -> usize {
         match self {
             Row::Frame(r) => crate::text::frame_head_width(r),
@@ -223,13 +231,48 @@ pub fn thread_text(t: &Thread, verbose: bool, columns: usize, styles: Option<&St
         lines.push(format!("  (unwinding stopped: {s})"));
     }
     chain_lines(t, &mut lines);
-    let bogus = t.bogus();
-    if !bogus.is_empty() {
-        let kept: Vec<String> = t.frames.iter().filter(|f| f.verdict() != Verdict::Bogus).map(|f| f.name()).collect();
-        let kept = if kept.is_empty() { "(empty)".to_string() } else { kept.join(" <- ") };
-        lines.push(format!("Corrected chain (without {}): {kept}", levels(&bogus)));
+    if let Some(line) = corrected_chain(t) {
+        lines.push(line);
     }
     lines.join("\n")
+}
+
+/// The backtrace without its bogus frames and with the frames stackproof's own chain
+/// found it lacks (lost), each in its place by sp; None when there is nothing to correct.
+fn corrected_chain(t: &Thread) -> Option<String> {
+    let bogus = t.bogus();
+    let lost: &[&ChainRow] = t.compare.as_ref().map_or(&[], |c| &c.lost[..]);
+    if bogus.is_empty() && lost.is_empty() {
+        return None;
+    }
+    let mut kept = Vec::new();
+    let mut next_lost = lost.iter().peekable();
+    for f in t.frames.iter().filter(|f| f.verdict() != Verdict::Bogus) {
+        if let Some(sp) = f.sp() {
+            while let Some(l) = next_lost.next_if(|l| l.frame.sp.is_some_and(|lsp| lsp < sp)) {
+                kept.push(l.name());
+            }
+        }
+        kept.push(f.name());
+    }
+    kept.extend(next_lost.map(|l| l.name()));
+    // Where the backtrace stops (gdb cannot go past a damaged frame), the own chain goes on.
+    let reach = t.frames.iter().filter_map(|f| f.sp()).max().unwrap_or(0);
+    let beyond: Vec<_> = t.chain.iter().flatten().filter(|c| c.frame.sp.is_some_and(|sp| sp > reach)).collect();
+    kept.extend(beyond.iter().map(|c| c.name()));
+    let kept = if kept.is_empty() { "(empty)".to_string() } else { kept.join(" <- ") };
+    let mut what = Vec::new();
+    if !bogus.is_empty() {
+        what.push(format!("without {}", levels(&bogus)));
+    }
+    if !lost.is_empty() {
+        what.push(format!("with {} lost", lost.len()));
+    }
+    if !beyond.is_empty() {
+        what.push(format!("{} more from stackproof's chain", beyond.len()));
+    }
+    let what = what.join(", ");
+    Some(format!("Corrected chain ({what}): {kept}"))
 }
 
 fn opt_string(out: &mut String, s: Option<&str>) {

@@ -139,3 +139,39 @@ def test_rebuilt_frames_from_registers_are_not_bogus(corpus, tmp_core, mode, opt
     assert [f for f in t["frames"] if f["verdict"] == "bogus"] == [], t["frames"]
     lost = next(f for f in t["frames"] if hexint(f["pc"]) == frames[k]["pc"] and hexint(f["sp"]) == frames[k]["sp"])
     assert lost["verdict"] == "probable" and lost["reasons"] == ["rebuilt"], lost
+
+
+
+def exe_functions(exe):
+    import subprocess
+    out = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
+    return {l.split()[2] for l in out.splitlines() if len(l.split()) == 3 and l.split()[1] in "tT"}
+
+
+@pytest.mark.parametrize("mode,opt,where", REGISTER_CASES, ids=["-".join(c) for c in REGISTER_CASES])
+def test_corrected_chain_is_the_intact_one(corpus, tmp_core, mode, opt, where):
+    """gdb stops at the damaged frame; the text's corrected chain is its frames without
+    the bogus one, with the lost one in its place and stackproof's chain beyond where gdb
+    stopped: gdb's physical frames of the intact core, the program's functions in gdb's
+    order (it was gdb's frames minus the bogus one, ending there)."""
+    c = corpus[(mode, opt)]
+    frames = c.frames()
+    k = {"null": lambda: 1, "tramp": lambda: index_of(frames, kind="sigtramp"),
+         "handler": lambda: index_of(frames, function="on_usr1")}[where]()
+    slot = frames[0]["sp"] if where == "null" else frames[k]["slot"]
+    core = Core.load(c.core)
+    core.write_u64(slot, 0)
+    out = tmp_core()
+    core.save(out)
+    res = gdb_stackproof(["thread %d" % c.oracle["selected_thread"], "verify-bt"], c.exe, out)
+    assert_no_crash(res)
+    [line] = [l for l in res.stdout.splitlines() if l.startswith("Corrected chain (")]
+    entries = line.split("): ", 1)[1].split(" <- ")
+    phys = [e for e in entries if not e.endswith("(inlined)")]
+    # gdb's oracle stops at main (gdb's `backtrace past-main` is off): compare that far.
+    n = len(physical(frames))
+    assert len(phys) >= n, (line, physical(frames))
+    mine = exe_functions(c.exe)
+    strip = lambda e: e.split(" [")[0].split("+0x")[0]
+    want = [f["function"] for f in frames if f["type"] not in ("inline", "tailcall") and f["function"] in mine]
+    assert [strip(e) for e in phys[:n] if strip(e) in mine] == want, (line, want)
