@@ -107,17 +107,13 @@ def test_stale_restore_rt_is_bogus(corpus, tmp_core, opt):
     assert own(t, len(want)) == want, (t["chain"], want)
 
 
-
 REGISTER_CASES = [("nullcall", o, "null") for o in OPTS] + [("signal", o, "tramp") for o in OPTS] \
     + [("signal", o, "handler") for o in ("O0", "O1")]
 
 
-@pytest.mark.parametrize("mode,opt,where", REGISTER_CASES, ids=["-".join(c) for c in REGISTER_CASES])
-def test_rebuilt_frames_from_registers_are_not_bogus(corpus, tmp_core, mode, opt, where):
-    """`verify-bt --sp --pc --bp` checks stackproof's own chain, not gdb's: on each
-    damaged copy above, its frames are gdb's physical frames of the intact core, none
-    `bogus`, and the one whose return address was zeroed is `probable` `rebuilt`
-    (it was `bogus` `slot-mismatch`, and the corrected chain dropped it)."""
+def zeroed_copy(corpus, tmp_core, mode, opt, where):
+    """A corpus core with one return address zeroed: frame 0's (the NULL call's caller),
+    the trampoline's, or the handler's. Returns (case, intact frames, lost index, core)."""
     c = corpus[(mode, opt)]
     frames = c.frames()
     k = {"null": lambda: 1, "tramp": lambda: index_of(frames, kind="sigtramp"),
@@ -127,6 +123,16 @@ def test_rebuilt_frames_from_registers_are_not_bogus(corpus, tmp_core, mode, opt
     core.write_u64(slot, 0)
     out = tmp_core()
     core.save(out)
+    return c, frames, k, out
+
+
+@pytest.mark.parametrize("mode,opt,where", REGISTER_CASES, ids=["-".join(c) for c in REGISTER_CASES])
+def test_rebuilt_frames_from_registers_are_not_bogus(corpus, tmp_core, mode, opt, where):
+    """`verify-bt --sp --pc --bp` checks stackproof's own chain, not gdb's: on each
+    damaged copy above, its frames are gdb's physical frames of the intact core, none
+    `bogus`, and the one whose return address was zeroed is `probable` `rebuilt`
+    (it was `bogus` `slot-mismatch`, and the corrected chain dropped it)."""
+    c, frames, k, out = zeroed_copy(corpus, tmp_core, mode, opt, where)
     res = gdb_stackproof(["thread %d" % c.oracle["selected_thread"],
                           "verify-bt --sp $sp --pc $pc --bp $rbp --json"], c.exe, out)
     assert_no_crash(res)
@@ -141,7 +147,6 @@ def test_rebuilt_frames_from_registers_are_not_bogus(corpus, tmp_core, mode, opt
     assert lost["verdict"] == "probable" and lost["reasons"] == ["rebuilt"], lost
 
 
-
 def exe_functions(exe):
     import subprocess
     out = subprocess.run(["nm", str(exe)], capture_output=True, text=True, check=True).stdout
@@ -154,15 +159,7 @@ def test_corrected_chain_is_the_intact_one(corpus, tmp_core, mode, opt, where):
     the bogus one, with the lost one in its place and stackproof's chain beyond where gdb
     stopped: gdb's physical frames of the intact core, the program's functions in gdb's
     order (it was gdb's frames minus the bogus one, ending there)."""
-    c = corpus[(mode, opt)]
-    frames = c.frames()
-    k = {"null": lambda: 1, "tramp": lambda: index_of(frames, kind="sigtramp"),
-         "handler": lambda: index_of(frames, function="on_usr1")}[where]()
-    slot = frames[0]["sp"] if where == "null" else frames[k]["slot"]
-    core = Core.load(c.core)
-    core.write_u64(slot, 0)
-    out = tmp_core()
-    core.save(out)
+    c, frames, k, out = zeroed_copy(corpus, tmp_core, mode, opt, where)
     res = gdb_stackproof(["thread %d" % c.oracle["selected_thread"], "verify-bt"], c.exe, out)
     assert_no_crash(res)
     [line] = [l for l in res.stdout.splitlines() if l.startswith("Corrected chain (")]
