@@ -107,7 +107,6 @@ fn mark_rebuilt(reports: &mut [FrameReport], own: &Unwound) {
     }
 }
 
-/// Verify `frames` (or, when None, stackproof's own chain from `start`).
 /// stackproof's own chain from `start`, on the memory a check reads (freed init code
 /// from the vmlinux file), as [`check`] unwinds it.
 pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usize) -> Unwound {
@@ -119,18 +118,23 @@ pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: u
 /// through `slot0`: a sleeping task's `ret_addr`, pushed by `call __switch_to_asm`, is
 /// checked like any return address.
 pub fn check_own<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, slot0: Option<u64>, max: usize) -> Checked {
-    let own = own_chain(mem, syms, start, max);
-    let mut frames: Vec<FrameIn> = own.frames.into_iter().map(|f| f.frame).collect();
-    if let Some(f) = frames.first_mut() {
-        f.slot = slot0;
-    }
-    let mut c = check(mem, syms, Some(frames), Some(start), max);
-    if let Some(own) = &c.chain {
-        mark_rebuilt(&mut c.reports, own);
-    }
-    c
+    let mem = &crate::kernel::InitCode::new(mem, syms);
+    crate::memo::scoped(|| {
+        // One unwinding: the chain is both what is checked and what it is compared with.
+        let chain = unwind(mem, syms, start, max);
+        let mut frames: Vec<FrameIn> = chain.frames.iter().map(|f| f.frame.clone()).collect();
+        if let Some(f) = frames.first_mut() {
+            f.slot = slot0;
+        }
+        let mut c = verify_against(mem, syms, Some(frames), Some(start), Some(chain));
+        if let Some(own) = &c.chain {
+            mark_rebuilt(&mut c.reports, own);
+        }
+        c
+    })
 }
 
+/// Verify `frames` (or, when None, stackproof's own chain from `start`).
 pub fn check<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,
@@ -139,17 +143,21 @@ pub fn check<M: Memory, S: Symbols>(
     max: usize,
 ) -> Checked {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::memo::scoped(|| check_unscoped(mem, syms, frames, start, max))
+    crate::memo::scoped(|| {
+        let chain = start.map(|s| unwind(mem, syms, s, max));
+        verify_against(mem, syms, frames, start, chain)
+    })
 }
 
-fn check_unscoped<M: Memory, S: Symbols>(
+/// Verdicts on `frames` (None: on `chain` itself), with the registers `chain`, the
+/// own unwinding from `start`, recovered.
+fn verify_against<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,
     frames: Option<Vec<FrameIn>>,
     start: Option<&Start>,
-    max: usize,
+    chain: Option<Unwound>,
 ) -> Checked {
-    let chain = start.map(|s| unwind(mem, syms, s, max));
     let given = frames.is_some();
     let mut frames = match (frames, &chain) {
         (Some(f), _) => f,
