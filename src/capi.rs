@@ -425,7 +425,7 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
     let cpu = u32::try_from(t.cpu).ok();
     let title = report::task_title(t.pid, t.task, cpu, &comm);
     let reads_before = s.mem.requests();
-    let mut out = Checked {
+    let out = Checked {
         title,
         pid: t.pid,
         task: t.task,
@@ -441,6 +441,21 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
         reads: 0,
     };
     let started = task_start(s, t);
+    // One memo for the task: its crash bt check and its own chain decode the same calls.
+    let mut out = crate::memory::scoped(&s.mem, |mem| check_task_in(s, mem, t, started, max, with_crash_bt, out));
+    out.reads = s.mem.requests() - reads_before;
+    out
+}
+
+fn check_task_in<M: Memory>(
+    s: &Session,
+    mem: &M,
+    t: &SpTask,
+    started: Result<Started, String>,
+    max: usize,
+    with_crash_bt: bool,
+    mut out: Checked,
+) -> Checked {
     let crash_task: Option<CrashTask> = if with_crash_bt {
         // SAFETY: as above.
         let (bt, err) = unsafe { (text(t.crash_bt), text(t.crash_bt_error)) };
@@ -483,11 +498,11 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
                     (None, None)
                 }
             };
-            let reports = check_crash_task(&s.mem, &s.syms, &ct, live.as_ref(), max);
+            let reports = check_crash_task(mem, &s.syms, &ct, live.as_ref(), max);
             let (frames, unplaced) = crashbt::task_chain(&ct);
             out.rows = report::crash_rows(reports, &unplaced);
             if let Some(start) = start {
-                let own = crate::check::own_chain(&s.mem, &s.syms, &start, max);
+                let own = crate::check::own_chain(mem, &s.syms, &start, max);
                 out.compare = Some(compare(&frames, &own));
                 out.chain = Some(own.frames.iter().map(|f| ChainRow::new(&s.syms, &f.frame)).collect());
                 out.chain_stop = own.stop;
@@ -495,17 +510,16 @@ fn check_task(s: &Session, t: &SpTask, max: usize, with_crash_bt: bool) -> Check
         }
         (None, Ok((start, live, slot))) => {
             let c = if live.is_some() {
-                check(&s.mem, &s.syms, None, Some(&start), max)
+                check(mem, &s.syms, None, Some(&start), max)
             } else {
                 // A sleeping task: its own chain, frame 0 checked at the switch frame's slot.
-                crate::check::check_own(&s.mem, &s.syms, &start, slot, max)
+                crate::check::check_own(mem, &s.syms, &start, slot, max)
             };
             out.stop = c.chain.as_ref().and_then(|u| u.stop.clone());
             out.rows = c.reports.into_iter().map(|r| Row::Frame(Box::new(r))).collect();
         }
         (None, Err(e)) => out.notes.push(format!("cannot check it: {e}")),
     }
-    out.reads = s.mem.requests() - reads_before;
     out
 }
 
@@ -555,7 +569,7 @@ fn verify(s: &Session, tasks: &[SpTask], opts: &SpOptions) -> SpResult {
     let mut res = SpResult::default();
     let mut done = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let c = crate::memo::scoped(|| check_task(s, t, max, !all));
+        let c = check_task(s, t, max, !all);
         res.tasks += 1;
         res.frames += c.rows.len() as u32;
         res.bogus += c.count(Verdict::Bogus);

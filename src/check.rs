@@ -111,7 +111,7 @@ fn mark_rebuilt(reports: &mut [FrameReport], own: &Unwound) {
 /// from the vmlinux file), as [`check`] unwinds it.
 pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usize) -> Unwound {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::memo::scoped(|| unwind(mem, syms, start, max))
+    crate::memory::scoped(mem, |mem| unwind(mem, syms, start, max))
 }
 
 /// A thread's own chain from `start` checked as a backtrace whose frame 0 returns
@@ -119,7 +119,7 @@ pub fn own_chain<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: u
 /// checked like any return address.
 pub fn check_own<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, slot0: Option<u64>, max: usize) -> Checked {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::memo::scoped(|| {
+    crate::memory::scoped(mem, |mem| {
         // One unwinding: the chain is both what is checked and what it is compared with.
         let chain = unwind(mem, syms, start, max);
         let mut frames: Vec<FrameIn> = chain.frames.iter().map(|f| f.frame.clone()).collect();
@@ -143,7 +143,7 @@ pub fn check<M: Memory, S: Symbols>(
     max: usize,
 ) -> Checked {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::memo::scoped(|| {
+    crate::memory::scoped(mem, |mem| {
         let chain = start.map(|s| unwind(mem, syms, s, max));
         verify_against(mem, syms, frames, start, chain)
     })
@@ -205,7 +205,7 @@ pub fn check_crash_task<M: Memory, S: Symbols>(
     max: usize,
 ) -> Vec<FrameReport> {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::memo::scoped(|| check_crash_task_unscoped(mem, syms, task, live, max))
+    crate::memory::scoped(mem, |mem| check_crash_task_unscoped(mem, syms, task, live, max))
 }
 
 fn check_crash_task_unscoped<M: Memory, S: Symbols>(

@@ -88,7 +88,7 @@ pub fn scan_ranges<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, live
     if !is_kernel(live_sp) {
         return Vec::new();
     }
-    let chain = crate::memo::scoped(|| unwind(mem, syms, start, 1024));
+    let chain = crate::memory::scoped(mem, |mem| unwind(mem, syms, start, 1024));
     // Runs of consecutive frames on one stack: (lowest used address, last frame's sp).
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut last: Option<u64> = None;
@@ -252,6 +252,9 @@ impl<M: Memory, S: Symbols> Memory for InitCode<'_, M, S> {
             done += n;
         }
         Ok(())
+    }
+    fn memo(&self) -> Option<&crate::memo::Memo> {
+        self.mem.memo()
     }
 }
 

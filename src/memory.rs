@@ -5,7 +5,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::rc::Rc;
+
+use crate::memo::Memo;
 
 pub const PAGE: u64 = 4096;
 
@@ -42,6 +45,12 @@ pub trait Memory {
     fn readable_ranges(&self, _lo: u64, _hi: u64) -> Option<Vec<(u64, u64)>> {
         None
     }
+
+    /// The answers of the check reading this view ([`scoped`]); a view wrapping
+    /// another forwards its inner view's.
+    fn memo(&self) -> Option<&Memo> {
+        None
+    }
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
@@ -50,6 +59,47 @@ impl<M: Memory + ?Sized> Memory for &M {
     }
     fn readable_ranges(&self, lo: u64, hi: u64) -> Option<Vec<(u64, u64)>> {
         (**self).readable_ranges(lo, hi)
+    }
+    fn memo(&self) -> Option<&Memo> {
+        (**self).memo()
+    }
+}
+
+/// `mem` with a memo: the one a check's work is passed down with.
+pub struct Remembering<'a, M: ?Sized> {
+    mem: &'a M,
+    /// None: `mem` has one already (a check inside a check shares it).
+    own: Option<Memo>,
+}
+
+impl<M: Memory + ?Sized> Memory for Remembering<'_, M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        self.mem.read(addr, buf)
+    }
+    fn readable_ranges(&self, lo: u64, hi: u64) -> Option<Vec<(u64, u64)>> {
+        self.mem.readable_ranges(lo, hi)
+    }
+    fn memo(&self) -> Option<&Memo> {
+        self.own.as_ref().or_else(|| self.mem.memo())
+    }
+}
+
+/// Run `f` on `mem` with answers remembered; they are forgotten when it returns.
+pub fn scoped<M: Memory + ?Sized, T>(mem: &M, f: impl FnOnce(&Remembering<'_, M>) -> T) -> T {
+    let own = if mem.memo().is_some() { None } else { Some(Memo::default()) };
+    f(&Remembering { mem, own })
+}
+
+/// The answer for `key` in the table of `Tag` of `mem`'s memo (computed every time
+/// when it has none).
+pub fn remembered<Tag: 'static, K: Eq + Hash + 'static, V: Clone + 'static>(
+    mem: &(impl Memory + ?Sized),
+    key: K,
+    compute: impl FnOnce() -> V,
+) -> V {
+    match mem.memo() {
+        Some(m) => m.remembered::<Tag, K, V>(key, compute),
+        None => compute(),
     }
 }
 
@@ -285,6 +335,9 @@ impl<M: Memory> Memory for BlockCache<M> {
 
     fn readable_ranges(&self, lo: u64, hi: u64) -> Option<Vec<(u64, u64)>> {
         self.inner.readable_ranges(lo, hi)
+    }
+    fn memo(&self) -> Option<&Memo> {
+        self.inner.memo()
     }
 }
 

@@ -234,7 +234,7 @@ fn caller_regs<M: Memory>(
             Some(Saved::Same) => cur.regs[i].clone(),
             Some(Saved::At(_) | Saved::AtAnc(_)) => rule.saved_addr(i, cfa, known).and_then(|addr| {
                 let insn = match rule.saved.get(i) {
-                    Some(Saved::At(k)) => saver(layout, i, *k),
+                    Some(Saved::At(k)) => saver(mem, layout, i, *k),
                     _ => None,
                 };
                 mem.read_u64(addr)
@@ -495,9 +495,9 @@ fn standing_call<M: Memory, S: Symbols>(
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.
-fn saver(layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u64, String)> {
+fn saver<M: Memory>(mem: &M, layout: &crate::layout::FunctionLayout, i: usize, k: i32) -> Option<(u64, String)> {
     enum Saver {}
-    crate::memo::remembered::<Saver, _, _>((layout.start, i, k), || {
+    crate::memory::remembered::<Saver, _, _>(mem, (layout.start, i, k), || {
         crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
     })
 }

@@ -48,40 +48,33 @@ pub fn rule_at<M: Memory, S: Symbols>(
 /// asks for its parent's: 2); deeper is a cycle, refused before it recurses.
 const MAX_LAYOUT_NESTING: u32 = 4;
 
-thread_local! {
-    static LAYOUT_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
 /// The (cached) layout of a function; a `.cold` part starts from its parent's jumps into it.
 pub fn layout_of<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol) -> Result<Arc<FunctionLayout>, &'static str> {
-    remembered_layout((sym.start, sym.size), || layout_uncached(mem, syms, sym))
+    layout_nested(mem, syms, sym, 0)
+}
+
+/// [`layout_of`] asked by `depth` layouts being computed.
+fn layout_nested<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol, depth: u32) -> LayoutResult {
+    remembered_layout(mem, (sym.start, sym.size), depth, || layout_uncached(mem, syms, sym, depth + 1))
 }
 
 type LayoutResult = Result<Arc<FunctionLayout>, &'static str>;
 
 /// A function's layout (start, size), read and looked up once per check.
-fn remembered_layout(key: (u64, u64), compute: impl FnOnce() -> LayoutResult) -> LayoutResult {
-    struct Leave;
-    impl Drop for Leave {
-        fn drop(&mut self) {
-            LAYOUT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
-        }
-    }
-    let depth = LAYOUT_DEPTH.with(|d| d.get());
+fn remembered_layout<M: Memory>(
+    mem: &M,
+    key: (u64, u64),
+    depth: u32,
+    compute: impl FnOnce() -> LayoutResult,
+) -> LayoutResult {
     if depth >= MAX_LAYOUT_NESTING {
         return Err("layouts ask for each other in a cycle");
     }
-    LAYOUT_DEPTH.with(|d| d.set(depth + 1));
-    let _leave = Leave;
     enum Layouts {}
-    crate::memo::remembered::<Layouts, _, _>(key, compute)
+    crate::memory::remembered::<Layouts, _, _>(mem, key, compute)
 }
 
-fn layout_uncached<M: Memory, S: Symbols>(
-    mem: &M,
-    syms: &S,
-    sym: &Symbol,
-) -> Result<Arc<FunctionLayout>, &'static str> {
+fn layout_uncached<M: Memory, S: Symbols>(mem: &M, syms: &S, sym: &Symbol, depth: u32) -> LayoutResult {
     if sym.size == 0 {
         // An assembly label (entry code, a label inside a function): neither its
         // extent nor the state it is entered in is known.
@@ -100,7 +93,7 @@ fn layout_uncached<M: Memory, S: Symbols>(
             .lookup(parent_start)
             .filter(|p| cold_parent(&p.name).is_none() && p.start != sym.start)
             .ok_or("parent of .cold part unknown")?;
-        let pl = layout_of(mem, syms, &parent)?;
+        let pl = layout_nested(mem, syms, &parent, depth)?;
         let end = sym.start.saturating_add(len);
         let e = pl.entries_into(sym.start, end);
         if e.is_empty() {
@@ -149,19 +142,23 @@ mod cycle_tests {
     use super::*;
 
     /// A layout that asks for itself (what a `.cold` part that is its own parent did) ends.
-    fn self_asking(n: &mut u32) -> LayoutResult {
+    fn self_asking<M: Memory>(mem: &M, n: &mut u32, depth: u32) -> LayoutResult {
         *n += 1;
-        remembered_layout((1, 2), || self_asking(n))
+        remembered_layout(mem, (1, 2), depth, || self_asking(mem, n, depth + 1))
     }
 
     #[test]
     fn a_layout_cycle_ends() {
         for scopedness in [false, true] {
             let mut n = 0;
-            let r = if scopedness { crate::memo::scoped(|| self_asking(&mut n)) } else { self_asking(&mut n) };
+            let mem = crate::memory::Regions::new();
+            let r = if scopedness {
+                crate::memory::scoped(&mem, |m| self_asking(m, &mut n, 0))
+            } else {
+                self_asking(&mem, &mut n, 0)
+            };
             assert!(r.is_err());
             assert_eq!(n, MAX_LAYOUT_NESTING + 1);
-            assert_eq!(LAYOUT_DEPTH.with(|d| d.get()), 0);
         }
     }
 }

@@ -222,7 +222,7 @@ fn own_chain<M: Memory, S: Symbols>(
     max: usize,
 ) -> Vec<crate::unwind::Frame> {
     let mem = &crate::kernel::InitCode::new(mem, syms);
-    crate::memo::scoped(|| crate::unwind::unwind(mem, syms, start, max)).frames
+    crate::memory::scoped(mem, |mem| crate::unwind::unwind(mem, syms, start, max)).frames
 }
 
 /// Annotate the words `req` asks for, with the sets `found`: the frames are numbered by

@@ -84,7 +84,7 @@ impl CallCheck {
 /// before `ra` cannot be read; the error names the failing address.
 pub fn call_before<M: Memory + ?Sized>(mem: &M, ra: u64, func_start: Option<u64>) -> Result<CallCheck, ReadError> {
     enum CallBefore {}
-    crate::memo::remembered::<CallBefore, _, _>((ra, func_start), || decode_call_before(mem, ra, func_start))
+    crate::memory::remembered::<CallBefore, _, _>(mem, (ra, func_start), || decode_call_before(mem, ra, func_start))
 }
 
 fn decode_call_before<M: Memory + ?Sized>(mem: &M, ra: u64, func_start: Option<u64>) -> Result<CallCheck, ReadError> {

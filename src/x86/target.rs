@@ -126,7 +126,7 @@ pub fn follow_target<M: Memory + ?Sized, S: Symbols + ?Sized>(
     limits: &Limits,
 ) -> TargetMatch {
     enum Leads {}
-    crate::memo::remembered::<Leads, _, _>((target, callee.start, callee.name.clone()), || {
+    crate::memory::remembered::<Leads, _, _>(mem, (target, callee.start, callee.name.clone()), || {
         search(mem, syms, target, callee, limits)
     })
 }
