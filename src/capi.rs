@@ -504,7 +504,7 @@ fn check_task_in<M: Memory>(
             if let Some(start) = start {
                 let own = crate::check::own_chain(mem, &s.syms, &start, max);
                 out.compare = Some(compare(&frames, &own));
-                out.chain = Some(own.frames.iter().map(|f| ChainRow::new(&s.syms, &f.frame)).collect());
+                out.chain = Some(own.frames.iter().map(|f| ChainRow::of(&s.syms, f)).collect());
                 out.chain_stop = own.stop;
             }
         }

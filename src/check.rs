@@ -90,7 +90,8 @@ fn flag_stale(frames: &[FrameIn], reports: &mut [crate::verify::FrameReport], ow
             .iter()
             .find(|o| o.frame.sp == f.sp && o.frame.pc != f.pc && o.rebuilt == Some(crate::unwind::Rebuilt::Stale));
         if let Some(o) = rebuilt {
-            r.flag(Verdict::Bogus, Reason::StaleRa(o.frame.pc));
+            let ras = if o.candidates.is_empty() { vec![o.frame.pc] } else { o.candidates.clone() };
+            r.flag(Verdict::Bogus, Reason::StaleRa(ras));
         }
     }
 }

@@ -36,12 +36,17 @@ pub struct Frame {
     pub layout_note: Option<String>,
     /// Made up where memory no longer holds it (its slot is then null).
     pub rebuilt: Option<Rebuilt>,
+    /// The return addresses a rebuilt frame's pc is one of, when its caller has several
+    /// calls that fit, all with one frame layout (a callback called from each branch of
+    /// a sort loop): the function and the frame are known, not which call; `pc` is the
+    /// first. Empty: the pc is known.
+    pub candidates: Vec<u64>,
 }
 
 /// How a frame of the own chain was rebuilt where its return address is not in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rebuilt {
-    /// Its return address was lost: its caller's one call that can stand there.
+    /// Its return address was lost: its caller's call that can stand there.
     Lost,
     /// Taken instead of a stale return address after an indirect call (check.rs then
     /// calls the backtrace's frame there `stale-ra`).

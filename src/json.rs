@@ -77,6 +77,20 @@ impl Object {
         self
     }
 
+    /// `["0x1f","0x2a"]`.
+    fn hexes(mut self, k: &str, v: &[u64]) -> Self {
+        self.key(k);
+        self.out.push('[');
+        for (i, x) in v.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            let _ = write!(self.out, "\"{x:#x}\"");
+        }
+        self.out.push(']');
+        self
+    }
+
     fn str(mut self, k: &str, v: Option<&str>) -> Self {
         self.key(k);
         match v {
@@ -162,8 +176,8 @@ pub fn unplaced_frame(u: &Unplaced) -> String {
 }
 
 /// A frame of stackproof's own chain (`threads[].chain[]`, `threads[].lost[]`).
-pub fn chain_frame(f: &FrameIn, function: Option<&Symbol>) -> String {
-    Object::new()
+pub fn chain_frame(f: &FrameIn, function: Option<&Symbol>, candidates: &[u64]) -> String {
+    let o = Object::new()
         .int("level", f.level)
         .hex("pc", Some(f.pc))
         .hex("sp", f.sp)
@@ -171,8 +185,12 @@ pub fn chain_frame(f: &FrameIn, function: Option<&Symbol>) -> String {
         .str("function", function.map(|s| &*s.name))
         .str("module", function.and_then(|s| s.module.as_deref()))
         .str("kind", Some(f.kind.as_str()))
-        .str("trust", Some(f.trust.as_str()))
-        .finish()
+        .str("trust", Some(f.trust.as_str()));
+    // Only where the pc is one of several (pc is then the first of them).
+    if candidates.len() < 2 {
+        return o.finish();
+    }
+    o.hexes("candidates", candidates).finish()
 }
 
 #[cfg(test)]

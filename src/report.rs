@@ -109,6 +109,9 @@ impl Row {
 pub struct ChainRow {
     pub frame: FrameIn,
     pub function: Option<Symbol>,
+    /// The return addresses the frame's pc is one of (its own was lost and its caller
+    /// has several calls that fit); empty when the pc is known.
+    pub candidates: Vec<u64>,
 }
 
 impl ChainRow {
@@ -116,11 +119,24 @@ impl ChainRow {
         // A caller's pc is a return address: its function is that of pc - 1.
         let is_ra = fr.level > 0 && fr.kind == FrameKind::Normal;
         let function = if is_ra { function_of_ra(syms, fr.pc) } else { syms.lookup(fr.pc) };
-        ChainRow { frame: fr.clone(), function }
+        ChainRow { frame: fr.clone(), function, candidates: Vec::new() }
     }
 
+    /// The row of an own chain's frame.
+    pub fn of<S: Symbols>(syms: &S, f: &crate::frame::Frame) -> Self {
+        let mut row = Self::new(syms, &f.frame);
+        row.candidates = f.candidates.clone();
+        row
+    }
+
+    /// `f+0x10`; `f (one of 3 calls: +0x10, +0x24, +0x3c)` when the pc is one of several.
     pub fn describe(&self) -> String {
-        self.function.as_ref().map_or_else(|| "??".to_string(), |s| s.describe(self.frame.pc))
+        let Some(s) = self.function.as_ref() else { return "??".to_string() };
+        if self.candidates.len() < 2 {
+            return s.describe(self.frame.pc);
+        }
+        let offs: Vec<String> = self.candidates.iter().map(|pc| format!("+{:#x}", pc.wrapping_sub(s.start))).collect();
+        format!("{} (one of {} calls: {})", s.name, offs.len(), offs.join(", "))
     }
 
     pub fn name(&self) -> String {
@@ -128,7 +144,7 @@ impl ChainRow {
     }
 
     pub fn json(&self) -> String {
-        json::chain_frame(&self.frame, self.function.as_ref())
+        json::chain_frame(&self.frame, self.function.as_ref(), &self.candidates)
     }
 }
 
@@ -191,13 +207,9 @@ fn chain_lines(t: &Thread, out: &mut Vec<String>) {
     out.push("stackproof's own unwinding (from the registers; trust per frame):".into());
     for c in t.chain.iter().flatten() {
         let slot = c.frame.slot.map(|s| format!("[{s:016x}] ")).unwrap_or_default();
-        out.push(format!(
-            "  #{:<3} {slot}{} at {:016x}  {}",
-            c.frame.level,
-            c.name(),
-            c.frame.pc,
-            c.frame.trust.as_str()
-        ));
+        // A pc that is one of several has no one address to show.
+        let at = if c.candidates.len() > 1 { String::new() } else { format!(" at {:016x}", c.frame.pc) };
+        out.push(format!("  #{:<3} {slot}{}{at}  {}", c.frame.level, c.name(), c.frame.trust.as_str()));
     }
     if let Some(s) = t.chain_stop.filter(|s| !s.is_empty()) {
         out.push(format!("  (stopped: {s})"));
@@ -562,7 +574,7 @@ pub fn frame_regs_text<S: Symbols>(syms: &S, d: &FrameRegsDoc) -> String {
     let mut out = Vec::new();
     for row in &d.rows {
         let f = row.frame;
-        let name = row.own.map(|o| ChainRow::new(syms, &o.frame).name()).unwrap_or_default();
+        let name = row.own.map(|o| ChainRow::of(syms, o).name()).unwrap_or_default();
         out.push(format!(
             "#{}  pc {:016x}  sp {}  {}",
             f.level,
@@ -606,7 +618,7 @@ pub fn frame_regs_json<S: Symbols>(syms: &S, d: &FrameRegsDoc) -> String {
         o.push_str(",\"kind\":");
         json::string(&mut o, f.kind.as_str());
         let _ = write!(o, ",\"matched\":{},\"function\":", row.own.is_some());
-        let chain_row = row.own.map(|own| ChainRow::new(syms, &own.frame));
+        let chain_row = row.own.map(|own| ChainRow::of(syms, own));
         let function = chain_row.as_ref().and_then(|r| r.function.as_ref());
         string_or_null(&mut o, function.map(|sym| &*sym.name));
         o.push_str(",\"module\":");

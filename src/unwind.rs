@@ -43,7 +43,8 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
     // A crossing may go down or stay (a register set naming its own place): a frame
     // met again is a loop, whatever step led to it.
     let mut seen = std::collections::HashSet::from([(first.pc, first.sp, first.kind.as_str())]);
-    let mut frames = vec![Frame { frame: first, regs, cfa: None, layout_note: None, rebuilt: None }];
+    let mut frames =
+        vec![Frame { frame: first, regs, cfa: None, layout_note: None, rebuilt: None, candidates: Vec::new() }];
     let mut stop = None;
     while frames.len() < max {
         let Some(cur) = frames.last_mut() else { break };
@@ -182,6 +183,7 @@ fn step_layout<M: Memory, S: Symbols>(
         cfa: None,
         layout_note: None,
         rebuilt: None,
+        candidates: Vec::new(),
     };
     next.frame.trust = Trust::Layout;
     // Checked against what gave the CFA: not an rbp the frame sizes refuted.
@@ -211,7 +213,11 @@ fn prefer_rebuilt<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: 
         return next;
     }
     match step_lost(mem, syms, cur, is_ra, level) {
-        Some(alt) if alt.frame.pc != next.frame.pc && step_layout(mem, syms, &alt, true, level + 1).is_ok() => {
+        Some(alt)
+            if alt.frame.pc != next.frame.pc
+                && !alt.candidates.contains(&next.frame.pc)
+                && step_layout(mem, syms, &alt, true, level + 1).is_ok() =>
+        {
             Frame { layout_note: Some(Rebuilt::Stale.note().into()), rebuilt: Some(Rebuilt::Stale), ..alt }
         }
         _ => next,
@@ -278,7 +284,7 @@ fn step_null_call<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: 
         name: None,
         trust: Trust::Layout,
     };
-    Some(Frame { frame, regs: cur.regs.clone(), cfa: None, layout_note: None, rebuilt: None })
+    Some(Frame { frame, regs: cur.regs.clone(), cfa: None, layout_note: None, rebuilt: None, candidates: Vec::new() })
 }
 
 /// The CFA of a frame from its function's layout (at the call, for a return address).
@@ -353,6 +359,7 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         cfa: None,
         layout_note: Some(how.note().to_string()),
         rebuilt: Some(how),
+        candidates: Vec::new(),
     };
     if here.is_some() {
         if let Some(pc) = lost_trampoline(mem, syms, cfa) {
@@ -373,8 +380,8 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         let mut seen = std::collections::HashSet::new();
         for c in syms.direct_calls_to(here.start) {
             let Some(g) = syms.lookup(c).filter(|g| seen.insert(g.start)) else { continue };
-            if let Some(ra) = standing_call(mem, syms, &g, &at, slot) {
-                if found.replace(ra).is_some() {
+            if let Some(ras) = standing_call(mem, syms, &g, &at, slot) {
+                if found.replace(ras).is_some() {
                     return None; // two functions could stand there: not rebuilt
                 }
             }
@@ -404,12 +411,19 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
                     // (In recursion the lost frame's function is the current one.)
                     syms.lookup(t).filter(|g| g.start == t).and_then(|g| standing_call(mem, syms, &g, &at, slot))
                 }
-                _ => callers(slot),
+                _ => match conventional_callee(syms, v) {
+                    Some(g) => standing_call(mem, syms, &g, &at, slot),
+                    None => callers(slot),
+                },
             }
         };
         // Not G's return address after all (a stale one, or an ambiguous G): look further.
-        let Some(ra) = found else { continue };
-        return Some(rebuilt(ra, FrameKind::Normal, Rebuilt::Lost));
+        let Some(ras) = found else { continue };
+        let mut f = rebuilt(ras[0], FrameKind::Normal, Rebuilt::Lost);
+        if ras.len() > 1 {
+            f.candidates = ras;
+        }
+        return Some(f);
     }
     None
 }
@@ -472,26 +486,33 @@ impl Standing<'_> {
     }
 }
 
-/// The return address of `g`'s one call that can lead to the lost function and, with
-/// g's sp at the call, puts g's CFA at `cfa` (None: no such call, or two).
+/// The return addresses of `g`'s calls that can lead to the lost function and, with
+/// g's sp at the call, put g's CFA at `cfa`: one, or several whose frame layouts are
+/// one (g's frame and what comes next are known, not which call). None: no such call,
+/// or calls whose layouts differ.
 fn standing_call<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,
     g: &crate::symbols::Symbol,
     at: &Standing<'_>,
     cfa: u64,
-) -> Option<u64> {
+) -> Option<Vec<u64>> {
     let layout = crate::layout::at_pc::layout_of(mem, syms, g).ok()?;
     let insns = layout.instructions();
-    let mut found = None;
+    let mut found: Vec<u64> = Vec::new();
+    let mut rule: Option<&crate::layout::Rule> = None;
     for (k, ins) in insns.iter().enumerate() {
         let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
         let Ok(CallCheck::Call { site: s, .. }) = call_before(mem, ra, Some(g.start)) else { continue };
-        if at.fits(mem, syms, ins, &s, cfa) && found.replace(ra).is_some() {
-            return None; // two places g could stand
+        if at.fits(mem, syms, ins, &s, cfa) {
+            if rule.is_some_and(|r| *r != ins.rule) {
+                return None; // two places g could stand, unwinding on differently
+            }
+            rule = Some(&ins.rule);
+            found.push(ra);
         }
     }
-    found
+    (!found.is_empty()).then_some(found)
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.
@@ -500,6 +521,19 @@ fn saver<M: Memory>(mem: &M, layout: &crate::layout::FunctionLayout, i: usize, k
     crate::memory::remembered::<Saver, _, _>(mem, (layout.start, i, k), || {
         crate::resolve::save_of(layout, i).filter(|(at_k, _, _)| *at_k == k).map(|(_, at, text)| (at, text))
     })
+}
+
+/// Indirect calls whose target is known by convention: glibc's thread entry (`clone3`,
+/// `clone`) calls `start_thread`, which calls the thread's start routine through a
+/// pointer, so no direct call names either.
+const CONVENTIONAL_CALLS: [(&str, &str); 4] =
+    [("clone3", "start_thread"), ("__clone3", "start_thread"), ("clone", "start_thread"), ("__clone", "start_thread")];
+
+/// The function the indirect call before return address `ra` enters by convention.
+fn conventional_callee<S: Symbols>(syms: &S, ra: u64) -> Option<crate::symbols::Symbol> {
+    let caller = function_of_ra(syms, ra)?;
+    let (_, callee) = CONVENTIONAL_CALLS.iter().find(|(c, _)| caller.base_name() == *c)?;
+    syms.lookup(syms.address_of(callee)?)
 }
 
 /// A signal handler "returns" to `__restore_rt`, whose address the kernel wrote.
@@ -530,6 +564,7 @@ fn step_sigframe<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u
         cfa: None,
         layout_note: None,
         rebuilt: None,
+        candidates: Vec::new(),
     })
 }
 
@@ -569,6 +604,7 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
             cfa: None,
             layout_note: None,
             rebuilt: None,
+            candidates: Vec::new(),
         };
         let entry = addr.checked_sub(8).filter(|slot| *slot >= lo).and_then(|slot| {
             let ra = mem.read_u64(slot).ok()?;
@@ -588,6 +624,7 @@ fn step_pt_regs<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, level: u3
                 cfa: None,
                 layout_note: Some("its caller is the interrupted frame of the pt_regs just above".to_string()),
                 rebuilt: None,
+                candidates: Vec::new(),
             })
         });
         return Some((entry, interrupted));
@@ -633,7 +670,14 @@ fn scan_slots<M: Memory, S: Symbols>(
             // indirect call could have gone anywhere: it passes).
             if crate::verify::step_disproved(mem, syms, &known, &frame, skipped).is_none() {
                 // What the skipped code saved is not known.
-                return Some(Frame { frame, regs: Default::default(), cfa: None, layout_note: None, rebuilt: None });
+                return Some(Frame {
+                    frame,
+                    regs: Default::default(),
+                    cfa: None,
+                    layout_note: None,
+                    rebuilt: None,
+                    candidates: Vec::new(),
+                });
             }
         }
         slot = slot.checked_add(8)?;

@@ -141,8 +141,8 @@ pub enum Reason {
     DamagedRegisters(&'static str),
     /// A return address after an indirect call whose frame has no caller of its own,
     /// where a direct call at exactly this place leads to the inner frame (the address
-    /// of that call's return address).
-    StaleRa(u64),
+    /// of that call's return address, or the addresses it is one of).
+    StaleRa(Vec<u64>),
     /// A frame of stackproof's own chain that memory no longer shows: its return address
     /// is lost (zeroed, overwritten), and the frame was rebuilt from its caller's call.
     Rebuilt,
@@ -205,7 +205,11 @@ impl fmt::Display for Reason {
             Reason::FrameSize(func) => write!(f, "frame-size {func}"),
             Reason::BelowSp(sp) => write!(f, "below-sp {sp:#x}"),
             Reason::DamagedRegisters(what) => write!(f, "damaged-registers ({what})"),
-            Reason::StaleRa(ra) => write!(f, "stale-ra (the caller's call returns to {ra:#x})"),
+            Reason::StaleRa(ras) => {
+                let ras: Vec<String> = ras.iter().map(|ra| format!("{ra:#x}")).collect();
+                let one_of = if ras.len() > 1 { "one of " } else { "" };
+                write!(f, "stale-ra (the caller's call returns to {one_of}{})", ras.join(", "))
+            }
             other => f.write_str(other.code()),
         }
     }
@@ -822,7 +826,7 @@ mod reason_docs {
             StackBottom,
             NullCall,
             DamagedRegisters(""),
-            StaleRa(0),
+            StaleRa(vec![0]),
             Rebuilt,
         ];
         for r in &v {

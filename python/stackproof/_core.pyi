@@ -247,8 +247,11 @@ class ChainFrame:
     @overload
     def __getitem__(self, key: Literal["regs"], /) -> Optional[List[_RegRow]]: ...
     @overload
+    def __getitem__(self, key: Literal["candidates"], /) -> Optional[List[int]]: ...
+    @overload
     def __getitem__(self, key: str, /) -> Any:
-        """The field `key` (`regs` is None unless `with_regs`); KeyError for an unknown key."""
+        """The field `key` (`regs` is None unless `with_regs`; `candidates` is None unless the
+        pc is one of several return addresses, then `pc` is the first); KeyError for an unknown key."""
     def get(self, key: str, default: Any = None) -> Any:
         """The field `key`, or `default` when there is no such field."""
     def __contains__(self, key: str, /) -> bool:

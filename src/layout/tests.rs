@@ -387,7 +387,9 @@ fn split_part_names_without_a_parent_end() {
     for scoped in [false, true] {
         for (i, n) in names.iter().enumerate() {
             let pc = a[2] + 0x100 * i as u64;
-            let run = |m: &dyn crate::memory::Memory| at_pc::rule_at(&m, &syms, pc).map(|(s, _, r)| (s.name.to_string(), r.cfa));
+            let run = |m: &dyn crate::memory::Memory| {
+                at_pc::rule_at(&m, &syms, pc).map(|(s, _, r)| (s.name.to_string(), r.cfa))
+            };
             let got = if scoped { crate::memory::scoped(&mem, |m| run(m)) } else { run(&mem) };
             match *n {
                 // a function entry: the push is seen
@@ -398,7 +400,9 @@ fn split_part_names_without_a_parent_end() {
                 _ => assert!(got.is_err(), "{n}: {got:?}"),
             }
         }
-        let run = |m: &dyn crate::memory::Memory| at_pc::rule_at(&m, &syms, p1 + 2).map(|(s, _, r)| (s.name.to_string(), r.cfa));
+        let run = |m: &dyn crate::memory::Memory| {
+            at_pc::rule_at(&m, &syms, p1 + 2).map(|(s, _, r)| (s.name.to_string(), r.cfa))
+        };
         let got = if scoped { crate::memory::scoped(&mem, |m| run(m)) } else { run(&mem) };
         assert!(got.is_err(), "{got:?}");
     }

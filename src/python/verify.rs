@@ -207,8 +207,21 @@ pub struct ChainFrame {
     regs: Option<Vec<RegRow>>,
 }
 
-const CHAIN_KEYS: [&str; 12] =
-    ["level", "pc", "sp", "slot", "kind", "trust", "function", "module", "describe", "name", "layout_note", "regs"];
+const CHAIN_KEYS: [&str; 13] = [
+    "level",
+    "pc",
+    "sp",
+    "slot",
+    "kind",
+    "trust",
+    "function",
+    "module",
+    "describe",
+    "name",
+    "layout_note",
+    "regs",
+    "candidates",
+];
 
 impl ChainFrame {
     pub(super) fn new(symtab: &Symtab, f: &crate::unwind::Frame, with_regs: bool) -> Self {
@@ -218,7 +231,7 @@ impl ChainFrame {
                 .map(|r| (r.name, r.value, r.origin, r.saved_at))
                 .collect()
         });
-        ChainFrame { row: ChainRow::new(symtab, &f.frame), layout_note: f.layout_note.clone(), regs }
+        ChainFrame { row: ChainRow::of(symtab, f), layout_note: f.layout_note.clone(), regs }
     }
 
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -238,6 +251,10 @@ impl ChainFrame {
             "layout_note" => self.layout_note.as_deref().into_bound_py_any(py)?,
             // None unless asked for (with_regs): a key that is listed is always there.
             "regs" => self.regs.clone().into_bound_py_any(py)?,
+            // None unless the pc is one of several return addresses (pc is the first).
+            "candidates" => {
+                (self.row.candidates.len() > 1).then(|| self.row.candidates.clone()).into_bound_py_any(py)?
+            }
             _ => return Ok(None),
         };
         Ok(Some(v))

@@ -366,7 +366,7 @@ mod tests {
         let mut regs: crate::unwind::CalleeSaved = Default::default();
         regs[0] = rbx_at
             .map(|addr| crate::unwind::RegValue { value: 7, origin: Origin::Saved { addr, by_level: 0, insn: None } });
-        crate::unwind::Frame { frame: f, regs, cfa: None, layout_note: None, rebuilt: None }
+        crate::unwind::Frame { frame: f, regs, cfa: None, layout_note: None, rebuilt: None, candidates: Vec::new() }
     }
 
     fn labels_at(a: &Annotated, addr: u64) -> Vec<String> {

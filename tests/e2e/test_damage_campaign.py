@@ -5,16 +5,20 @@ address that is not after a call, replaced by the return address of the frame
 outer to it (stale), the rbp its callee saved overwritten with a real stack
 address two frames up, and the stack page holding its slot removed (truncated).
 
-The oracle is gdb's DWARF unwinding of the INTACT core. Two figures (the issue's
-target is 90% for both; today 93.6% flagged and 69.7% corrected on 218 cases, and the
-floors below keep them there; the chain is not rebuilt where the lost frame was called
-through a pointer by a function itself called through one, e.g. a thread's start
-routine or a qsort callback's msort):
+The oracle is gdb's DWARF unwinding of the INTACT core. Three figures (the issue's
+target is 90% for the first two; today on 237 cases 100% flagged, 82.3% corrected and
+100% corrected with a pc among candidates; the floors below keep them there). The
+exact pc is not in memory where the lost frame's function has several calls that fit
+with one frame layout (glibc's msort_with_tmp calls a qsort callback from five
+branches of its merge loop, start_thread a thread's start routine from two): the own
+chain then has the frame with its `candidates`:
 - flagged: the first frame of gdb's backtrace on the damaged copy that differs
   from the intact one is `bogus` (`unknown` where the memory is gone), and no
   frame before it is `bogus` (when gdb shows no wrong frame, none is `bogus`);
 - corrected: stackproof's own chain equals the intact core's physical frames
-  (for a truncated stack: those whose return address is still readable).
+  (for a truncated stack: those whose return address is still readable);
+- with a pc among candidates: the same, but where a frame has `candidates`, its sp is
+  the intact frame's and the intact pc is one of them.
 """
 import json
 import os
@@ -28,8 +32,9 @@ from test_corpus import CASES, corpus, physical  # noqa: F401 (fixture)
 DAMAGES = ("zero", "notcall", "stale", "rbp", "truncated")
 PAGE = 0x1000
 MARKER = '{"schema":"stackproof/verify-bt/1"'
-FLAGGED_FLOOR = 0.97
+FLAGGED_FLOOR = 0.99
 CORRECTED_FLOOR = 0.82
+AMONG_FLOOR = 0.99
 
 
 def damages_of(c, core):
@@ -115,10 +120,20 @@ def run_case(c, tmp_core):
             if len(doc["threads"]) > 1 else doc["threads"][0]
         want = expected_chain(c, damage, page)
         chain = t["chain"] if t["chain"] is not None else t["frames"]
-        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in chain if f["pc"] is not None][:len(want)]
+        chain = [f for f in chain if f["pc"] is not None][:len(want)]
+        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in chain]
         rows.append((c.mode, c.opt, damage, k, first_wrong_flagged(c.frames(), t["frames"], damage),
-                     own == want))
+                     own == want, own == want or among(chain, want)))
     return rows
+
+
+def among(chain, want):
+    """The chain is the intact one but where a frame's pc is one of several `candidates`
+    (its return address lost, its caller's calls that fit), the intact pc among them."""
+    return len(chain) == len(want) and all(
+        (hexint(f["pc"]), hexint(f["sp"])) == w
+        or (f.get("candidates") and hexint(f["sp"]) == w[1] and w[0] in map(hexint, f["candidates"]))
+        for f, w in zip(chain, want))
 
 
 def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
@@ -135,10 +150,14 @@ def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
             continue
         f = sum(r[4] for r in sel)
         g = sum(r[5] for r in sel)
-        lines.append("%-9s %4d cases: flagged %4d (%5.1f%%), corrected chain %4d (%5.1f%%)" % (
-            damage or "all", len(sel), f, 100.0 * f / len(sel), g, 100.0 * g / len(sel)))
-    misses = ["%s-%s %s k=%d%s%s" % (m, o, d, k, "" if fl else " not-flagged", "" if co else " not-corrected")
-              for m, o, d, k, fl, co in rows if not (fl and co)]
+        a = sum(r[6] for r in sel)
+        lines.append("%-9s %4d cases: flagged %4d (%5.1f%%), corrected chain %4d (%5.1f%%), "
+                     "with a pc among candidates %4d (%5.1f%%)" % (
+                         damage or "all", len(sel), f, 100.0 * f / len(sel), g, 100.0 * g / len(sel),
+                         a, 100.0 * a / len(sel)))
+    misses = ["%s-%s %s k=%d%s%s" % (m, o, d, k, "" if fl else " not-flagged",
+                                     "" if co else " not-corrected" if not am else " pc-among-candidates")
+              for m, o, d, k, fl, co, am in rows if not (fl and co)]
     report = "\n".join(lines + ["misses:"] + misses)
     with capsys.disabled():
         print("\n" + report)
@@ -148,3 +167,4 @@ def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
     assert total >= 200, report
     assert sum(r[4] for r in rows) >= FLAGGED_FLOOR * total, report
     assert sum(r[5] for r in rows) >= CORRECTED_FLOOR * total, report
+    assert sum(r[6] for r in rows) >= AMONG_FLOOR * total, report

@@ -4,9 +4,11 @@ and the signal trampoline itself. Each core of the corpus (test_corpus.py) is da
 at one slot; the oracle is gdb's DWARF unwinding of the INTACT core: the own chain must
 be its physical frames, and gdb's first wrong frame on the damaged copy `bogus` for the
 reason the damage gives."""
+import re
+
 import pytest
 
-from conftest import assert_no_crash, check_schema, gdb_stackproof, hexint, parse_verify_json
+from conftest import assert_no_crash, check_schema, gdb_stackproof, hexint, parse_verify_json, run_gdb
 from corepatch import Core
 from test_corpus import CORPUS_OPTS, corpus, physical  # noqa: F401 (fixture)
 
@@ -105,6 +107,51 @@ def test_stale_restore_rt_is_bogus(corpus, tmp_core, opt):
     assert got["verdict"] == "bogus" and "damaged-registers" in got["reasons"], got
     want = physical(frames)
     assert own(t, len(want)) == want, (t["chain"], want)
+
+
+# (mode, the function whose return address is lost): a callback's caller (glibc's
+# msort_with_tmp calls the comparison from each branch of its merge loop) and a
+# thread's start routine's caller (start_thread, entered by clone3's `call *%rdx`).
+CALLBACK_CASES = [("qsort", o) for o in CORPUS_OPTS] + [("join", o) for o in OPTS]
+
+
+def calls_in(exe, core, pc):
+    """The return addresses of every call of the function holding `pc`, from gdb's own
+    disassembler: the address of the instruction after each `call`."""
+    res = run_gdb(["-ex", "disassemble %#x" % pc], exe, core)
+    lines = [m for m in (re.match(r"\s*(?:=>\s*)?(0x[0-9a-f]+) <[^>]*>:\s*(\S+)", ln)
+                         for ln in res.stdout.splitlines()) if m]
+    return {int(lines[i + 1].group(1), 16) for i in range(len(lines) - 1) if lines[i].group(2) == "call"}
+
+
+@pytest.mark.parametrize("mode,opt", CALLBACK_CASES, ids=["-".join(c) for c in CALLBACK_CASES])
+@pytest.mark.parametrize("damage", ["zero", "stale"])
+def test_lost_callback_caller_is_one_of_its_calls(corpus, tmp_core, mode, opt, damage):
+    """The return address into the function that called a callback (or a thread's start
+    routine) through a pointer zeroed, or replaced by the next one up (stale): that
+    function has several calls that fit, all with one frame layout, so the own chain has
+    its frame with the intact pc among its `candidates` (all of them return addresses
+    after a call of that function, by gdb's disassembler) and goes on with the intact
+    frames beyond it (it jumped to main's caller, or lost start_thread); gdb's wrong
+    frame there is `bogus`."""
+    c = corpus[(mode, opt)]
+    frames = c.frames()
+    want = physical(frames)
+    name = "start_thread" if mode == "join" else "msort_with_tmp"
+    k = index_of(frames, kind="normal", function=name)
+    value = 0 if damage == "zero" else frames[k + 1]["pc"]
+    t = damaged(c, tmp_core, frames[k]["slot"], value)
+    chain = t["chain"][:len(want)]
+    i = next(j for j, w in enumerate(want) if w == (frames[k]["pc"], frames[k]["sp"]))
+    got = [(hexint(f["pc"]), hexint(f["sp"])) for f in chain]
+    assert got[:i] == want[:i] and got[i + 1:] == want[i + 1:], (chain, want)
+    lost = chain[i]
+    cands = [hexint(x) for x in lost.get("candidates") or [lost["pc"]]]
+    assert hexint(lost["sp"]) == want[i][1] and want[i][0] in cands, (lost, want[i])
+    assert set(cands) <= calls_in(c.exe, c.core, want[i][0]), (lost, frames[k])
+    assert lost["trust"] == "scan" and lost["slot"] is None, lost
+    wrong = next(f for f in t["frames"] if hexint(f["sp"]) == frames[k]["sp"] and f["kind"] == "normal")
+    assert wrong["verdict"] == "bogus", wrong
 
 
 REGISTER_CASES = [("nullcall", o, "null") for o in OPTS] + [("signal", o, "tramp") for o in OPTS] \
