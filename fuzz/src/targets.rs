@@ -81,11 +81,16 @@ fn start_of(rng: &mut Rng, img: &Image, base: u64, n: usize) -> Start {
     Start { pc, sp, callee_saved, scratch: Vec::new() }
 }
 
-fn scoped<T>(rng: &Rng, f: impl FnOnce() -> T) -> T {
+/// `f` on `mem`, with a memo half of the time.
+fn scoped<M: stackproof::memory::Memory, T>(
+    rng: &Rng,
+    mem: &M,
+    f: impl FnOnce(&dyn stackproof::memory::Memory) -> T,
+) -> T {
     if rng.chance(50) {
-        stackproof::memo::scoped(f)
+        stackproof::memory::scoped(mem, |m| f(m))
     } else {
-        f()
+        f(mem)
     }
 }
 
@@ -111,14 +116,14 @@ fn layout(rng: &mut Rng, _c: &Corpus) -> Vec<String> {
 fn layout_at_pc(rng: &mut Rng, _c: &Corpus) -> Vec<String> {
     let img = gen::image(rng, if rng.chance(50) { USER_TEXT } else { KERNEL_TEXT });
     let mut out = Vec::new();
-    scoped(rng, || {
+    scoped(rng, &img.mem, |mem| {
         for _ in 0..4 {
             let pc = match rng.below(3) {
                 0 if !img.ras.is_empty() => *rng.pick(&img.ras),
                 1 => rng.next(),
                 _ => img.text.0 + rng.below(img.text.1 - img.text.0 + 16),
             };
-            let _ = at_pc::rule_at(&img.mem, &img.syms, pc);
+            let _ = at_pc::rule_at(&mem, &img.syms, pc);
         }
     });
     for &(s, _) in &img.funcs {
@@ -170,7 +175,7 @@ fn unwinder(rng: &mut Rng, _c: &Corpus) -> Vec<String> {
     let (img, base, words) = world(rng);
     let start = start_of(rng, &img, base, words.len());
     let max = 1 + rng.below(300) as usize;
-    let u = scoped(rng, || unwind(&img.mem, &img.syms, &start, max));
+    let u = scoped(rng, &img.mem, |mem| unwind(&mem, &img.syms, &start, max));
     let mut out = Vec::new();
     if u.frames.len() > max {
         out.push(format!("{} frames for max {max}", u.frames.len()));
