@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use object::{Object, ObjectSection, ObjectSymbol, SectionIndex, SymbolKind};
-use once_cell::sync::Lazy;
 
 use crate::symbols::Symbol;
 
@@ -40,31 +39,59 @@ struct RawTable {
     markers: Vec<RawSymbol>,
 }
 
+/// A file as parsed: path + size + mtime, so a rebuilt file is a new one.
 type Key = (PathBuf, u64, Option<std::time::SystemTime>);
 
-/// Files kept parsed: a symbol table build asks for each file a few times in a row.
+/// Files an [`ElfFiles`] keeps parsed: a session's objfiles, with room to spare.
 const MAX_PARSED: usize = 16;
 
-/// Recently parsed files, most recent last (path + size + mtime: a rebuilt file is new).
-static PARSED: Lazy<Mutex<Vec<(Key, Arc<RawTable>)>>> = Lazy::new(|| Mutex::new(Vec::new()));
+/// Parsed ELF files, kept by whoever builds symbol tables (e.g. a gdb session, for
+/// its objfiles: each core loaded rebuilds the table from the same libc). Bounded,
+/// most recent last; a file is known by path + size + mtime, a rebuilt file is
+/// parsed anew.
+#[derive(Debug, Default)]
+pub struct ElfFiles {
+    parsed: Mutex<Vec<(Key, Arc<RawTable>)>>,
+}
 
-fn remember(key: Key, t: Arc<RawTable>) {
-    if let Ok(mut m) = PARSED.lock() {
-        m.retain(|(k, _)| k.0 != key.0);
-        if m.len() >= MAX_PARSED {
-            m.remove(0);
+impl ElfFiles {
+    /// `path` parsed, or as parsed before if it has not changed since.
+    pub fn open(&self, path: &Path) -> Result<ElfFile, String> {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+        if let Some(table) = self.recall(&key) {
+            return Ok(ElfFile { path: path.to_path_buf(), table });
         }
-        m.push((key, t));
+        let file = ElfFile::read(path)?;
+        self.remember(key, file.table.clone());
+        Ok(file)
+    }
+
+    fn remember(&self, key: Key, t: Arc<RawTable>) {
+        if let Ok(mut m) = self.parsed.lock() {
+            m.retain(|(k, _)| k.0 != key.0);
+            if m.len() >= MAX_PARSED {
+                m.remove(0);
+            }
+            m.push((key, t));
+        }
+    }
+
+    fn recall(&self, key: &Key) -> Option<Arc<RawTable>> {
+        let mut m = self.parsed.lock().ok()?;
+        let i = m.iter().position(|(k, _)| k == key)?;
+        let hit = m.remove(i);
+        let t = hit.1.clone();
+        m.push(hit);
+        Some(t)
     }
 }
 
-fn recall(key: &Key) -> Option<Arc<RawTable>> {
-    let mut m = PARSED.lock().ok()?;
-    let i = m.iter().position(|(k, _)| k == key)?;
-    let hit = m.remove(i);
-    let t = hit.1.clone();
-    m.push(hit);
-    Some(t)
+/// One parsed ELF file: its symbols, markers, sections and code, placed on demand.
+#[derive(Debug, Clone)]
+pub struct ElfFile {
+    path: PathBuf,
+    table: Arc<RawTable>,
 }
 
 /// A file's bytes, if it is a regular file (a device or FIFO never ends).
@@ -74,18 +101,6 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, String> {
         return Err(format!("{}: not a regular file", path.display()));
     }
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn parse(path: &Path) -> Result<Arc<RawTable>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some(t) = recall(&key) {
-        return Ok(t);
-    }
-    let data = read_file(path)?;
-    let t = Arc::new(parse_bytes(&data).map_err(|e| format!("{}: {e}", path.display()))?);
-    remember(key, t.clone());
-    Ok(t)
 }
 
 fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
@@ -198,36 +213,113 @@ fn plt_symbols(file: &object::File<'_>) -> Vec<RawSymbol> {
 /// The suffix of a PLT stub's name (`foo@plt`).
 pub const PLT_SUFFIX: &str = "@plt";
 
-/// The PLT stubs of `path` only (its code, when the symbols come from a separate debug file).
+impl ElfFile {
+    /// `path` parsed, kept by nobody (see [`ElfFiles::open`]).
+    pub fn read(path: &Path) -> Result<ElfFile, String> {
+        let data = read_file(path)?;
+        let table = Arc::new(parse_bytes(&data).map_err(|e| format!("{}: {e}", path.display()))?);
+        Ok(ElfFile { path: path.to_path_buf(), table })
+    }
+
+    /// The text symbols, placed, each tagged with `module`.
+    pub fn symbols(&self, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
+        placed(&self.table, placement, module, |_| true)
+    }
+
+    /// The PLT stubs only (the file's code, when the symbols come from a separate debug file).
+    pub fn plt_symbols(&self, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
+        placed(&self.table, placement, module, |s| s.name.ends_with(PLT_SUFFIX))
+    }
+
+    /// The [`crate::kernel::MARKERS`] symbols the file defines, placed: `(name, address)`.
+    pub fn markers(&self, placement: &Placement) -> Vec<(String, u64)> {
+        let t = &*self.table;
+        t.markers.iter().filter_map(|s| Some((s.name.clone(), place(t, s, placement)?))).collect()
+    }
+
+    /// Link-time address of a section, to compute a bias from where the debugger put it.
+    pub fn section_address(&self, name: &str) -> Option<u64> {
+        self.table.sections.get(name).copied()
+    }
+
+    /// A function symbol whose address tells where the debugger placed the file: the
+    /// largest sized one, whose name is least likely to be shared with another file.
+    pub fn probe_symbol(&self) -> Option<(String, u64)> {
+        let t = &*self.table;
+        t.syms
+            .iter()
+            .filter(|s| s.size > 0 && !s.name.contains('.') && !t.relocatable)
+            .max_by_key(|s| (s.size, std::cmp::Reverse(s.name.clone())))
+            .map(|s| (s.name.clone(), s.value))
+    }
+
+    /// The file's code bytes, placed; None when it holds none (a symbol-only vmlinux:
+    /// `.text` is NOBITS).
+    pub fn code_image(&self, placement: &Placement) -> Option<CodeImage> {
+        let t = &*self.table;
+        let sections: Vec<(u64, u64, u64)> = t
+            .code
+            .iter()
+            .filter_map(|(name, link, size, offset)| {
+                let at = match placement {
+                    Placement::Bias(b) => link.wrapping_add(*b),
+                    Placement::Sections(map) if t.relocatable => *map.get(name)?,
+                    Placement::Sections(map) => link.wrapping_add(*map.get(name)?),
+                };
+                Some((at, *size, *offset))
+            })
+            .collect();
+        if sections.is_empty() {
+            return None;
+        }
+        Some(CodeImage {
+            path: self.path.clone(),
+            sections,
+            file: Mutex::new(None),
+            calls: once_cell::sync::OnceCell::new(),
+        })
+    }
+}
+
+// The same for callers that keep no parsed files: each call parses `path`.
+
+/// The PLT stubs of `path` only (see [`ElfFile::plt_symbols`]).
 pub fn load_plt_symbols(path: &Path, placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
-    let mut all = load_symbols(path, placement, module)?;
-    all.retain(|s| s.name.ends_with(PLT_SUFFIX));
-    Ok(all)
+    Ok(ElfFile::read(path)?.plt_symbols(placement, module))
 }
 
 /// The text symbols of `path`, placed, each tagged with `module`.
 pub fn load_symbols(path: &Path, placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
-    Ok(placed(&*parse(path)?, placement, module))
+    Ok(ElfFile::read(path)?.symbols(placement, module))
 }
 
-/// The same from the bytes of a file (nothing cached).
+/// The same from the bytes of a file.
 pub fn symbols_from_bytes(data: &[u8], placement: &Placement, module: Option<&str>) -> Result<Vec<Symbol>, String> {
-    Ok(placed(&parse_bytes(data)?, placement, module))
-}
-
-fn placed(t: &RawTable, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
-    let mut out = Vec::with_capacity(t.syms.len());
-    for s in &t.syms {
-        let Some(start) = place(t, s, placement) else { continue };
-        out.push(Symbol { name: s.name.as_str().into(), start, size: s.size, module: module.map(Into::into) });
-    }
-    out
+    Ok(placed(&parse_bytes(data)?, placement, module, |_| true))
 }
 
 /// The [`crate::kernel::MARKERS`] symbols `path` defines, placed: `(name, address)`.
 pub fn load_markers(path: &Path, placement: &Placement) -> Result<Vec<(String, u64)>, String> {
-    let t = parse(path)?;
-    Ok(t.markers.iter().filter_map(|s| Some((s.name.clone(), place(&t, s, placement)?))).collect())
+    Ok(ElfFile::read(path)?.markers(placement))
+}
+
+/// Link-time address of a section of `path` (see [`ElfFile::section_address`]).
+pub fn section_address(path: &Path, name: &str) -> Result<Option<u64>, String> {
+    Ok(ElfFile::read(path)?.section_address(name))
+}
+
+/// The probe symbol of `path` (see [`ElfFile::probe_symbol`]).
+pub fn probe_symbol(path: &Path) -> Result<Option<(String, u64)>, String> {
+    Ok(ElfFile::read(path)?.probe_symbol())
+}
+
+fn placed(t: &RawTable, placement: &Placement, module: Option<&str>, keep: impl Fn(&RawSymbol) -> bool) -> Vec<Symbol> {
+    let mut out = Vec::with_capacity(t.syms.len());
+    for s in t.syms.iter().filter(|s| keep(s)) {
+        let Some(start) = place(t, s, placement) else { continue };
+        out.push(Symbol { name: s.name.as_str().into(), start, size: s.size, module: module.map(Into::into) });
+    }
+    out
 }
 
 fn place(t: &RawTable, s: &RawSymbol, placement: &Placement) -> Option<u64> {
@@ -243,22 +335,6 @@ fn place(t: &RawTable, s: &RawSymbol, placement: &Placement) -> Option<u64> {
             }
         }
     })
-}
-
-/// Link-time address of a section, to compute a bias from where the debugger put it.
-pub fn section_address(path: &Path, name: &str) -> Result<Option<u64>, String> {
-    Ok(parse(path)?.sections.get(name).copied())
-}
-
-/// A function symbol of `path` whose address tells where the debugger placed the file:
-/// the largest sized one, whose name is least likely to be shared with another file.
-pub fn probe_symbol(path: &Path) -> Result<Option<(String, u64)>, String> {
-    let t = parse(path)?;
-    Ok(t.syms
-        .iter()
-        .filter(|s| s.size > 0 && !s.name.contains('.') && !t.relocatable)
-        .max_by_key(|s| (s.size, std::cmp::Reverse(s.name.clone())))
-        .map(|s| (s.name.clone(), s.value)))
 }
 
 /// The separate debug file of `path` (`/usr/lib/debug/.build-id/xx/yyyy.debug`, as
@@ -304,30 +380,9 @@ pub struct CodeImage {
 }
 
 impl CodeImage {
-    /// None when the file holds no code bytes (a symbol-only vmlinux: `.text` is NOBITS).
+    /// The code of `path`, parsed for this call (see [`ElfFile::code_image`]).
     pub fn open(path: &Path, placement: &Placement) -> Result<Option<CodeImage>, String> {
-        let t = parse(path)?;
-        let sections: Vec<(u64, u64, u64)> = t
-            .code
-            .iter()
-            .filter_map(|(name, link, size, offset)| {
-                let at = match placement {
-                    Placement::Bias(b) => link.wrapping_add(*b),
-                    Placement::Sections(map) if t.relocatable => *map.get(name)?,
-                    Placement::Sections(map) => link.wrapping_add(*map.get(name)?),
-                };
-                Some((at, *size, *offset))
-            })
-            .collect();
-        if sections.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(CodeImage {
-            path: path.to_path_buf(),
-            sections,
-            file: Mutex::new(None),
-            calls: once_cell::sync::OnceCell::new(),
-        }))
+        Ok(ElfFile::read(path)?.code_image(placement))
     }
 
     /// Addresses of the `call rel32` (e8) byte patterns whose target is `target`. Some
@@ -392,19 +447,29 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         let bytes = std::fs::read(&exe).unwrap();
         let paths: Vec<PathBuf> = (0..MAX_PARSED + 4).map(|i| dir.join(format!("f{i}"))).collect();
+        let files = ElfFiles::default();
         for p in &paths {
             std::fs::write(p, &bytes).unwrap();
-            parse(p).unwrap();
+            files.open(p).unwrap();
         }
-        let held = |p: &Path| PARSED.lock().unwrap().iter().filter(|(k, _)| k.0 == p).count();
-        assert!(PARSED.lock().unwrap().len() <= MAX_PARSED);
+        let held = |p: &Path| files.parsed.lock().unwrap().iter().filter(|(k, _)| k.0 == p).count();
+        assert!(files.parsed.lock().unwrap().len() <= MAX_PARSED);
         assert_eq!(held(&paths[0]), 0, "the oldest was dropped");
-        assert_eq!(held(paths.last().unwrap()), 1);
-        // the same path rewritten (another size): one entry, the new one
         let p = paths.last().unwrap();
-        std::fs::write(p, &bytes[..bytes.len() - 1]).unwrap();
-        let _ = parse(p);
-        assert!(held(p) <= 1);
+        assert_eq!(held(p), 1);
+        let first = files.open(p).unwrap();
+        assert!(Arc::ptr_eq(&first.table, &files.open(p).unwrap().table), "an unchanged file is parsed once");
+        assert!(
+            !Arc::ptr_eq(&first.table, &ElfFiles::default().open(p).unwrap().table),
+            "another owner parses its own"
+        );
+        // the same path rewritten (another size): one entry, the new one
+        let mut longer = bytes.clone();
+        longer.push(0);
+        std::fs::write(p, &longer).unwrap();
+        let again = files.open(p).unwrap();
+        assert!(!Arc::ptr_eq(&first.table, &again.table), "a rebuilt file is parsed anew");
+        assert_eq!(held(p), 1);
         assert!(read_file(Path::new("/dev/zero")).unwrap_err().contains("not a regular file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,6 +20,7 @@ __all__ = [
     "Check",
     "CoreFile",
     "CrashTask",
+    "ElfFiles",
     "FrameReport",
     "KernelCaller",
     "Session",
@@ -163,6 +164,22 @@ class TargetMemory:
 
 
 @final
+class ElfFiles:
+    """Parsed ELF files, kept by whoever builds symbol tables (a gdb session, for its objfiles).
+
+    `Symtab.add_elf(..., files=...)` and these probes parse each file once while it is
+    unchanged (path, size and mtime; a rebuilt file is parsed anew). Bounded: the most
+    recently used files are kept. Errors raise `ValueError` with one line."""
+
+    def __new__(cls) -> ElfFiles:
+        """No file parsed yet."""
+    def section_address(self, path: str, name: str) -> Optional[int]:
+        """Link-time address of section `name` of the ELF file `path`, or None."""
+    def probe_symbol(self, path: str) -> Optional[Tuple[str, int]]:
+        """`(name, link-time address)` of a function of `path`, to locate the file through gdb."""
+
+
+@final
 class Symtab:
     """Function symbols: ELF tables placed where they were loaded, then a Python fallback."""
 
@@ -175,8 +192,13 @@ class Symtab:
         sections: Optional[Dict[str, int]] = None,
         module: Optional[str] = None,
         plt_from: Optional[str] = None,
+        files: Optional[ElfFiles] = None,
     ) -> int:
-        """Add an ELF's function symbols moved by `bias` or placed per section; the count added."""
+        """Add an ELF's function symbols moved by `bias` or placed per section; the count added.
+
+        `plt_from`: the file whose code and PLT stubs go with `path` (a separate debug file
+        has neither). `files`: parse there, shared with the other calls given it; without
+        it `path` is parsed for this call."""
     def add_symbols(self, syms: Sequence[_SymbolTuple]) -> None:
         """Add symbols given directly: `(name, start, size, module)` each."""
     def set_fallback(self, fallback: Callable[[int], Optional[_SymbolTuple]]) -> None:
@@ -524,11 +546,13 @@ def cpu_in_user_mode(cs: int, pc: int) -> bool:
 
 
 def section_address(path: str, name: str) -> Optional[int]:
-    """Link-time address of section `name` of the ELF file `path`, or None."""
+    """Link-time address of section `name` of the ELF file `path`, or None (parsed for this
+    call; `ElfFiles.section_address` keeps the parse)."""
 
 
 def probe_symbol(path: str) -> Optional[Tuple[str, int]]:
-    """`(name, link-time address)` of a function of `path`, to locate the file through gdb."""
+    """`(name, link-time address)` of a function of `path`, to locate the file through gdb
+    (parsed for this call; `ElfFiles.probe_symbol` keeps the parse)."""
 
 
 def layout_cli(args: Sequence[str]) -> Tuple[str, int]:

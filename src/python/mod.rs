@@ -1,7 +1,7 @@
 //! The pyo3 binding: adapts Python callables to the core's traits and turns
 //! results into typed objects. No analysis lives here. `session` (Session: one
 //! target's memory and symbols, every analysis as a method), then by concept:
-//! `memory` (the reader adapters), `symbols` (Symtab), `verify` (verify-bt),
+//! `memory` (the reader adapters), `symbols` (Symtab, ElfFiles), `verify` (verify-bt),
 //! `regs` (regs-from-stack), `kernel` (kernel targets), `corefile` (CoreFile).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -73,7 +73,7 @@ mod _core {
     #[pymodule_export]
     use super::session::Session;
     #[pymodule_export]
-    use super::symbols::{probe_symbol, section_address, Symtab};
+    use super::symbols::{probe_symbol, section_address, ElfFiles, Symtab};
     #[pymodule_export]
     use super::verify::{thread_text, verify_json, ChainFrame, Check, CrashTask, Report};
 

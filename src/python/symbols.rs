@@ -1,4 +1,5 @@
-//! Function symbols for the core: [`Symtab`] and the ELF probes the gdb layer uses.
+//! Function symbols for the core: [`Symtab`], and [`ElfFiles`] with the ELF probes
+//! the gdb layer uses.
 
 use std::path::Path;
 
@@ -75,7 +76,8 @@ impl Symtab {
     }
 
     /// Add an ELF file's text symbols, moved by `bias` or placed per section (`{".text": addr}`).
-    #[pyo3(signature = (path, bias=None, sections=None, module=None, plt_from=None))]
+    /// With `files`, `path` is parsed there once for everything taken from it.
+    #[pyo3(signature = (path, bias=None, sections=None, module=None, plt_from=None, files=None))]
     fn add_elf(
         &mut self,
         path: &str,
@@ -83,26 +85,29 @@ impl Symtab {
         sections: Option<std::collections::HashMap<String, u64>>,
         module: Option<&str>,
         plt_from: Option<&str>,
+        files: Option<&Bound<'_, ElfFiles>>,
     ) -> PyResult<usize> {
         let placement = match sections {
             Some(s) => Placement::Sections(s),
             None => Placement::Bias(bias.unwrap_or(0)),
         };
+        let files = files.map(|f| &f.get().0);
         let (syms, code, markers) = guarded("add_elf", || {
-            let p = Path::new(path);
-            let mut syms = elf::load_symbols(p, &placement, module).map_err(PyValueError::new_err)?;
-            // A separate debug file has no code: the PLT stubs are named from the file itself.
-            if let Some(code) = plt_from.filter(|c| *c != path) {
-                syms.extend(elf::load_plt_symbols(Path::new(code), &placement, module).unwrap_or_default());
-            }
-            let mut code = elf::CodeImage::open(p, &placement).map_err(PyValueError::new_err)?;
-            // A debug file's code sections are empty: the code is the file's itself.
-            if code.is_none() {
-                if let Some(c) = plt_from.filter(|c| *c != path) {
-                    code = elf::CodeImage::open(Path::new(c), &placement).ok().flatten();
+            let open = |p: &str| match files {
+                Some(f) => f.open(Path::new(p)),
+                None => elf::ElfFile::read(Path::new(p)),
+            };
+            let file = open(path).map_err(PyValueError::new_err)?;
+            let mut syms = file.symbols(&placement, module);
+            let mut code = file.code_image(&placement);
+            // A separate debug file has no code: the PLT stubs and the code bytes are the file's itself.
+            if let Some(Ok(own)) = plt_from.filter(|c| *c != path).map(open) {
+                syms.extend(own.plt_symbols(&placement, module));
+                if code.is_none() {
+                    code = own.code_image(&placement);
                 }
             }
-            Ok((syms, code, elf::load_markers(p, &placement).map_err(PyValueError::new_err)?))
+            Ok((syms, code, file.markers(&placement)))
         })?;
         let n = syms.len();
         self.table.merge(syms);
@@ -141,13 +146,40 @@ impl Symtab {
     }
 }
 
-/// Link-time address of a section of an ELF file, or None.
+/// Parsed ELF files, kept by whoever builds symbol tables (a gdb session, for its
+/// objfiles): `Symtab.add_elf(files=...)` and the probes below parse a file once.
+/// Bounded; a file that changed (size or mtime) is parsed anew.
+#[pyclass(module = "stackproof._core", name = "ElfFiles", frozen)]
+pub struct ElfFiles(elf::ElfFiles);
+
+#[pymethods]
+impl ElfFiles {
+    #[new]
+    fn new() -> Self {
+        ElfFiles(elf::ElfFiles::default())
+    }
+
+    /// Link-time address of a section of an ELF file, or None.
+    fn section_address(&self, path: &str, name: &str) -> PyResult<Option<u64>> {
+        guarded("section_address", || {
+            Ok(self.0.open(Path::new(path)).map_err(PyValueError::new_err)?.section_address(name))
+        })
+    }
+
+    /// `(name, link-time address)` of a function of `path` to locate the file through gdb.
+    fn probe_symbol(&self, path: &str) -> PyResult<Option<(String, u64)>> {
+        guarded("probe_symbol", || Ok(self.0.open(Path::new(path)).map_err(PyValueError::new_err)?.probe_symbol()))
+    }
+}
+
+/// Link-time address of a section of an ELF file, or None (parsed for this call).
 #[pyfunction]
 pub(super) fn section_address(path: &str, name: &str) -> PyResult<Option<u64>> {
     guarded("section_address", || elf::section_address(Path::new(path), name).map_err(PyValueError::new_err))
 }
 
-/// `(name, link-time address)` of a function of `path` to locate the file through gdb.
+/// `(name, link-time address)` of a function of `path` to locate the file through gdb
+/// (parsed for this call).
 #[pyfunction]
 pub(super) fn probe_symbol(path: &str) -> PyResult<Option<(String, u64)>> {
     guarded("probe_symbol", || elf::probe_symbol(Path::new(path)).map_err(PyValueError::new_err))

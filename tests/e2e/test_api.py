@@ -163,3 +163,56 @@ def test_session_check_is_typed_and_equals_gdbs_frames(artifacts):
         want = physical(ot["frames"])
         assert [tuple(x) for x in t["chain"]][:len(want)] == want, (ot["thread"], t, want)
         assert "bogus" not in t["verdicts"][:len(want)], t
+
+
+ELF_FILES_SCRIPT = r'''
+import json, shutil, sys
+from stackproof import _core
+core_path, exe, tmp = sys.argv[1], sys.argv[2], sys.argv[3]
+f = _core.CoreFile(core_path)
+f.remap(f.executable, exe)
+files = _core.ElfFiles()
+out = {"objects": [], "errors": []}
+for recorded, local, bias, debug in f.objects():
+    alone, shared = _core.Symtab(), _core.Symtab()
+    n = alone.add_elf(local, bias=bias)
+    # twice through `files`: the second is the kept parse
+    out["objects"].append([n, shared.add_elf(local, bias=bias, files=files),
+                           _core.Symtab().add_elf(local, bias=bias, files=files),
+                           _core.section_address(local, ".text"), files.section_address(local, ".text"),
+                           _core.probe_symbol(local), files.probe_symbol(local)])
+open(tmp + "/garbage", "w").write("not an ELF file\n")
+for call in (lambda: files.section_address(tmp + "/none", ".text"), lambda: files.probe_symbol(tmp + "/garbage"),
+             lambda: _core.Symtab().add_elf(core_path + ".missing", files=files)):
+    try:
+        call()
+        out["errors"].append(None)
+    except ValueError as e:
+        out["errors"].append(str(e))
+# a file rebuilt in place is parsed anew
+copy = tmp + "/copy"
+shutil.copy(exe, copy)
+before = files.probe_symbol(copy)
+libs = [local for _r, local, _b, _d in f.objects() if local != exe]
+shutil.copy(libs[0], copy)
+out["rebuilt"] = [before, files.probe_symbol(copy), _core.probe_symbol(libs[0])]
+json.dump(out, sys.stdout)
+'''
+
+
+def test_elf_files_answer_as_one_parse_per_call(artifacts, tmp_path):
+    """`ElfFiles` (docs/api.md): the same symbols, sections and probes as parsing for each
+    call; errors stay one-line ValueErrors; a file rewritten under the same path is read anew."""
+    a = artifacts[("threads", "O2")]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(stackproof_prefix() / "lib" / "stackproof" / "python")
+    p = subprocess.run([sys.executable, "-c", ELF_FILES_SCRIPT, str(a.core), str(a.exe), str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert len(got["objects"]) >= 2, got
+    for n, shared, again, text, text_kept, probe, probe_kept in got["objects"]:
+        assert n == shared == again > 0 and text == text_kept and probe == probe_kept, got["objects"]
+    assert all(e and "\n" not in e for e in got["errors"]), got["errors"]
+    before, after, lib = got["rebuilt"]
+    assert before != after and after == lib, got["rebuilt"]

@@ -132,6 +132,8 @@ def parse_address(expr, what="address"):
 
 _INFO_FILES_LINE = re.compile(r"^\s*0x([0-9a-f]+) - 0x([0-9a-f]+) is (\S+)(?: in (.+))?$")
 _symtab_cache = {"key": None, "symtab": None}
+# The session's parsed ELF files: a table rebuilt for another core reuses libc's parse.
+_elf_files = _core.ElfFiles()
 
 
 def _sections_by_file():
@@ -210,7 +212,7 @@ def _module_name(path, exe):
 
 def _bias_by_probe(path):
     """Where gdb put `path` when `info files` does not say (e.g. `symbol-file -o OFF`)."""
-    probe = _core.probe_symbol(path)
+    probe = _elf_files.probe_symbol(path)
     if probe is None:
         return None
     name, link = probe
@@ -279,17 +281,17 @@ def symtab():
         try:
             if _elf_type(path) == 1:  # ET_REL: every section placed on its own
                 if secs:
-                    st.add_elf(symfile, sections=secs, module=module)
+                    st.add_elf(symfile, sections=secs, module=module, files=_elf_files)
                 continue
             bias = None
-            link = _core.section_address(path, ".text")
+            link = _elf_files.section_address(path, ".text")
             if secs and ".text" in secs and link is not None:
                 bias = (secs[".text"] - link) & 0xFFFFFFFFFFFFFFFF
             if bias is None:
                 bias = _bias_by_probe(symfile)
             if bias is None:
                 continue  # gdb's fallback still names these addresses
-            st.add_elf(symfile, bias=bias, module=module, plt_from=path)
+            st.add_elf(symfile, bias=bias, module=module, plt_from=path, files=_elf_files)
         except ValueError:
             continue  # not an ELF we can read; gdb's fallback covers it
     _symtab_cache.update(key=key, symtab=st)
