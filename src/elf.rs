@@ -37,6 +37,9 @@ struct RawTable {
     syms: Vec<RawSymbol>,
     /// Symbols of any kind the analysis looks up by name ([`crate::kernel::MARKERS`]).
     markers: Vec<RawSymbol>,
+    /// Function extents `.eh_frame` describes (link start, size): in a stripped file,
+    /// the only extents its functions have.
+    fdes: Vec<(u64, u64)>,
 }
 
 /// A file as parsed: path + size + mtime, so a rebuilt file is a new one.
@@ -157,7 +160,38 @@ fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
             })
         })
         .collect();
-    Ok(RawTable { relocatable, sections, code, section_names, syms, markers })
+    let fdes = if relocatable { Vec::new() } else { fde_extents(&file) };
+    Ok(RawTable { relocatable, sections, code, section_names, syms, markers, fdes })
+}
+
+/// FDEs read at most from one file (gdb itself has about 60,000).
+const MAX_FDES: usize = 1 << 20;
+
+/// (start, size) of every FDE of `.eh_frame` when the file holds its bytes, sorted.
+fn fde_extents(file: &object::File<'_>) -> Vec<(u64, u64)> {
+    use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
+    let Some(sec) = file.section_by_name(".eh_frame") else { return Vec::new() };
+    let Ok(data) = sec.data() else { return Vec::new() }; // NOBITS in a separate debug file
+    let addr_of = |n: &str| file.section_by_name(n).map_or(0, |s| s.address());
+    let bases =
+        BaseAddresses::default().set_eh_frame(sec.address()).set_text(addr_of(".text")).set_got(addr_of(".got"));
+    let eh = EhFrame::new(data, LittleEndian);
+    let mut out = Vec::new();
+    let mut entries = eh.entries(&bases);
+    while let Ok(Some(e)) = entries.next() {
+        if let CieOrFde::Fde(partial) = e {
+            if let Ok(fde) = partial.parse(EhFrame::cie_from_offset) {
+                if fde.len() > 0 {
+                    out.push((fde.initial_address(), fde.len()));
+                }
+            }
+        }
+        if out.len() >= MAX_FDES {
+            break;
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 /// PLT stubs get no symbol from the linker; name them `foo@plt` as gdb (BFD) does:
@@ -235,6 +269,24 @@ impl ElfFile {
     pub fn markers(&self, placement: &Placement) -> Vec<(String, u64)> {
         let t = &*self.table;
         t.markers.iter().filter_map(|s| Some((s.name.clone(), place(t, s, placement)?))).collect()
+    }
+
+    /// The extents of the file's functions as `.eh_frame` gives them, placed (by a
+    /// bias only: a relocatable file has none), as nameless symbols tagged `module`.
+    pub fn fde_functions(&self, placement: &Placement, module: Option<&str>) -> Vec<Symbol> {
+        let Placement::Bias(b) = placement else { return Vec::new() };
+        let module: Option<Arc<str>> = module.map(Into::into);
+        let name: Arc<str> = "".into();
+        self.table
+            .fdes
+            .iter()
+            .map(|&(start, size)| Symbol {
+                name: name.clone(),
+                start: start.wrapping_add(*b),
+                size,
+                module: module.clone(),
+            })
+            .collect()
     }
 
     /// Link-time address of a section, to compute a bias from where the debugger put it.

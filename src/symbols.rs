@@ -103,6 +103,22 @@ pub trait Symbols {
     fn store(&self) -> Option<&crate::memo::Store> {
         None
     }
+
+    /// The extent of a function holding `addr` that no symbol names: a stripped file's
+    /// function as its unwind tables (`.eh_frame`) describe it, its name empty.
+    fn unnamed_function(&self, _addr: u64) -> Option<Symbol> {
+        None
+    }
+}
+
+/// The function whose code holds `addr`, for its frame layout: its sized symbol, else
+/// the extent the unwind tables give (a stripped file), else an unsized label.
+pub fn function_extent<S: Symbols + ?Sized>(syms: &S, addr: u64) -> Option<Symbol> {
+    let named = syms.lookup(addr);
+    if named.as_ref().is_some_and(|s| s.size != 0) {
+        return named;
+    }
+    syms.unnamed_function(addr).or(named)
 }
 
 impl<S: Symbols + ?Sized> Symbols for &S {
@@ -121,6 +137,9 @@ impl<S: Symbols + ?Sized> Symbols for &S {
     fn direct_calls_to(&self, target: u64) -> Vec<u64> {
         (**self).direct_calls_to(target)
     }
+    fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
+        (**self).unnamed_function(addr)
+    }
 }
 
 /// A sorted table of function symbols.
@@ -132,6 +151,8 @@ pub struct SymbolTable {
     /// What the analyses learn of these functions' code (their layouts), for as long as
     /// the table lives.
     store: crate::memo::Store,
+    /// Nameless function extents (a stripped file's `.eh_frame`), sorted by start.
+    unnamed: Vec<Symbol>,
 }
 
 impl SymbolTable {
@@ -151,7 +172,7 @@ impl SymbolTable {
             run.sort_unstable_by(alias_order);
         }
         syms.dedup_by(|later, first| later.start == first.start);
-        SymbolTable { syms, by_name: Default::default(), store: Default::default() }
+        SymbolTable { syms, by_name: Default::default(), store: Default::default(), unnamed: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -170,7 +191,16 @@ impl SymbolTable {
     pub fn merge(&mut self, more: Vec<Symbol>) {
         let mut all = std::mem::take(&mut self.syms);
         all.extend(more);
+        let unnamed = std::mem::take(&mut self.unnamed);
         *self = SymbolTable::new(all);
+        self.unnamed = unnamed;
+    }
+
+    /// Extend with nameless function extents ([`Symbols::unnamed_function`]).
+    pub fn merge_unnamed(&mut self, more: Vec<Symbol>) {
+        self.unnamed.extend(more);
+        self.unnamed.sort_unstable_by_key(|s| (s.start, s.size));
+        self.unnamed.dedup_by_key(|s| s.start);
     }
 
     fn find(&self, addr: u64) -> Option<&Symbol> {
@@ -204,6 +234,11 @@ impl Symbols for SymbolTable {
     fn store(&self) -> Option<&crate::memo::Store> {
         Some(&self.store)
     }
+
+    fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
+        let i = self.unnamed.partition_point(|s| s.start <= addr);
+        self.unnamed.get(i.checked_sub(1)?).filter(|s| s.contains(addr)).cloned()
+    }
 }
 
 /// The first source that knows wins.
@@ -227,11 +262,33 @@ impl Symbols for Layered<'_> {
     fn store(&self) -> Option<&crate::memo::Store> {
         self.layers.iter().find_map(|l| l.store())
     }
+    fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
+        self.layers.iter().find_map(|l| l.unnamed_function(addr))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nameless_extent_serves_where_no_sized_symbol_does() {
+        let mut t = SymbolTable::new(vec![Symbol::new("f", 0x1000, 0x40), Symbol::new("label", 0x2000, 0)]);
+        t.merge_unnamed(vec![Symbol::new("", 0x2000, 0x80), Symbol::new("", 0x3000, 0x10)]);
+        t.merge(vec![Symbol::new("g", 0x5000, 0x10)]);
+        let ext = |a| function_extent(&t, a).map(|s| (s.name.to_string(), s.start, s.size));
+        assert_eq!(ext(0x1010), Some(("f".into(), 0x1000, 0x40)));
+        assert_eq!(ext(0x2010), Some(("".into(), 0x2000, 0x80)), "the extent beats an unsized label");
+        assert_eq!(ext(0x2090), Some(("label".into(), 0x2000, 0)), "past the extent: the label");
+        assert_eq!(ext(0x3008), Some(("".into(), 0x3000, 0x10)), "kept through a merge");
+        assert_eq!(ext(0x3010), Some(("label".into(), 0x2000, 0)), "an unsized label reaches the next symbol");
+        assert_eq!(ext(0x900), None);
+        assert_eq!(
+            t.lookup(0x3008).map(|s| s.name.to_string()),
+            Some("label".into()),
+            "lookups name only named functions"
+        );
+    }
 
     #[test]
     fn lookup_respects_sizes_and_aliases() {

@@ -131,7 +131,8 @@ pub fn unwind<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, max: usiz
 
 /// The call that ends at a return address (the code position a caller's layout is read at).
 fn call_site<M: Memory, S: Symbols>(mem: &M, syms: &S, ra: u64) -> Option<CallSite> {
-    let f = function_of_ra(syms, ra)?;
+    // A stripped file's function has no symbol, only its unwind tables' extent.
+    let f = crate::symbols::function_extent(syms, ra.checked_sub(1)?)?;
     match call_before(mem, ra, Some(f.start)) {
         Ok(CallCheck::Call { site, .. }) => Some(site),
         _ => None,

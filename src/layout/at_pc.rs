@@ -38,7 +38,7 @@ pub fn rule_at<M: Memory, S: Symbols>(
     syms: &S,
     pc: u64,
 ) -> Result<(Symbol, Arc<FunctionLayout>, Rule), &'static str> {
-    let sym = syms.lookup(pc).ok_or("no symbol")?;
+    let sym = crate::symbols::function_extent(syms, pc).ok_or("no symbol")?;
     let layout = layout_of(mem, syms, &sym)?;
     let rule = layout.rule_at(pc).cloned().ok_or("pc not reached by the analysis")?;
     Ok((sym, layout, rule))

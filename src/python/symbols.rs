@@ -60,6 +60,10 @@ impl Symbols for Symtab {
     fn store(&self) -> Option<&crate::memo::Store> {
         self.table.store()
     }
+
+    fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
+        self.table.unnamed_function(addr)
+    }
 }
 
 #[pymethods]
@@ -92,7 +96,7 @@ impl Symtab {
             None => Placement::Bias(bias.unwrap_or(0)),
         };
         let files = files.map(|f| &f.get().0);
-        let (syms, code, markers) = guarded("add_elf", || {
+        let (syms, code, markers, unnamed) = guarded("add_elf", || {
             let open = |p: &str| match files {
                 Some(f) => f.open(Path::new(p)),
                 None => elf::ElfFile::read(Path::new(p)),
@@ -100,17 +104,26 @@ impl Symtab {
             let file = open(path).map_err(PyValueError::new_err)?;
             let mut syms = file.symbols(&placement, module);
             let mut code = file.code_image(&placement);
-            // A separate debug file has no code: the PLT stubs and the code bytes are the file's itself.
+            let mut fdes = file.fde_functions(&placement, module);
+            // A separate debug file has no code: the PLT stubs, the code bytes and the
+            // unwind tables are the file's itself.
             if let Some(Ok(own)) = plt_from.filter(|c| *c != path).map(open) {
                 syms.extend(own.plt_symbols(&placement, module));
                 if code.is_none() {
                     code = own.code_image(&placement);
                 }
+                if fdes.is_empty() {
+                    fdes = own.fde_functions(&placement, module);
+                }
             }
-            Ok((syms, code, file.markers(&placement)))
+            // Only the functions no sized symbol names need their extent from there.
+            let named: std::collections::HashSet<u64> = syms.iter().filter(|s| s.size != 0).map(|s| s.start).collect();
+            fdes.retain(|f| !named.contains(&f.start));
+            Ok((syms, code, file.markers(&placement), fdes))
         })?;
         let n = syms.len();
         self.table.merge(syms);
+        self.table.merge_unnamed(unnamed);
         self.code.extend(code);
         for (name, addr) in markers {
             self.markers.entry(name).or_insert(addr);
