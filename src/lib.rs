@@ -11,6 +11,7 @@ pub mod frame;
 pub mod json;
 pub mod kernel;
 pub mod layout;
+pub mod libc;
 pub mod memo;
 pub mod memory;
 pub mod oracle;

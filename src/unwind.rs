@@ -436,7 +436,7 @@ fn lost_trampoline<M: Memory, S: Symbols>(mem: &M, syms: &S, cfa: u64) -> Option
     if cfa >= KERNEL_HALF || slot % 16 != 8 {
         return None;
     }
-    let restore = syms.address_of("__restore_rt")?;
+    let restore = syms.address_of(crate::libc::RESTORE_RT)?;
     let found = decode_at(mem, slot, Layout::SigFrame, syms, &ScanOptions::default()).ok()?;
     let accepted = found.checks.iter().filter(|c| c.name != "pretcode").all(|c| c.ok || !c.required);
     accepted.then_some(restore)
@@ -524,22 +524,17 @@ fn saver<M: Memory>(mem: &M, layout: &crate::layout::FunctionLayout, i: usize, k
     })
 }
 
-/// Indirect calls whose target is known by convention: glibc's thread entry (`clone3`,
-/// `clone`) calls `start_thread`, which calls the thread's start routine through a
-/// pointer, so no direct call names either.
-const CONVENTIONAL_CALLS: [(&str, &str); 4] =
-    [("clone3", "start_thread"), ("__clone3", "start_thread"), ("clone", "start_thread"), ("__clone", "start_thread")];
-
-/// The function the indirect call before return address `ra` enters by convention.
+/// The function the indirect call before return address `ra` enters by convention
+/// (no direct call names it): a thread entry's `start_thread`.
 fn conventional_callee<S: Symbols>(syms: &S, ra: u64) -> Option<crate::symbols::Symbol> {
     let caller = function_of_ra(syms, ra)?;
-    let (_, callee) = CONVENTIONAL_CALLS.iter().find(|(c, _)| caller.base_name() == *c)?;
-    syms.lookup(syms.address_of(callee)?)
+    crate::libc::is_thread_entry(&caller).then_some(())?;
+    syms.lookup(syms.address_of(crate::libc::THREAD_START)?)
 }
 
 /// A signal handler "returns" to `__restore_rt`, whose address the kernel wrote.
 pub fn is_restore_rt<S: Symbols>(syms: &S, addr: u64) -> bool {
-    syms.lookup(addr).is_some_and(|s| s.start == addr && &*s.name == "__restore_rt")
+    syms.lookup(addr).is_some_and(|s| s.start == addr && &*s.name == crate::libc::RESTORE_RT)
 }
 
 /// The frame a signal interrupted: the rt_sigframe starts at the trampoline frame's sp - 8.

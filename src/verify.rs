@@ -307,6 +307,18 @@ pub fn function_of_ra<S: Symbols>(syms: &S, ra: u64) -> Option<Symbol> {
     syms.lookup(ra.checked_sub(1)?)
 }
 
+/// A thread caught in its entry code before that calls anything (frame 0 in `clone3`
+/// right after the syscall): nothing is outer of it, and the zero word at its new
+/// stack's top, which a debugger shows as a frame at pc 0, is the stack's bottom.
+fn new_thread_bottom(inner: Option<&FrameReport>, f: &FrameIn, r: &mut FrameReport) {
+    let Some(inner) = inner else { return };
+    let entry = inner.function.as_ref().is_some_and(crate::libc::is_thread_entry);
+    if entry && inner.level == 0 && inner.slot.is_none() && f.pc == 0 && r.slot_value == Some(0) {
+        r.verdict = Verdict::Ok;
+        r.reasons = vec![Reason::StackBottom];
+    }
+}
+
 /// Check every frame of a chain (innermost first).
 pub fn verify_chain<M: Memory, S: Symbols>(
     mem: &M,
@@ -383,6 +395,7 @@ pub fn verify_chain<M: Memory, S: Symbols>(
         }
         if is_ra && f.kind == FrameKind::Normal {
             crate::kernel::review_frame(syms, f, &mut r);
+            new_thread_bottom(callee.and_then(|c| out.get(c)), f, &mut r);
         }
         let stale = r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_)));
         if r.reasons.contains(&Reason::NullCall) {

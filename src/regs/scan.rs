@@ -250,12 +250,12 @@ pub fn decode_at(
 
 /// Whether `w` is the start of a function named `__restore_rt` (glibc and musl both use it).
 fn is_restore_rt(symbols: &dyn Symbols, w: u64) -> bool {
-    symbols.lookup(w).is_some_and(|s| s.start == w && s.base_name() == "__restore_rt")
+    symbols.lookup(w).is_some_and(|s| s.start == w && s.base_name() == crate::libc::RESTORE_RT)
 }
 
 fn restore_rt_set(symbols: &dyn Symbols, opts: &ScanOptions) -> Vec<u64> {
     let mut v = opts.restore_rt.clone();
-    if let Some(a) = symbols.address_of("__restore_rt") {
+    if let Some(a) = symbols.address_of(crate::libc::RESTORE_RT) {
         v.push(a);
     }
     v.sort_unstable();

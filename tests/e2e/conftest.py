@@ -337,8 +337,10 @@ class Builder:
                 os.replace(tmp, out)
         return out
 
-    def core_for(self, exe, argv, pre_cmds, expect_signal, tag):
-        key = _digest(exe.read_bytes(), argv, pre_cmds)
+    def core_for(self, exe, argv, pre_cmds, expect_signal, tag, after_run=()):
+        """A core of exe run by gdb with `pre_cmds`, written where it stops (after the
+        commands `after_run`)."""
+        key = _digest(exe.read_bytes(), argv, pre_cmds, *after_run)
         core = self.dir / "cores" / ("%s-%s.core" % (tag, key))
         with self._lock_for(str(core)):
             if not core.exists():
@@ -347,7 +349,10 @@ class Builder:
                 args = []
                 for c in pre_cmds:
                     args += ["-ex", c]
-                args += ["-ex", "run", "-ex", "generate-core-file %s" % tmp,
+                args += ["-ex", "run"]
+                for c in after_run:
+                    args += ["-ex", c]
+                args += ["-ex", "generate-core-file %s" % tmp,
                          "--args", str(exe)] + list(argv)
                 res = run_gdb(args, timeout=120)
                 if not tmp.exists():

@@ -27,6 +27,8 @@ inferior = gdb.selected_inferior()
 
 
 def read(addr, n):
+    if addr < 0:
+        return None  # below a pc 0 (the zero word at a new thread's stack top)
     try:
         return bytes(inferior.read_memory(addr, n))
     except (gdb.error, gdb.MemoryError):
