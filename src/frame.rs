@@ -1,9 +1,74 @@
-//! The frame model of the own chain: a frame, what is known of its callee-saved
+//! The frame model: a frame as given ([`FrameIn`]: its kind and how far it is
+//! trusted), and a frame of the own chain: what is known of its callee-saved
 //! registers and where each came from, how a lost frame was rebuilt. The unwinder
 //! makes these, the resolver and the reports read them.
 
 use crate::layout::CALLEE_SAVED_NAMES;
-use crate::verify::FrameIn;
+
+/// How the debugger (or a text) presented a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    Normal,
+    /// A function inlined into the next outer frame: same pc and sp, no slot of its own.
+    Inline,
+    /// A frame gdb synthesised for a function that left by `jmp`: no slot.
+    TailCall,
+    /// The signal trampoline: its "return address" was written by the kernel.
+    SigTramp,
+    /// The pc an exception or interrupt stopped (crash's `[exception RIP: ...]`): no slot, no call.
+    Interrupted,
+}
+
+impl FrameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Normal => "normal",
+            FrameKind::Inline => "inline",
+            FrameKind::TailCall => "tailcall",
+            FrameKind::SigTramp => "sigtramp",
+            FrameKind::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Where a chain came from, which decides how far each frame is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    Registers,
+    Layout,
+    Cfi,
+    FramePointer,
+    Scan,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Registers => "registers",
+            Trust::Layout => "layout",
+            Trust::Cfi => "cfi",
+            Trust::FramePointer => "frame-pointer",
+            Trust::Scan => "scan",
+        }
+    }
+}
+
+/// One frame as given: level 0 is innermost.
+#[derive(Debug, Clone)]
+pub struct FrameIn {
+    pub level: u32,
+    pub pc: u64,
+    /// The frame's stack pointer (gdb's `$sp` in that frame).
+    pub sp: Option<u64>,
+    /// Where its return address is claimed to be; when None it is `sp - 8` for frames above 0.
+    pub slot: Option<u64>,
+    /// The frame's rbp when known (an exception frame's, or recovered): for rbp-based layouts.
+    pub bp: Option<u64>,
+    pub kind: FrameKind,
+    /// The name the source gave (gdb's or crash's), shown when no symbol is known.
+    pub name: Option<String>,
+    pub trust: Trust,
+}
 
 /// Where a recovered register value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

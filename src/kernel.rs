@@ -7,8 +7,6 @@ pub mod task;
 
 use crate::memory::Memory;
 use crate::symbols::Symbols;
-use crate::unwind::{unwind, Start};
-use crate::verify::{FrameIn, FrameReport, Reason, Verdict};
 
 /// The lowest kernel address (the upper half of the canonical space).
 pub const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
@@ -80,62 +78,6 @@ pub fn stack_around(a: u64) -> (u64, u64) {
     (lo, lo.saturating_add(size))
 }
 
-/// Every kernel stack the chain from `start` crosses (IRQ stack, task stack, exception
-/// stacks), innermost first, each with its live sp: `live_sp` on the first one, the saved
-/// stack pointer (or the lowest frame) on the others. A range is cut where it would
-/// overlap one already taken.
-pub fn scan_ranges<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, live_sp: u64) -> Vec<StackRange> {
-    if !is_kernel(live_sp) {
-        return Vec::new();
-    }
-    let chain = crate::memory::scoped(mem, |mem| unwind(mem, syms, start, 1024));
-    // Runs of consecutive frames on one stack: (lowest used address, last frame's sp).
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    let mut last: Option<u64> = None;
-    for f in &chain.frames {
-        let Some(sp) = f.frame.sp else { continue };
-        let used = f.frame.slot.unwrap_or(sp);
-        if !is_kernel(used) {
-            break; // the user-mode frame a syscall's pt_regs names
-        }
-        match (runs.last_mut(), last) {
-            (Some(run), Some(prev)) if used >= prev && used - prev < THREAD_SIZE => run.1 = sp,
-            _ => runs.push((used, sp)),
-        }
-        last = Some(sp.max(used));
-    }
-    if runs.is_empty() {
-        runs.push((live_sp, live_sp));
-    }
-    let mut out: Vec<StackRange> = Vec::new();
-    let mut next_live: Option<u64> = None;
-    for (i, &(lowest, top_sp)) in runs.iter().enumerate() {
-        let first = out.is_empty();
-        let here = if first { live_sp } else { next_live.take().unwrap_or(lowest) };
-        // Left through an IRQ stack's top word: that word names where the next run is.
-        let switch = runs.get(i + 1).and_then(|&(next_lo, _)| {
-            previous_stacks(mem, top_sp)
-                .into_iter()
-                .find(|&(_, prev)| prev <= next_lo && next_lo - prev < PT_REGS_WINDOW)
-        });
-        let (lo, hi) = match switch {
-            Some((top, prev)) => {
-                next_live = Some(prev);
-                let hi = top.saturating_add(8);
-                (hi.saturating_sub(IRQ_STACK_SIZE), hi)
-            }
-            None => stack_around(here.min(lowest)),
-        };
-        if out.iter().any(|r| (r.lo..r.hi).contains(&here)) {
-            continue;
-        }
-        let lo = out.iter().map(|r| r.hi).filter(|&h| h <= here).fold(lo, u64::max);
-        let hi = out.iter().map(|r| r.lo).filter(|&l| l > here).fold(hi, u64::min);
-        out.push(StackRange { lo, hi, live_sp: here });
-    }
-    out
-}
-
 /// Symbols of any kind (data, markers) the kernel checks look up by name.
 pub const MARKERS: [&str; 4] = ["_sinittext", "_einittext", "__init_begin", "__init_end"];
 
@@ -168,31 +110,6 @@ pub fn init_text<S: Symbols>(syms: &S) -> Option<std::ops::Range<u64>> {
 /// (the verdict there is `unknown`, `code-freed`, never `bogus`).
 pub fn code_freed_unknown<S: Symbols>(syms: &S, addr: u64) -> bool {
     init_text(syms).is_some_and(|r| r.contains(&addr)) && !syms.file_code(addr, &mut [0u8; 1])
-}
-
-/// What the kernel's stacks say of a return-address frame after the generic checks:
-/// the outermost frame of a task stack is real by its place (`stack-bottom`, `ok`); a
-/// call that cannot be found in freed init code with no file bytes is `unknown`
-/// (`code-freed`). A slot that does not hold the pc, or a call to another function, stays.
-pub fn review_frame<S: Symbols>(syms: &S, f: &FrameIn, r: &mut FrameReport) {
-    let kept = |x: &Reason| !matches!(x, Reason::NoCallBeforeRa | Reason::WrongTarget);
-    if r.reasons.iter().any(|x| matches!(x, Reason::SlotMismatch | Reason::Unreadable(_) | Reason::RaNotInText)) {
-        return;
-    }
-    let no_call = r.reasons.contains(&Reason::NoCallBeforeRa);
-    if r.slot.is_some_and(is_stack_bottom_slot) && r.function.is_some() && is_kernel(f.pc) {
-        if !r.reasons.contains(&Reason::WrongTarget) && (no_call || r.verdict != Verdict::Ok) {
-            r.verdict = Verdict::Ok;
-            r.reasons = vec![Reason::StackBottom];
-        }
-        return;
-    }
-    if (no_call || r.reasons.contains(&Reason::WrongTarget)) && code_freed_unknown(syms, f.pc) {
-        // What is left (no-symbol at most) is milder than unknown.
-        r.reasons.retain(kept);
-        r.verdict = Verdict::Unknown;
-        r.reasons.push(Reason::CodeFreed);
-    }
 }
 
 /// Target memory with a kernel's freed init text read from the object file: where the

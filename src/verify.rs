@@ -2,35 +2,10 @@
 
 use std::fmt;
 
+pub use crate::frame::{FrameIn, FrameKind, Trust};
 use crate::memory::Memory;
 use crate::symbols::{Symbol, Symbols};
 use crate::x86::{call_before, follow_target, CallCheck, CallSite, CallTarget, Hop, Limits, TargetMatch, Unknown};
-
-/// How the debugger (or a text) presented a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    Normal,
-    /// A function inlined into the next outer frame: same pc and sp, no slot of its own.
-    Inline,
-    /// A frame gdb synthesised for a function that left by `jmp`: no slot.
-    TailCall,
-    /// The signal trampoline: its "return address" was written by the kernel.
-    SigTramp,
-    /// The pc an exception or interrupt stopped (crash's `[exception RIP: ...]`): no slot, no call.
-    Interrupted,
-}
-
-impl FrameKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FrameKind::Normal => "normal",
-            FrameKind::Inline => "inline",
-            FrameKind::TailCall => "tailcall",
-            FrameKind::SigTramp => "sigtramp",
-            FrameKind::Interrupted => "interrupted",
-        }
-    }
-}
 
 /// A frame crash printed without an address (`#3 kvm_arch_vcpu_ioctl_run`): nothing to check.
 #[derive(Debug, Clone)]
@@ -44,45 +19,6 @@ impl Unplaced {
     pub const VERDICT: Verdict = Verdict::Unknown;
     pub const TRUST: Trust = Trust::Scan;
     pub const REASON: &'static str = "no-address";
-}
-
-/// Where a chain came from, which decides how far each frame is trusted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trust {
-    Registers,
-    Layout,
-    Cfi,
-    FramePointer,
-    Scan,
-}
-
-impl Trust {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trust::Registers => "registers",
-            Trust::Layout => "layout",
-            Trust::Cfi => "cfi",
-            Trust::FramePointer => "frame-pointer",
-            Trust::Scan => "scan",
-        }
-    }
-}
-
-/// One frame as given: level 0 is innermost.
-#[derive(Debug, Clone)]
-pub struct FrameIn {
-    pub level: u32,
-    pub pc: u64,
-    /// The frame's stack pointer (gdb's `$sp` in that frame).
-    pub sp: Option<u64>,
-    /// Where its return address is claimed to be; when None it is `sp - 8` for frames above 0.
-    pub slot: Option<u64>,
-    /// The frame's rbp when known (an exception frame's, or recovered): for rbp-based layouts.
-    pub bp: Option<u64>,
-    pub kind: FrameKind,
-    /// The name the source gave (gdb's or crash's), shown when no symbol is known.
-    pub name: Option<String>,
-    pub trust: Trust,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -307,6 +243,32 @@ pub fn function_of_ra<S: Symbols>(syms: &S, ra: u64) -> Option<Symbol> {
     syms.lookup(ra.checked_sub(1)?)
 }
 
+/// What the kernel's stacks say of a return-address frame after the generic checks:
+/// the outermost frame of a task stack is real by its place (`stack-bottom`, `ok`); a
+/// call that cannot be found in freed init code with no file bytes is `unknown`
+/// (`code-freed`). A slot that does not hold the pc, or a call to another function, stays.
+fn review_kernel_frame<S: Symbols>(syms: &S, f: &FrameIn, r: &mut FrameReport) {
+    let kept = |x: &Reason| !matches!(x, Reason::NoCallBeforeRa | Reason::WrongTarget);
+    if r.reasons.iter().any(|x| matches!(x, Reason::SlotMismatch | Reason::Unreadable(_) | Reason::RaNotInText)) {
+        return;
+    }
+    let no_call = r.reasons.contains(&Reason::NoCallBeforeRa);
+    if r.slot.is_some_and(crate::kernel::is_stack_bottom_slot) && r.function.is_some() && crate::kernel::is_kernel(f.pc)
+    {
+        if !r.reasons.contains(&Reason::WrongTarget) && (no_call || r.verdict != Verdict::Ok) {
+            r.verdict = Verdict::Ok;
+            r.reasons = vec![Reason::StackBottom];
+        }
+        return;
+    }
+    if (no_call || r.reasons.contains(&Reason::WrongTarget)) && crate::kernel::code_freed_unknown(syms, f.pc) {
+        // What is left (no-symbol at most) is milder than unknown.
+        r.reasons.retain(kept);
+        r.verdict = Verdict::Unknown;
+        r.reasons.push(Reason::CodeFreed);
+    }
+}
+
 /// A thread caught in its entry code before that calls anything (frame 0 in `clone3`
 /// right after the syscall): nothing is outer of it, and the zero word at its new
 /// stack's top, which a debugger shows as a frame at pc 0, is the stack's bottom.
@@ -394,7 +356,7 @@ pub fn verify_chain<M: Memory, S: Symbols>(
             _ => check_call(mem, syms, f, &mut r, callee.and_then(|c| out.get(c)), resolver),
         }
         if is_ra && f.kind == FrameKind::Normal {
-            crate::kernel::review_frame(syms, f, &mut r);
+            review_kernel_frame(syms, f, &mut r);
             new_thread_bottom(callee.and_then(|c| out.get(c)), f, &mut r);
         }
         let stale = r.reasons.iter().any(|x| matches!(x, Reason::InsideFrameOf(_)));

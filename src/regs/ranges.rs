@@ -1,6 +1,8 @@
 //! The stacks `regs-from-stack --scan` covers by default.
 
-use crate::kernel::{is_kernel, StackRange};
+use crate::kernel::{
+    is_kernel, previous_stacks, stack_around, StackRange, IRQ_STACK_SIZE, PT_REGS_WINDOW, THREAD_SIZE,
+};
 use crate::memory::Memory;
 use crate::symbols::Symbols;
 use crate::unwind::Start;
@@ -23,7 +25,7 @@ pub fn user_range(sp: u64, mappings: &[(u64, u64)]) -> (u64, u64) {
 }
 
 /// Every stack a thread's chain crosses, innermost first, each with its live sp: for a
-/// kernel CPU those of [`crate::kernel::scan_ranges`]; in user space the stack holding
+/// kernel CPU those of [`kernel_ranges`]; in user space the stack holding
 /// `live_sp`, then those the signal frames of the backtrace `frames` lead to (a
 /// sigaltstack's, the interrupted frame's), each cut where it would overlap one taken.
 pub fn scan_ranges<M: Memory, S: Symbols>(
@@ -35,7 +37,7 @@ pub fn scan_ranges<M: Memory, S: Symbols>(
     mappings: &[(u64, u64)],
 ) -> Vec<StackRange> {
     if is_kernel(live_sp) {
-        return crate::kernel::scan_ranges(mem, syms, start, live_sp);
+        return kernel_ranges(mem, syms, start, live_sp);
     }
     let (lo, hi) = user_range(live_sp, mappings);
     let mut out = vec![StackRange { lo, hi, live_sp }];
@@ -59,6 +61,62 @@ pub fn scan_ranges<M: Memory, S: Symbols>(
             }
         }
         out.push(StackRange { lo, hi, live_sp: s });
+    }
+    out
+}
+
+/// Every kernel stack the chain from `start` crosses (IRQ stack, task stack, exception
+/// stacks), innermost first, each with its live sp: `live_sp` on the first one, the saved
+/// stack pointer (or the lowest frame) on the others. A range is cut where it would
+/// overlap one already taken.
+fn kernel_ranges<M: Memory, S: Symbols>(mem: &M, syms: &S, start: &Start, live_sp: u64) -> Vec<StackRange> {
+    if !is_kernel(live_sp) {
+        return Vec::new();
+    }
+    let chain = crate::memory::scoped(mem, |mem| crate::unwind::unwind(mem, syms, start, 1024));
+    // Runs of consecutive frames on one stack: (lowest used address, last frame's sp).
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut last: Option<u64> = None;
+    for f in &chain.frames {
+        let Some(sp) = f.frame.sp else { continue };
+        let used = f.frame.slot.unwrap_or(sp);
+        if !is_kernel(used) {
+            break; // the user-mode frame a syscall's pt_regs names
+        }
+        match (runs.last_mut(), last) {
+            (Some(run), Some(prev)) if used >= prev && used - prev < THREAD_SIZE => run.1 = sp,
+            _ => runs.push((used, sp)),
+        }
+        last = Some(sp.max(used));
+    }
+    if runs.is_empty() {
+        runs.push((live_sp, live_sp));
+    }
+    let mut out: Vec<StackRange> = Vec::new();
+    let mut next_live: Option<u64> = None;
+    for (i, &(lowest, top_sp)) in runs.iter().enumerate() {
+        let first = out.is_empty();
+        let here = if first { live_sp } else { next_live.take().unwrap_or(lowest) };
+        // Left through an IRQ stack's top word: that word names where the next run is.
+        let switch = runs.get(i + 1).and_then(|&(next_lo, _)| {
+            previous_stacks(mem, top_sp)
+                .into_iter()
+                .find(|&(_, prev)| prev <= next_lo && next_lo - prev < PT_REGS_WINDOW)
+        });
+        let (lo, hi) = match switch {
+            Some((top, prev)) => {
+                next_live = Some(prev);
+                let hi = top.saturating_add(8);
+                (hi.saturating_sub(IRQ_STACK_SIZE), hi)
+            }
+            None => stack_around(here.min(lowest)),
+        };
+        if out.iter().any(|r| (r.lo..r.hi).contains(&here)) {
+            continue;
+        }
+        let lo = out.iter().map(|r| r.hi).filter(|&h| h <= here).fold(lo, u64::max);
+        let hi = out.iter().map(|r| r.lo).filter(|&l| l > here).fold(hi, u64::min);
+        out.push(StackRange { lo, hi, live_sp: here });
     }
     out
 }
