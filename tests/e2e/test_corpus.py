@@ -54,9 +54,10 @@ class Corpus:
         return next(t for t in self.oracle["threads"] if t["thread"] == num)["frames"]
 
 
-def _build(builder, opt):
-    """libframes.so and frames, linked through the PLT, for one flag set."""
-    flags = ["-g"] + CORPUS_OPTS[opt]
+def _build(builder, opt, opt_flags=None):
+    """libframes.so and frames, linked through the PLT, for one flag set (CORPUS_OPTS[opt],
+    or `opt_flags` named `opt`)."""
+    flags = ["-g"] + (opt_flags if opt_flags is not None else CORPUS_OPTS[opt])
     srcs = [(PROGRAMS / n).read_bytes() for n in ("frames.c", "libframes.c")]
     key = _digest(*srcs, flags, gcc_version())
     d = BUILD / "corpus" / ("%s-%s" % (opt, key))

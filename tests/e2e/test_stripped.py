@@ -6,39 +6,19 @@ from their code. The oracle is gdb's unwinding of the same core: no frame `bogus
 the own chain equals gdb's frames (pc, sp) on every thread, nothing invented or lost
 (before, the chain scanned past every nameless frame: `sleep`'s three frames between
 `nanosleep` and `__libc_start_call_main` were called invented)."""
-import os
 import subprocess
 
 import pytest
 
-from conftest import BUILD, PROGRAMS, _digest, check_against_oracle, gcc_version, hexint
-from test_corpus import DISTRO, MODES, Corpus, verify_all
+from conftest import check_against_oracle, hexint
+from test_corpus import DISTRO, MODES, Corpus, _build, verify_all
 
 STRIP = DISTRO + ["-s"]
 
 
-def _build(builder):
-    flags = ["-g"] + STRIP
-    srcs = [(PROGRAMS / n).read_bytes() for n in ("frames.c", "libframes.c")]
-    d = BUILD / "corpus" / ("stripped-%s" % _digest(*srcs, flags, gcc_version()))
-    exe = d / "frames"
-    with builder._lock_for(str(d)):
-        if not exe.exists():
-            d.mkdir(parents=True, exist_ok=True)
-            for cmd in (["gcc"] + flags + ["-shared", "-fPIC", "-o", str(d / "libframes.so"),
-                                           str(PROGRAMS / "libframes.c")],
-                        ["gcc"] + flags + ["-Wall", "-o", str(d / "frames.tmp"), str(PROGRAMS / "frames.c"),
-                                           "-pthread", "-L", str(d), "-lframes", "-Wl,-rpath," + str(d)]):
-                p = subprocess.run(cmd, capture_output=True, text=True)
-                if p.returncode != 0:
-                    raise RuntimeError("compile failed: %s\n%s" % (" ".join(cmd), p.stderr))
-            os.replace(d / "frames.tmp", exe)
-    return exe
-
-
 @pytest.fixture(scope="session")
 def stripped(builder):
-    exe = _build(builder)
+    exe = _build(builder, "stripped", STRIP)
     out = {}
     for mode, (pre, sig) in MODES.items():
         core = builder.core_for(exe, [mode], pre, sig, "frames-%s-stripped" % mode)
