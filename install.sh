@@ -51,7 +51,7 @@ Options:
   --no-pth        do not write stackproof.pth into python3's user site-packages
   --no-demo       skip the final self-test on a crashed demo program
   --deps-only     only install what is missing to build and test (gdb, gcc, make,
-                  xz-utils, python3, and for the tests pytest and jsonschema), check
+                  xz-utils, python3, and for the tests g++, pytest and jsonschema), check
                   cargo, then stop (CI runs this; a plain install adds no test tools)
   --no-deps       do not look for / install system packages (cargo must be on PATH)
   --uninstall     remove the installed files, the gdb init file line and the .pth
@@ -170,6 +170,8 @@ install_deps() {
     local pkgs=()
     command -v gdb >/dev/null 2>&1 || pkgs+=(gdb)
     command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
+    # the tests' C++ program: a test tool, like pytest
+    if [ $DEPS_ONLY -eq 1 ]; then command -v g++ >/dev/null 2>&1 || pkgs+=(g++); fi
     command -v make >/dev/null 2>&1 || pkgs+=(make)
     command -v xz >/dev/null 2>&1 || pkgs+=(xz-utils)
     command -v strip >/dev/null 2>&1 || pkgs+=(binutils)

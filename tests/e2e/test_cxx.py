@@ -1,0 +1,60 @@
+"""C++ frames (tests/programs/cxxframes.cpp) at -O0, -O2 and with the distro flags: a
+crash in a virtual method called through std::function from a catch block inside
+std::sort's comparator, and threads waiting on a condition variable. The oracle is
+gdb's DWARF unwinding of the same core: no frame `bogus`, every frame gdb proves
+entered by a direct call `ok`, the own chain equals gdb's physical frames on every
+thread; callee-saved registers equal gdb's where known, but too few are known above
+a frame in a catch block (xfail below)."""
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import BUILD, PROGRAMS, _digest, check_against_oracle, gcc_version, hexint
+from test_corpus import DISTRO, Corpus, verify_all
+
+OPTS = {"O0": ["-O0"], "O2": ["-O2"], "distro": DISTRO}
+
+
+@pytest.fixture(scope="module", params=sorted(OPTS))
+def cxx(request, builder):
+    gxx = shutil.which("g++")
+    assert gxx, "g++ is needed to build tests/programs/cxxframes.cpp (install.sh --deps-only installs it)"
+    src = PROGRAMS / "cxxframes.cpp"
+    flags = ["-g"] + OPTS[request.param]
+    exe = BUILD / "bin" / ("cxxframes-%s-%s" % (request.param, _digest(src.read_bytes(), flags, gcc_version())))
+    with builder._lock_for(str(exe)):
+        if not exe.exists():
+            exe.parent.mkdir(parents=True, exist_ok=True)
+            tmp = exe.with_suffix(".tmp")
+            p = subprocess.run([gxx] + flags + ["-pthread", "-o", str(tmp), str(src)], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+            tmp.rename(exe)
+    core = builder.core_for(exe, [], [], "SIGSEGV", "cxxframes-%s" % request.param)
+    return Corpus(exe, core, builder.oracle_for(exe, core), "cxx", request.param)
+
+
+def test_cxx_verdicts_and_own_chain_equal_gdbs(cxx):
+    got = verify_all(cxx)
+    assert sorted(got) == sorted(t["thread"] for t in cxx.oracle["threads"])
+    names = set()
+    for ot in cxx.oracle["threads"]:
+        what = "cxx %s thread %d" % (cxx.opt, ot["thread"])
+        t = got[ot["thread"]]
+        check_against_oracle(t, ot["frames"], what)
+        names.update(f["function"] or "" for f in ot["frames"])
+        want = [(f["pc"], f["sp"]) for f in ot["frames"] if f["type"] not in ("inline", "tailcall")]
+        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:len(want)]
+        assert own == want, (what, t["chain_stop"], [(hex(a), hex(b)) for a, b in own],
+                             [(hex(a), hex(b)) for a, b in want])
+        assert t["invented"] == [] and t["lost"] == [], (what, t["invented"], t["lost"])
+    assert any("Derived::run" in n for n in names) and any("wait" in n for n in names), names
+
+
+# Frame 5 of the crashing thread stands in a catch block: the live layout engine is not
+# given the function's landing pads (.gcc_except_table), so it cannot lay that code out,
+# and the registers of the frames above it are unknown (24 of 204 at -O2; none wrong).
+@pytest.mark.xfail(strict=True, reason="a frame in a catch block: no landing pads for the live layout engine")
+def test_cxx_callee_saved_registers_equal_gdbs(cxx):
+    from test_regs import all_regs_docs, assert_registers_equal_gdbs
+    assert_registers_equal_gdbs((doc, cxx.frames(num)) for num, doc in all_regs_docs(cxx))
