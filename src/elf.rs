@@ -40,6 +40,8 @@ struct RawTable {
     /// Function extents `.eh_frame` describes (link start, size): in a stripped file,
     /// the only extents its functions have.
     fdes: Vec<(u64, u64)>,
+    /// Landing pads (range start, end, pad) by function start, from the LSDAs.
+    pads: Vec<(u64, Vec<(u64, u64, u64)>)>,
 }
 
 /// A file as parsed: path + size + mtime, so a rebuilt file is a new one.
@@ -160,18 +162,23 @@ fn parse_bytes(data: &[u8]) -> Result<RawTable, String> {
             })
         })
         .collect();
-    let fdes = if relocatable { Vec::new() } else { fde_extents(&file) };
-    Ok(RawTable { relocatable, sections, code, section_names, syms, markers, fdes })
+    let (fdes, pads) = if relocatable { Default::default() } else { fde_extents(&file) };
+    Ok(RawTable { relocatable, sections, code, section_names, syms, markers, fdes, pads })
 }
 
 /// FDEs read at most from one file (gdb itself has about 60,000).
 const MAX_FDES: usize = 1 << 20;
 
-/// (start, size) of every FDE of `.eh_frame` when the file holds its bytes, sorted.
-fn fde_extents(file: &object::File<'_>) -> Vec<(u64, u64)> {
+type Pads = Vec<(u64, Vec<(u64, u64, u64)>)>;
+
+/// (start, size) of every FDE of `.eh_frame` when the file holds its bytes, sorted, and
+/// the landing pads of the functions with an LSDA.
+fn fde_extents(file: &object::File<'_>) -> (Vec<(u64, u64)>, Pads) {
     use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
-    let Some(sec) = file.section_by_name(".eh_frame") else { return Vec::new() };
-    let Ok(data) = sec.data() else { return Vec::new() }; // NOBITS in a separate debug file
+    let Some(sec) = file.section_by_name(".eh_frame") else { return Default::default() };
+    let Ok(data) = sec.data() else { return Default::default() }; // NOBITS in a separate debug file
+    let except = file.section_by_name(".gcc_except_table").and_then(|s| Some((s.address(), s.data().ok()?)));
+    let mut pads = Vec::new();
     let addr_of = |n: &str| file.section_by_name(n).map_or(0, |s| s.address());
     let bases =
         BaseAddresses::default().set_eh_frame(sec.address()).set_text(addr_of(".text")).set_got(addr_of(".got"));
@@ -184,6 +191,12 @@ fn fde_extents(file: &object::File<'_>) -> Vec<(u64, u64)> {
                 if fde.len() > 0 {
                     out.push((fde.initial_address(), fde.len()));
                 }
+                if let (Some(gimli::Pointer::Direct(lsda)), Some((at, bytes))) = (fde.lsda(), except) {
+                    let p = crate::lsda::landing_pads(bytes, at, lsda, fde.initial_address());
+                    if !p.is_empty() {
+                        pads.push((fde.initial_address(), p));
+                    }
+                }
             }
         }
         if out.len() >= MAX_FDES {
@@ -191,7 +204,7 @@ fn fde_extents(file: &object::File<'_>) -> Vec<(u64, u64)> {
         }
     }
     out.sort_unstable();
-    out
+    (out, pads)
 }
 
 /// PLT stubs get no symbol from the linker; name them `foo@plt` as gdb (BFD) does:
@@ -286,6 +299,17 @@ impl ElfFile {
                 size,
                 module: module.clone(),
             })
+            .collect()
+    }
+
+    /// The landing pads of the file's functions (by function start), placed by a bias.
+    pub fn landing_pads(&self, placement: &Placement) -> Pads {
+        let Placement::Bias(b) = *placement else { return Vec::new() };
+        let at = |a: u64| a.wrapping_add(b);
+        self.table
+            .pads
+            .iter()
+            .map(|(f, v)| (at(*f), v.iter().map(|&(lo, hi, pad)| (at(lo), at(hi), at(pad))).collect()))
             .collect()
     }
 

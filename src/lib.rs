@@ -12,6 +12,7 @@ pub mod json;
 pub mod kernel;
 pub mod layout;
 pub mod libc;
+pub mod lsda;
 pub mod memo;
 pub mod memory;
 pub mod oracle;

@@ -109,6 +109,12 @@ pub trait Symbols {
     fn unnamed_function(&self, _addr: u64) -> Option<Symbol> {
         None
     }
+
+    /// Where the function starting at `start` enters its catch blocks and cleanups
+    /// (range start, end, landing pad), from its LSDA; no jump in the code shows them.
+    fn landing_pads(&self, _start: u64) -> Vec<(u64, u64, u64)> {
+        Vec::new()
+    }
 }
 
 /// The function whose code holds `addr`, for its frame layout: its sized symbol, else
@@ -140,6 +146,9 @@ impl<S: Symbols + ?Sized> Symbols for &S {
     fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
         (**self).unnamed_function(addr)
     }
+    fn landing_pads(&self, start: u64) -> Vec<(u64, u64, u64)> {
+        (**self).landing_pads(start)
+    }
 }
 
 /// A sorted table of function symbols.
@@ -153,6 +162,8 @@ pub struct SymbolTable {
     store: crate::memo::Store,
     /// Nameless function extents (a stripped file's `.eh_frame`), sorted by start.
     unnamed: Vec<Symbol>,
+    /// Landing pads by function start ([`Symbols::landing_pads`]).
+    pads: std::collections::HashMap<u64, Vec<(u64, u64, u64)>>,
 }
 
 impl SymbolTable {
@@ -172,7 +183,13 @@ impl SymbolTable {
             run.sort_unstable_by(alias_order);
         }
         syms.dedup_by(|later, first| later.start == first.start);
-        SymbolTable { syms, by_name: Default::default(), store: Default::default(), unnamed: Vec::new() }
+        SymbolTable {
+            syms,
+            by_name: Default::default(),
+            store: Default::default(),
+            unnamed: Vec::new(),
+            pads: Default::default(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -191,9 +208,14 @@ impl SymbolTable {
     pub fn merge(&mut self, more: Vec<Symbol>) {
         let mut all = std::mem::take(&mut self.syms);
         all.extend(more);
-        let unnamed = std::mem::take(&mut self.unnamed);
+        let (unnamed, pads) = (std::mem::take(&mut self.unnamed), std::mem::take(&mut self.pads));
         *self = SymbolTable::new(all);
-        self.unnamed = unnamed;
+        (self.unnamed, self.pads) = (unnamed, pads);
+    }
+
+    /// Extend with functions' landing pads ([`Symbols::landing_pads`]).
+    pub fn merge_pads(&mut self, more: Vec<(u64, Vec<(u64, u64, u64)>)>) {
+        self.pads.extend(more);
     }
 
     /// Extend with nameless function extents ([`Symbols::unnamed_function`]).
@@ -239,6 +261,10 @@ impl Symbols for SymbolTable {
         let i = self.unnamed.partition_point(|s| s.start <= addr);
         self.unnamed.get(i.checked_sub(1)?).filter(|s| s.contains(addr)).cloned()
     }
+
+    fn landing_pads(&self, start: u64) -> Vec<(u64, u64, u64)> {
+        self.pads.get(&start).cloned().unwrap_or_default()
+    }
 }
 
 /// The first source that knows wins.
@@ -264,6 +290,9 @@ impl Symbols for Layered<'_> {
     }
     fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
         self.layers.iter().find_map(|l| l.unnamed_function(addr))
+    }
+    fn landing_pads(&self, start: u64) -> Vec<(u64, u64, u64)> {
+        self.layers.iter().map(|l| l.landing_pads(start)).find(|p| !p.is_empty()).unwrap_or_default()
     }
 }
 

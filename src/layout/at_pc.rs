@@ -27,6 +27,8 @@ fn analyze_symbol<S: Symbols>(
         entries,
         ud2_continues: sym.start >= 0xffff_8000_0000_0000,
         return_thunks,
+        // A frame in a catch block stands where only the unwinder enters.
+        landing_pads: syms.landing_pads(sym.start),
         ..Options::default()
     };
     analyze_with(code, sym.start, &opts)

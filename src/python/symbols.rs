@@ -64,6 +64,10 @@ impl Symbols for Symtab {
     fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
         self.table.unnamed_function(addr)
     }
+
+    fn landing_pads(&self, start: u64) -> Vec<(u64, u64, u64)> {
+        self.table.landing_pads(start)
+    }
 }
 
 #[pymethods]
@@ -96,7 +100,7 @@ impl Symtab {
             None => Placement::Bias(bias.unwrap_or(0)),
         };
         let files = files.map(|f| &f.get().0);
-        let (syms, code, markers, unnamed) = guarded("add_elf", || {
+        let (syms, code, markers, unnamed, pads) = guarded("add_elf", || {
             let open = |p: &str| match files {
                 Some(f) => f.open(Path::new(p)),
                 None => elf::ElfFile::read(Path::new(p)),
@@ -105,6 +109,7 @@ impl Symtab {
             let mut syms = file.symbols(&placement, module);
             let mut code = file.code_image(&placement);
             let mut fdes = file.fde_functions(&placement, module);
+            let mut pads = file.landing_pads(&placement);
             // A separate debug file has no code: the PLT stubs, the code bytes and the
             // unwind tables are the file's itself.
             if let Some(Ok(own)) = plt_from.filter(|c| *c != path).map(open) {
@@ -114,16 +119,18 @@ impl Symtab {
                 }
                 if fdes.is_empty() {
                     fdes = own.fde_functions(&placement, module);
+                    pads = own.landing_pads(&placement);
                 }
             }
             // Only the functions no sized symbol names need their extent from there.
             let named: std::collections::HashSet<u64> = syms.iter().filter(|s| s.size != 0).map(|s| s.start).collect();
             fdes.retain(|f| !named.contains(&f.start));
-            Ok((syms, code, file.markers(&placement), fdes))
+            Ok((syms, code, file.markers(&placement), fdes, pads))
         })?;
         let n = syms.len();
         self.table.merge(syms);
         self.table.merge_unnamed(unnamed);
+        self.table.merge_pads(pads);
         self.code.extend(code);
         for (name, addr) in markers {
             self.markers.entry(name).or_insert(addr);

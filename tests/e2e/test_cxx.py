@@ -3,8 +3,7 @@ crash in a virtual method called through std::function from a catch block inside
 std::sort's comparator, and threads waiting on a condition variable. The oracle is
 gdb's DWARF unwinding of the same core: no frame `bogus`, every frame gdb proves
 entered by a direct call `ok`, the own chain equals gdb's physical frames on every
-thread; callee-saved registers equal gdb's where known, but too few are known above
-a frame in a catch block (xfail below)."""
+thread, callee-saved registers equal gdb's."""
 import shutil
 import subprocess
 
@@ -51,10 +50,9 @@ def test_cxx_verdicts_and_own_chain_equal_gdbs(cxx):
     assert any("Derived::run" in n for n in names) and any("wait" in n for n in names), names
 
 
-# Frame 5 of the crashing thread stands in a catch block: the live layout engine is not
-# given the function's landing pads (.gcc_except_table), so it cannot lay that code out,
-# and the registers of the frames above it are unknown (24 of 204 at -O2; none wrong).
-@pytest.mark.xfail(strict=True, reason="a frame in a catch block: no landing pads for the live layout engine")
 def test_cxx_callee_saved_registers_equal_gdbs(cxx):
+    """Frame 5 of the crashing thread stands in a catch block, which only the unwinder
+    enters: its layout starts from the landing pads of its LSDA (without them, 24 of 204
+    registers were unknown at -O2)."""
     from test_regs import all_regs_docs, assert_registers_equal_gdbs
     assert_registers_equal_gdbs((doc, cxx.frames(num)) for num, doc in all_regs_docs(cxx))
