@@ -500,7 +500,7 @@ fn standing_call<M: Memory, S: Symbols>(
 ) -> Option<Vec<u64>> {
     let layout = crate::layout::at_pc::layout_of(mem, syms, g).ok()?;
     let insns = layout.instructions();
-    let mut found: Vec<u64> = Vec::new();
+    let mut found: Vec<(usize, u64)> = Vec::new();
     let mut rule: Option<&crate::layout::Rule> = None;
     for (k, ins) in insns.iter().enumerate() {
         let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
@@ -510,10 +510,22 @@ fn standing_call<M: Memory, S: Symbols>(
                 return None; // two places g could stand, unwinding on differently
             }
             rule = Some(&ins.rule);
-            found.push(ra);
+            found.push((k, ra));
         }
     }
-    (!found.is_empty()).then_some(found)
+    if found.len() > 1 {
+        // The branches on the way to each call, evaluated with what is known at it.
+        let known = |dw: u8| {
+            let i = crate::layout::state::callee_saved_index(dw)?;
+            at.regs.get(i)?.as_ref().map(|v| v.value)
+        };
+        let calls: Vec<usize> = found.iter().map(|f| f.0).collect();
+        let ok = crate::layout::paths::feasible_calls(mem, &layout, &calls, cfa, &known);
+        if ok.iter().any(|&b| b) {
+            found = found.into_iter().zip(ok).filter(|(_, b)| *b).map(|(f, _)| f).collect();
+        }
+    }
+    (!found.is_empty()).then(|| found.into_iter().map(|f| f.1).collect())
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.

@@ -4,6 +4,7 @@
 
 pub mod at_pc;
 pub mod noreturn;
+pub mod paths;
 pub mod sim;
 pub mod state;
 

@@ -70,7 +70,7 @@ fn mem_addr(s: &State, ins: &Instruction, op: u32) -> Val {
 }
 
 /// Registers a call may clobber (SysV caller-saved).
-const CALL_CLOBBERED: [u8; 9] = [0, 1, 2, 4, 5, 8, 9, 10, 11];
+pub(crate) const CALL_CLOBBERED: [u8; 9] = [0, 1, 2, 4, 5, 8, 9, 10, 11];
 
 /// `reg` is written with a value loaded from `slot`: restore a saved register or the DRAP CFA.
 fn load(s: &mut State, reg: u8, slot: Val) {

@@ -4,6 +4,7 @@ and the signal trampoline itself. Each core of the corpus (test_corpus.py) is da
 at one slot; the oracle is gdb's DWARF unwinding of the INTACT core: the own chain must
 be its physical frames, and gdb's first wrong frame on the damaged copy `bogus` for the
 reason the damage gives."""
+import json
 import re
 
 import pytest
@@ -129,11 +130,13 @@ def calls_in(exe, core, pc):
 def test_lost_callback_caller_is_one_of_its_calls(corpus, tmp_core, mode, opt, damage):
     """The return address into the function that called a callback (or a thread's start
     routine) through a pointer zeroed, or replaced by the next one up (stale): that
-    function has several calls that fit, all with one frame layout, so the own chain has
-    its frame with the intact pc among its `candidates` (all of them return addresses
-    after a call of that function, by gdb's disassembler) and goes on with the intact
-    frames beyond it (it jumped to main's caller, or lost start_thread); gdb's wrong
-    frame there is `bogus`."""
+    function has several calls that fit, all with one frame layout, but the branches
+    that lead to each test values still in its frame or in memory its callee-saved
+    registers point to (msort_with_tmp's `p->var` switch, start_thread's
+    `pd->setup_sigmask`-like flag): the own chain has the frame at the intact pc, no
+    `candidates` (a return address after a call of that function, by gdb's
+    disassembler) and goes on with the intact frames beyond it (it jumped to main's
+    caller, or lost start_thread); gdb's wrong frame there is `bogus`."""
     c = corpus[(mode, opt)]
     frames = c.frames()
     want = physical(frames)
@@ -146,12 +149,52 @@ def test_lost_callback_caller_is_one_of_its_calls(corpus, tmp_core, mode, opt, d
     got = [(hexint(f["pc"]), hexint(f["sp"])) for f in chain]
     assert got[:i] == want[:i] and got[i + 1:] == want[i + 1:], (chain, want)
     lost = chain[i]
-    cands = [hexint(x) for x in lost.get("candidates") or [lost["pc"]]]
-    assert hexint(lost["sp"]) == want[i][1] and want[i][0] in cands, (lost, want[i])
-    assert set(cands) <= calls_in(c.exe, c.core, want[i][0]), (lost, frames[k])
+    assert (hexint(lost["pc"]), hexint(lost["sp"])) == want[i] and "candidates" not in lost, (lost, want[i])
+    assert want[i][0] in calls_in(c.exe, c.core, want[i][0]), (lost, frames[k])
     assert lost["trust"] == "scan" and lost["slot"] is None, lost
     wrong = next(f for f in t["frames"] if hexint(f["sp"]) == frames[k]["sp"] and f["kind"] == "normal")
     assert wrong["verdict"] == "bogus", wrong
+
+
+@pytest.fixture(scope="module", params=["O0", "O2", "O3"])
+def twocalls(request, builder):
+    exe = builder.exe("twocalls", request.param)
+    core = builder.core_for(exe, [], [], "SIGSEGV", "twocalls-%s" % request.param)
+    return request.param, exe, core, json.loads(builder.oracle_for(exe, core).read_text())
+
+
+@pytest.mark.parametrize("damage", ["zero", "stale"])
+def test_lost_caller_with_two_calls_branching_on_an_argument(twocalls, tmp_core, damage):
+    """tests/programs/twocalls.c: twice() calls its pointer from both arms of `if (x > 0)`.
+    crash_cb's return address into twice zeroed (or replaced by main's, stale): at -O0
+    x is in twice's frame (`cmpl $0,-0x1c(%rbp)`) and the branch tells the call (the
+    intact pc, no candidates); optimized, x is in esi, which nothing keeps: both calls
+    stay `candidates`, the intact pc among them and first where gdb's disassembler puts
+    it in the function, the frame's sp the intact one, the chain going on to main."""
+    opt, exe, core, oracle = twocalls
+    frames = oracle["threads"][0]["frames"]
+    assert [f["function"] for f in frames[:3]] == ["crash_cb", "twice", "main"], frames
+    want = physical(frames)
+    d = Core.load(core)
+    d.write_u64(frames[1]["slot"], 0 if damage == "zero" else frames[2]["pc"])
+    out = tmp_core()
+    d.save(out)
+    res = gdb_stackproof(["verify-bt --json"], exe, out)
+    assert_no_crash(res)
+    doc = parse_verify_json(res)
+    check_schema(doc)
+    t = doc["threads"][0]
+    chain = t["chain"][:len(want)]
+    got = [(hexint(f["pc"]), hexint(f["sp"])) for f in chain]
+    assert got[0] == want[0] and got[2:] == want[2:] and got[1][1] == want[1][1], (chain, want)
+    lost = chain[1]
+    assert lost["trust"] == "scan" and lost["function"] == "twice", lost
+    if opt == "O0":
+        assert got[1] == want[1] and "candidates" not in lost, lost
+    else:
+        cands = [hexint(x) for x in lost["candidates"]]
+        assert len(cands) == 2 and want[1][0] in cands, lost
+        assert set(cands) <= calls_in(exe, core, want[1][0]), lost
 
 
 REGISTER_CASES = [("nullcall", o, "null") for o in OPTS] + [("signal", o, "tramp") for o in OPTS] \
