@@ -452,7 +452,8 @@ pub struct CodeImage {
     file: Mutex<Option<std::fs::File>>,
     /// Target -> addresses of the `call rel32` instructions that reach it, built on
     /// first use (only a lost frame asks).
-    calls: once_cell::sync::OnceCell<HashMap<u64, Vec<u64>>>,
+    /// `call rel32` (e8) and `jmp rel32` (e9) byte patterns by target.
+    calls: once_cell::sync::OnceCell<[HashMap<u64, Vec<u64>>; 2]>,
 }
 
 impl CodeImage {
@@ -464,8 +465,17 @@ impl CodeImage {
     /// Addresses of the `call rel32` (e8) byte patterns whose target is `target`. Some
     /// are no instructions (an e8 inside another one): callers decode to check.
     pub fn calls_to(&self, target: u64) -> &[u64] {
+        self.rel32_to(0, target)
+    }
+
+    /// The same for `jmp rel32` (e9): tail calls into `target`, among other jumps.
+    pub fn jumps_to(&self, target: u64) -> &[u64] {
+        self.rel32_to(1, target)
+    }
+
+    fn rel32_to(&self, which: usize, target: u64) -> &[u64] {
         let index = self.calls.get_or_init(|| {
-            let mut index: HashMap<u64, Vec<u64>> = HashMap::new();
+            let mut index: [HashMap<u64, Vec<u64>>; 2] = Default::default();
             for &(at, size, _) in &self.sections {
                 // Sections past a sane size are not indexed (a file's sizes are checked
                 // against the file when read, but this reads them whole).
@@ -478,19 +488,21 @@ impl CodeImage {
                     continue;
                 }
                 for i in 0..len - 4 {
-                    if bytes[i] != 0xe8 {
-                        continue;
-                    }
+                    let k = match bytes[i] {
+                        0xe8 => 0,
+                        0xe9 => 1,
+                        _ => continue,
+                    };
                     let rel = i32::from_le_bytes([bytes[i + 1], bytes[i + 2], bytes[i + 3], bytes[i + 4]]);
                     let Some(next) = at.checked_add(i as u64 + 5) else { continue };
                     if let Some(t) = next.checked_add_signed(i64::from(rel)) {
-                        index.entry(t).or_default().push(at + i as u64);
+                        index[k].entry(t).or_default().push(at + i as u64);
                     }
                 }
             }
             index
         });
-        index.get(&target).map_or(&[], |v| v.as_slice())
+        index[which].get(&target).map_or(&[], |v| v.as_slice())
     }
 
     /// Fill `buf` with the file's bytes at `addr`; false when the file has none there.

@@ -98,6 +98,11 @@ pub trait Symbols {
         Vec::new()
     }
 
+    /// The same for `jmp rel32` instructions (tail calls into `target`, among other jumps).
+    fn direct_jumps_to(&self, _target: u64) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Where analyses keep what they learn of these functions for the table's life
     /// (the frame-layout engine's layouts); None: nothing is kept past one check.
     fn store(&self) -> Option<&crate::memo::Store> {
@@ -142,6 +147,9 @@ impl<S: Symbols + ?Sized> Symbols for &S {
     }
     fn direct_calls_to(&self, target: u64) -> Vec<u64> {
         (**self).direct_calls_to(target)
+    }
+    fn direct_jumps_to(&self, target: u64) -> Vec<u64> {
+        (**self).direct_jumps_to(target)
     }
     fn unnamed_function(&self, addr: u64) -> Option<Symbol> {
         (**self).unnamed_function(addr)
@@ -284,6 +292,9 @@ impl Symbols for Layered<'_> {
     }
     fn direct_calls_to(&self, target: u64) -> Vec<u64> {
         self.layers.iter().flat_map(|l| l.direct_calls_to(target)).collect()
+    }
+    fn direct_jumps_to(&self, target: u64) -> Vec<u64> {
+        self.layers.iter().flat_map(|l| l.direct_jumps_to(target)).collect()
     }
     fn store(&self) -> Option<&crate::memo::Store> {
         self.layers.iter().find_map(|l| l.store())

@@ -339,7 +339,9 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         (cur.frame.sp?.checked_add(8)?, cur.regs.clone(), None)
     } else {
         let (cur_layout, rule, cfa, _) = frame_cfa(mem, syms, cur, is_ra).ok()?;
-        let here = if is_ra { function_of_ra(syms, cur.frame.pc) } else { syms.lookup(cur.frame.pc) }?;
+        // A stripped file's nameless function counts by its extent in the unwind tables.
+        let at = if is_ra { cur.frame.pc.checked_sub(1)? } else { cur.frame.pc };
+        let here = crate::symbols::function_extent(syms, at)?;
         // What the lost frame's registers were: restored from the current frame's saves.
         (cfa, caller_regs(mem, &cur_layout, &rule, cfa, cur, &known_regs(cur)), Some(here))
     };
@@ -379,8 +381,21 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
         let here = here.as_ref()?;
         let mut found = None;
         let mut seen = std::collections::HashSet::new();
-        for c in syms.direct_calls_to(here.start) {
-            let Some(g) = syms.lookup(c).filter(|g| seen.insert(g.start)) else { continue };
+        // Calls to it, to the PLT stub named for it (a library function), and to the
+        // functions that tail-jump to it (qsort's `jmp qsort_r`) and their stubs.
+        let stub = |f: &crate::symbols::Symbol| {
+            (!f.name.is_empty()).then(|| syms.address_of(&format!("{}{}", f.base_name(), crate::elf::PLT_SUFFIX)))?
+        };
+        let mut entries = vec![here.start];
+        entries.extend(stub(here));
+        for j in syms.direct_jumps_to(here.start) {
+            if let Some(f) = crate::symbols::function_extent(syms, j).filter(|f| !entries.contains(&f.start)) {
+                entries.push(f.start);
+                entries.extend(stub(&f));
+            }
+        }
+        for c in entries.iter().flat_map(|&e| syms.direct_calls_to(e)) {
+            let Some(g) = crate::symbols::function_extent(syms, c).filter(|g| seen.insert(g.start)) else { continue };
             if let Some(ras) = standing_call(mem, syms, &g, &at, slot) {
                 if found.replace(ras).is_some() {
                     return None; // two functions could stand there: not rebuilt
@@ -410,7 +425,9 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
                     // A call through the PLT: the function its slot is bound to.
                     let t = crate::x86::target::through_stub(mem, syms, t).unwrap_or(t);
                     // (In recursion the lost frame's function is the current one.)
-                    syms.lookup(t).filter(|g| g.start == t).and_then(|g| standing_call(mem, syms, &g, &at, slot))
+                    crate::symbols::function_extent(syms, t)
+                        .filter(|g| g.start == t)
+                        .and_then(|g| standing_call(mem, syms, &g, &at, slot))
                 }
                 _ => match conventional_callee(syms, v) {
                     Some(g) => standing_call(mem, syms, &g, &at, slot),
@@ -452,6 +469,31 @@ struct Standing<'a> {
 }
 
 impl Standing<'_> {
+    /// Can a call to `t` lead to the lost function (to pc 0 for a NULL call)? Not when
+    /// `t` is no code, or the code it enters goes elsewhere.
+    fn leads_to<M: Memory, S: Symbols>(&self, mem: &M, syms: &S, t: u64) -> bool {
+        let Some(here) = self.here else { return t == 0 };
+        // Code: inside a sized function, or at an unsized label itself (not past `_etext`).
+        let code = crate::symbols::function_extent(syms, t).is_some_and(|f| {
+            if f.size == 0 {
+                f.start == t
+            } else {
+                t.checked_sub(f.start).is_some_and(|d| d < f.size)
+            }
+        });
+        if !code {
+            return false;
+        }
+        match crate::x86::follow_target(mem, syms, t, here, &crate::x86::Limits::default()) {
+            crate::x86::TargetMatch::Mismatch { .. } => false,
+            // A PLT slot not bound yet: the stub's relocation names where it goes.
+            crate::x86::TargetMatch::Unknown(_) => {
+                crate::verify::plt_stub(syms, t).is_none_or(|p| crate::verify::plt_names(&p, here))
+            }
+            _ => true,
+        }
+    }
+
     /// Can G stand at call `s` (instruction `ins` of its layout) with its CFA at `cfa`:
     /// the CFA fits, and the call can lead to the lost function (a direct one by its
     /// target, an indirect one by its pointer when the known registers give it).
@@ -466,13 +508,7 @@ impl Standing<'_> {
         if s.addr != ins.addr || ins.rule.cfa_from(self.at_call, &|a| mem.read_u64(a).ok()) != Some(cfa) {
             return false;
         }
-        let leads_to = |t: u64| match self.here {
-            Some(here) => !matches!(
-                crate::x86::follow_target(mem, syms, t, here, &crate::x86::Limits::default()),
-                crate::x86::TargetMatch::Mismatch { .. }
-            ),
-            None => t == 0,
-        };
+        let leads_to = |t: u64| self.leads_to(mem, syms, t);
         let value = |r: crate::x86::Reg| {
             if r == crate::x86::Reg::Rsp {
                 return Some((self.sp, String::new()));
@@ -506,7 +542,7 @@ fn standing_call<M: Memory, S: Symbols>(
         let Some(ra) = insns.get(k + 1).map(|n| n.addr) else { break };
         let Ok(CallCheck::Call { site: s, .. }) = call_before(mem, ra, Some(g.start)) else { continue };
         if at.fits(mem, syms, ins, &s, cfa) {
-            if rule.is_some_and(|r| *r != ins.rule) {
+            if rule.is_some_and(|r| !r.unwinds_like(&ins.rule)) {
                 return None; // two places g could stand, unwinding on differently
             }
             rule = Some(&ins.rule);
@@ -520,7 +556,10 @@ fn standing_call<M: Memory, S: Symbols>(
             at.regs.get(i)?.as_ref().map(|v| v.value)
         };
         let calls: Vec<usize> = found.iter().map(|f| f.0).collect();
-        let ok = crate::layout::paths::feasible_calls(mem, &layout, &calls, cfa, &known);
+        let ok: Vec<bool> = crate::layout::paths::at_calls(mem, &layout, &calls, cfa, &known)
+            .iter()
+            .map(|a| a.feasible && a.target.is_none_or(|t| at.leads_to(mem, syms, t)))
+            .collect();
         if ok.iter().any(|&b| b) {
             found = found.into_iter().zip(ok).filter(|(_, b)| *b).map(|(f, _)| f).collect();
         }

@@ -606,7 +606,12 @@ fn check_call<M: Memory, S: Symbols>(
     // pc 0 from registers: only a jump through a pointer (a tail call through NULL) can
     // have gone there from a function that this call entered.
     let null_pc = callee.pc == 0 && callee.slot.is_none() && callee.kind != FrameKind::Inline;
-    let callee_fn = callee.function.clone().or_else(|| null_pc.then(|| Symbol::new("(pc 0)", 0, 1)));
+    // A stripped file's nameless function: its extent in the unwind tables.
+    let nameless = || {
+        let at = if callee.slot.is_some() { callee.pc.checked_sub(1)? } else { callee.pc };
+        syms.unnamed_function(at)
+    };
+    let callee_fn = callee.function.clone().or_else(|| null_pc.then(|| Symbol::new("(pc 0)", 0, 1))).or_else(nameless);
     match callee_fn {
         None => r.flag(Verdict::Probable, Reason::NoSymbol),
         Some(cf) => match follow_target(mem, syms, t, &cf, &Limits::default()) {
@@ -650,12 +655,12 @@ fn check_call<M: Memory, S: Symbols>(
 }
 
 /// The PLT stub (`foo@plt`) holding `addr`, if any.
-fn plt_stub<S: Symbols>(syms: &S, addr: u64) -> Option<Symbol> {
+pub(crate) fn plt_stub<S: Symbols>(syms: &S, addr: u64) -> Option<Symbol> {
     syms.lookup(addr).filter(|s| s.name.ends_with(crate::elf::PLT_SUFFIX))
 }
 
 /// Does the PLT stub name the function `f` (`foo@plt` for `foo`, `foo.cold`, `foo@@GLIBC_2.2.5`)?
-fn plt_names(stub: &Symbol, f: &Symbol) -> bool {
+pub(crate) fn plt_names(stub: &Symbol, f: &Symbol) -> bool {
     let want = stub.name.trim_end_matches(crate::elf::PLT_SUFFIX);
     let have = f.base_name();
     have == want || have.split('@').next() == Some(want)

@@ -146,6 +146,17 @@ impl Rule {
         }
     }
 
+    /// Does unwinding through `other` give what it gives through this rule: the same CFA
+    /// and the same saves (other registers may hold other values)?
+    pub fn unwinds_like(&self, other: &Rule) -> bool {
+        self.cfa == other.cfa
+            && self.saved == other.saved
+            && self.cfa_slots == other.cfa_slots
+            && self.anc_from == other.anc_from
+            && self.value(RSP) == other.value(RSP)
+            && self.value(state::RBP) == other.value(state::RBP)
+    }
+
     /// `cfa=rsp+8 rbx=cfa-16 ...` (registers not saved are omitted; lost ones show `?`).
     pub fn describe(&self) -> String {
         let mut out = format!("cfa={}", self.cfa);

@@ -27,17 +27,28 @@ const ARGUMENTS: [u8; 6] = [5, 4, 1, 2, 8, 9];
 /// Instructions a value is traced back through.
 const MAX_SLICE: usize = 48;
 
-/// For each call (index into `layout.instructions()`): can the function stand there?
-/// `cfa` is the function's CFA; `known(dw)` a callee-saved register's value at the call.
-pub fn feasible_calls<M: Memory>(
+/// What standing at one call would mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtCall {
+    /// Some path from the entry reaches the call with its branches agreeing.
+    pub feasible: bool,
+    /// Where the call goes, when the code before it computes that from known values
+    /// (`mov 0x18(%rax),%rdx; call *0x318(%rdx)`).
+    pub target: Option<u64>,
+}
+
+/// For each call (index into `layout.instructions()`): can the function stand there,
+/// and where would it have called? `cfa` is the function's CFA; `known(dw)` a
+/// callee-saved register's value at the call.
+pub fn at_calls<M: Memory>(
     mem: &M,
     layout: &FunctionLayout,
     calls: &[usize],
     cfa: u64,
     known: &dyn Fn(u8) -> Option<u64>,
-) -> Vec<bool> {
+) -> Vec<AtCall> {
     let g = Graph::new(mem, layout, cfa, known);
-    calls.iter().map(|&c| g.reaches_entry(c)).collect()
+    calls.iter().map(|&c| AtCall { feasible: g.reaches_entry(c), target: g.target(c) }).collect()
 }
 
 /// Registers (bit per DWARF number) and stack words written after a point, up to the call.
@@ -218,6 +229,16 @@ impl<'a, M: Memory> Graph<'a, M> {
         false
     }
 
+    /// Where call `c` goes: its register or memory operand, read before it runs.
+    fn target(&self, c: usize) -> Option<u64> {
+        let ins = self.ins(c);
+        match ins.op0_kind() {
+            OpKind::Register => self.reg_at(dw(ins.op0_register())?, c, &Later::default(), 0),
+            OpKind::Memory => self.load(c, 8, &Later::default(), 0),
+            _ => None,
+        }
+    }
+
     /// The one instruction that flows into `i`, if only one does.
     fn only_pred(&self, i: usize) -> Option<usize> {
         match self.preds[i].as_slice() {
@@ -391,6 +412,17 @@ impl<'a, M: Memory> Graph<'a, M> {
                 Some(0)
             }
             Mnemonic::Lea if wide => Some(keep(self.address(p, later, depth)?.0)),
+            Mnemonic::Add | Mnemonic::Sub if wide => {
+                let before = self.reg_at(r, p, later, depth + 1)?;
+                let size = dest.size() as u32;
+                let v = match ins.op_kind(1) {
+                    OpKind::Register => self.reg_at(dw(ins.op_register(1))?, p, later, depth + 1)?,
+                    OpKind::Memory => self.load(p, size, later, depth + 1)?,
+                    _ => ins.try_immediate(1).ok()?,
+                };
+                let out = if ins.mnemonic() == Mnemonic::Add { before.wrapping_add(v) } else { before.wrapping_sub(v) };
+                Some(keep(out))
+            }
             Mnemonic::Mov if wide => match ins.op_kind(1) {
                 OpKind::Register => Some(keep(self.reg_at(dw(ins.op_register(1))?, p, later, depth)?)),
                 OpKind::Memory => Some(keep(self.load(p, dest.size() as u32, later, depth)?)),
@@ -435,7 +467,7 @@ mod tests {
         let idx: Vec<usize> =
             calls.iter().map(|a| l.instructions().iter().position(|i| i.addr == BASE + a).unwrap()).collect();
         let known = move |dw: u8| if dw == 3 { rbx } else { None };
-        feasible_calls(mem, &l, &idx, CFA, &known)
+        at_calls(mem, &l, &idx, CFA, &known).iter().map(|a| a.feasible).collect()
     }
 
     /// push rbx; mov rbx,rdi; cmp qword [rbx],0; je L2; call [rbx+8]; jmp L3;

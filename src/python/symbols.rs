@@ -57,6 +57,10 @@ impl Symbols for Symtab {
         self.code.iter().flat_map(|c| c.calls_to(target).iter().copied()).collect()
     }
 
+    fn direct_jumps_to(&self, target: u64) -> Vec<u64> {
+        self.code.iter().flat_map(|c| c.jumps_to(target).iter().copied()).collect()
+    }
+
     fn store(&self) -> Option<&crate::memo::Store> {
         self.table.store()
     }

@@ -205,7 +205,8 @@ impl<M: Memory + ?Sized, S: Symbols + ?Sized> Search<'_, M, S> {
     }
 
     fn visit(&mut self, addr: u64, hops: &[Hop], callee: &Symbol) -> Visit {
-        let sym = self.syms.lookup(addr);
+        // (a stripped file's nameless function by its unwind tables' extent)
+        let sym = self.syms.lookup(addr).or_else(|| self.syms.unnamed_function(addr));
         if let Some(sym) = &sym {
             if same_function(sym, callee) {
                 return Visit::Found(if hops.is_empty() {

@@ -17,11 +17,16 @@ OPTS = {"O0": ["-O0"], "O2": ["-O2"], "distro": DISTRO}
 
 @pytest.fixture(scope="module", params=sorted(OPTS))
 def cxx(request, builder):
+    return cxx_core(builder, request.param)
+
+
+def cxx_core(builder, opt):
+    """cxxframes built with OPTS[opt], its core and gdb's oracle."""
     gxx = shutil.which("g++")
     assert gxx, "g++ is needed to build tests/programs/cxxframes.cpp (install.sh --deps-only installs it)"
     src = PROGRAMS / "cxxframes.cpp"
-    flags = ["-g"] + OPTS[request.param]
-    exe = BUILD / "bin" / ("cxxframes-%s-%s" % (request.param, _digest(src.read_bytes(), flags, gcc_version())))
+    flags = ["-g"] + OPTS[opt]
+    exe = BUILD / "bin" / ("cxxframes-%s-%s" % (opt, _digest(src.read_bytes(), flags, gcc_version())))
     with builder._lock_for(str(exe)):
         if not exe.exists():
             exe.parent.mkdir(parents=True, exist_ok=True)
@@ -29,8 +34,8 @@ def cxx(request, builder):
             p = subprocess.run([gxx] + flags + ["-pthread", "-o", str(tmp), str(src)], capture_output=True, text=True)
             assert p.returncode == 0, p.stderr
             tmp.rename(exe)
-    core = builder.core_for(exe, [], [], "SIGSEGV", "cxxframes-%s" % request.param)
-    return Corpus(exe, core, builder.oracle_for(exe, core), "cxx", request.param)
+    core = builder.core_for(exe, [], [], "SIGSEGV", "cxxframes-%s" % opt)
+    return Corpus(exe, core, builder.oracle_for(exe, core), "cxx", opt)
 
 
 def test_cxx_verdicts_and_own_chain_equal_gdbs(cxx):

@@ -29,6 +29,8 @@ import pytest
 from conftest import assert_no_crash, gdb_stackproof, hexint
 from corepatch import Core
 from test_corpus import CASES, corpus, physical  # noqa: F401 (fixture)
+from test_cxx import OPTS as CXX_OPTS, cxx_core
+from test_stripped import stripped  # noqa: F401 (fixture)
 
 DAMAGES = ("zero", "notcall", "stale", "rbp", "truncated")
 PAGE = 0x1000
@@ -137,13 +139,7 @@ def among(chain, want):
         for f, w in zip(chain, want))
 
 
-def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
-    rows = []
-    # STACKPROOF_CAMPAIGN_MODES=join,qsort: a developer's look at some modes (floors off)
-    only = [m for m in os.environ.get("STACKPROOF_CAMPAIGN_MODES", "").split(",") if m]
-    for case in CASES:
-        if not only or case[0] in only:
-            rows += run_case(corpus[case], tmp_core)
+def summary(rows):
     lines = []
     for damage in DAMAGES + (None,):
         sel = [r for r in rows if damage is None or r[2] == damage]
@@ -159,7 +155,17 @@ def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
     misses = ["%s-%s %s k=%d%s%s" % (m, o, d, k, "" if fl else " not-flagged",
                                      "" if co else " not-corrected" if not am else " pc-among-candidates")
               for m, o, d, k, fl, co, am in rows if not (fl and co)]
-    report = "\n".join(lines + ["misses:"] + misses)
+    return "\n".join(lines + ["misses:"] + misses)
+
+
+def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
+    rows = []
+    # STACKPROOF_CAMPAIGN_MODES=join,qsort: a developer's look at some modes (floors off)
+    only = [m for m in os.environ.get("STACKPROOF_CAMPAIGN_MODES", "").split(",") if m]
+    for case in CASES:
+        if not only or case[0] in only:
+            rows += run_case(corpus[case], tmp_core)
+    report = summary(rows)
     with capsys.disabled():
         print("\n" + report)
     total = len(rows)
@@ -169,3 +175,33 @@ def test_damaged_copies_are_flagged_and_corrected(corpus, tmp_core, capsys):
     assert sum(r[4] for r in rows) >= FLAGGED_FLOOR * total, report
     assert sum(r[5] for r in rows) >= CORRECTED_FLOOR * total, report
     assert sum(r[6] for r in rows) >= AMONG_FLOOR * total, report
+
+
+# Stripped programs (test_stripped.py: the corpus, distro flags, linked -s; gdb shows
+# the frames past main, nameless) and C++ (test_cxx.py), damaged the same ways.
+STRIPPED_FLOORS = (0.97, 0.90, 0.94)
+CXX_FLOORS = (0.97, 0.90, 0.97)
+
+
+@pytest.fixture(scope="module")
+def cxx_all(builder):
+    return [cxx_core(builder, o) for o in sorted(CXX_OPTS)]
+
+
+def test_damaged_stripped_and_cxx_copies(stripped, cxx_all, tmp_core, capsys):
+    """The same damages on stripped and C++ cores. Nameless frames are rebuilt from the
+    unwind tables' extents (calls to them, their PLT stubs, functions that tail-jump to
+    them); where a lost frame's caller has several calls the code cannot tell apart
+    (__libc_start_main_impl's init-array loop), it has candidates."""
+    kinds = {"stripped": [c for _m, c in sorted(stripped.items())], "cxx": cxx_all}
+    for kind, floors in (("stripped", STRIPPED_FLOORS), ("cxx", CXX_FLOORS)):
+        rows = []
+        for c in kinds[kind]:
+            rows += run_case(c, tmp_core)
+        report = summary(rows)
+        with capsys.disabled():
+            print("\n%s:\n%s" % (kind, report))
+        total = len(rows)
+        assert total >= 50, report
+        for col, floor in zip((4, 5, 6), floors):
+            assert sum(r[col] for r in rows) >= floor * total, (kind, col, report)
