@@ -51,11 +51,12 @@ pub fn at_calls<M: Memory>(
     calls.iter().map(|&c| AtCall { feasible: g.reaches_entry(c), target: g.target(c) }).collect()
 }
 
-/// Registers (bit per DWARF number) and stack words written after a point, up to the call.
+/// Registers (bit per DWARF number) and stack words (CFA offsets) written after a
+/// point, up to the call.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 struct Later {
     regs: u32,
-    stack: Vec<u64>,
+    stack: Vec<i64>,
     stack_any: bool,
 }
 
@@ -77,31 +78,43 @@ impl Later {
 #[derive(Default)]
 struct Writes {
     regs: u32,
-    stack: Vec<u64>,
+    stack: Vec<i64>,
     stack_any: bool,
 }
 
-struct Graph<'a, M> {
-    mem: &'a M,
-    layout: &'a FunctionLayout,
-    cfa: u64,
-    known: &'a dyn Fn(u8) -> Option<u64>,
+/// A function's control flow and writes, from its layout alone (kept for one check).
+struct Flow {
     preds: Vec<Vec<usize>>,
     writes: Vec<Writes>,
-    /// The lowest stack address whose address the function takes (`lea`, `mov %rsp`):
-    /// a callee may write anything from there up.
-    escaped: u64,
+    /// The lowest stack word (CFA offset) whose address the function takes (`lea`,
+    /// `mov %rsp,%rdi`): a callee may write anything from there up.
+    escaped: i64,
 }
 
-impl<'a, M: Memory> Graph<'a, M> {
-    fn new(mem: &'a M, layout: &'a FunctionLayout, cfa: u64, known: &'a dyn Fn(u8) -> Option<u64>) -> Self {
+/// The CFA offset of register `r` before instruction `i`, when the layout has it
+/// relative to the CFA (rsp; rbp in an rbp-framed function).
+fn offset(layout: &FunctionLayout, i: usize, r: u8) -> Option<i64> {
+    match layout.instructions()[i].rule.value(r) {
+        Val::Cfa(k) => Some(i64::from(k)),
+        _ => None,
+    }
+}
+
+impl Flow {
+    fn of<M: Memory>(mem: &M, layout: &FunctionLayout) -> std::rc::Rc<Flow> {
+        enum Tag {}
+        crate::memory::remembered::<Tag, _, _>(mem, (layout.start, layout.instructions().len()), || {
+            std::rc::Rc::new(Flow::new(layout))
+        })
+    }
+
+    fn new(layout: &FunctionLayout) -> Flow {
         let insns = layout.instructions();
         let index = |a: u64| insns.binary_search_by_key(&a, |i| i.addr).ok();
         let mut preds = vec![Vec::new(); insns.len()];
         let mut f = InstructionInfoFactory::new();
         let mut writes = Vec::with_capacity(insns.len());
-        let mut escaped = u64::MAX;
-        let mut g = Graph { mem, layout, cfa, known, preds: Vec::new(), writes: Vec::new(), escaped };
+        let mut escaped = i64::MAX;
         for (i, n) in insns.iter().enumerate() {
             let ins = &n.ins;
             let next = || index(ins.next_ip()).filter(|&j| j == i + 1);
@@ -116,16 +129,81 @@ impl<'a, M: Memory> Graph<'a, M> {
                     preds[s].push(i);
                 }
             }
-            let (w, esc) = g.writes_of(i, &mut f);
+            let (w, esc) = writes_of(layout, i, &mut f);
             writes.push(w);
             if let Some(e) = esc {
                 escaped = escaped.min(e);
             }
         }
-        g.preds = preds;
-        g.writes = writes;
-        g.escaped = escaped;
-        g
+        Flow { preds, writes, escaped }
+    }
+}
+
+/// Instruction `i`'s writes, and a stack word (CFA offset) whose address it lets escape.
+fn writes_of(layout: &FunctionLayout, i: usize, f: &mut InstructionInfoFactory) -> (Writes, Option<i64>) {
+    let ins = &layout.instructions()[i].ins;
+    let mut w = Writes::default();
+    let info = f.info(ins);
+    for u in info.used_registers() {
+        if matches!(u.access(), OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite) {
+            if let Some(d) = dw(u.register()) {
+                w.regs |= 1 << d;
+            }
+        }
+    }
+    if matches!(ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+        for d in CALL_CLOBBERED {
+            w.regs |= 1 << d;
+        }
+    }
+    for m in info.used_memory() {
+        if !matches!(m.access(), OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite)
+        {
+            continue;
+        }
+        match dw(m.base()).and_then(|b| offset(layout, i, b)) {
+            Some(base) if m.index() == Register::None => {
+                let a = base.saturating_add(m.displacement() as i64);
+                // every word the store touches
+                let end = a.saturating_add((m.memory_size().size() as i64).max(1));
+                let mut w0 = a & !7;
+                while w0 < end && w.stack.len() < 64 {
+                    w.stack.push(w0);
+                    w0 = w0.saturating_add(8);
+                }
+            }
+            // A store through a register the layout has relative to the CFA, with an index.
+            _ if dw(m.base()).is_some_and(|b| offset(layout, i, b).is_some()) => w.stack_any = true,
+            _ => {}
+        }
+    }
+    let mut escape = None;
+    if ins.mnemonic() == Mnemonic::Lea && ins.op_kind(1) == OpKind::Memory {
+        if let Some(base) = dw(ins.memory_base()).and_then(|b| offset(layout, i, b)) {
+            escape = Some(base.saturating_add(ins.memory_displacement64() as i64));
+        }
+    } else if ins.mnemonic() == Mnemonic::Mov
+        && ins.op_kind(1) == OpKind::Register
+        && matches!(dw(ins.op_register(1)), Some(RSP))
+        && ins.op_kind(0) == OpKind::Register
+        && dw(ins.op_register(0)).is_some_and(|d| ARGUMENTS.contains(&d))
+    {
+        escape = offset(layout, i, RSP);
+    }
+    (w, escape)
+}
+
+struct Graph<'a, M> {
+    mem: &'a M,
+    layout: &'a FunctionLayout,
+    cfa: u64,
+    known: &'a dyn Fn(u8) -> Option<u64>,
+    flow: std::rc::Rc<Flow>,
+}
+
+impl<'a, M: Memory> Graph<'a, M> {
+    fn new(mem: &'a M, layout: &'a FunctionLayout, cfa: u64, known: &'a dyn Fn(u8) -> Option<u64>) -> Self {
+        Graph { mem, layout, cfa, known, flow: Flow::of(mem, layout) }
     }
 
     fn ins(&self, i: usize) -> &Instruction {
@@ -133,73 +211,9 @@ impl<'a, M: Memory> Graph<'a, M> {
     }
 
     /// The exact value of a register before instruction `i` when the layout has it
-    /// relative to the CFA (rsp; rbp in an rbp-framed function).
+    /// relative to the CFA.
     fn cfa_relative(&self, i: usize, r: u8) -> Option<u64> {
-        match self.layout.instructions()[i].rule.value(r) {
-            Val::Cfa(k) => self.cfa.checked_add_signed(i64::from(k)),
-            _ => None,
-        }
-    }
-
-    /// Instruction `i`'s writes, and a stack address it lets escape.
-    fn writes_of(&self, i: usize, f: &mut InstructionInfoFactory) -> (Writes, Option<u64>) {
-        let ins = self.ins(i);
-        let mut w = Writes::default();
-        let info = f.info(ins);
-        for u in info.used_registers() {
-            if matches!(
-                u.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-            ) {
-                if let Some(d) = dw(u.register()) {
-                    w.regs |= 1 << d;
-                }
-            }
-        }
-        if matches!(ins.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
-            for d in CALL_CLOBBERED {
-                w.regs |= 1 << d;
-            }
-        }
-        for m in info.used_memory() {
-            if !matches!(
-                m.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-            ) {
-                continue;
-            }
-            match dw(m.base()).and_then(|b| self.cfa_relative(i, b)) {
-                Some(base) if m.index() == Register::None => {
-                    let a = base.wrapping_add(m.displacement());
-                    // every word the store touches
-                    let size = (m.memory_size().size() as u64).max(1);
-                    let end = a.saturating_add(size);
-                    let mut w0 = a & !7;
-                    while w0 < end {
-                        w.stack.push(w0);
-                        let Some(n) = w0.checked_add(8) else { break };
-                        w0 = n;
-                    }
-                }
-                // A store through a register the layout has relative to the CFA, with an index.
-                _ if dw(m.base()).is_some_and(|b| self.cfa_relative(i, b).is_some()) => w.stack_any = true,
-                _ => {}
-            }
-        }
-        let mut escape = None;
-        if ins.mnemonic() == Mnemonic::Lea && ins.op_kind(1) == OpKind::Memory {
-            if let Some(base) = dw(ins.memory_base()).and_then(|b| self.cfa_relative(i, b)) {
-                escape = Some(base.wrapping_add(ins.memory_displacement64()));
-            }
-        } else if ins.mnemonic() == Mnemonic::Mov
-            && ins.op_kind(1) == OpKind::Register
-            && matches!(dw(ins.op_register(1)), Some(RSP))
-            && ins.op_kind(0) == OpKind::Register
-            && dw(ins.op_register(0)).is_some_and(|d| ARGUMENTS.contains(&d))
-        {
-            escape = self.cfa_relative(i, RSP);
-        }
-        (w, escape)
+        self.cfa.checked_add_signed(offset(self.layout, i, r)?)
     }
 
     /// A backward path from call `c` to the function's entry (or to code entered from
@@ -212,10 +226,10 @@ impl<'a, M: Memory> Graph<'a, M> {
             if !seen.insert((i, later.clone())) {
                 continue;
             }
-            if seen.len() > MAX_STATES || insns[i].addr == self.layout.start || self.preds[i].is_empty() {
+            if seen.len() > MAX_STATES || insns[i].addr == self.layout.start || self.flow.preds[i].is_empty() {
                 return true;
             }
-            for &p in &self.preds[i] {
+            for &p in &self.flow.preds[i] {
                 let ins = self.ins(p);
                 if ins.flow_control() == FlowControl::ConditionalBranch && ins.near_branch_target() != ins.next_ip() {
                     let taken = insns[i].addr == ins.near_branch_target();
@@ -223,7 +237,7 @@ impl<'a, M: Memory> Graph<'a, M> {
                         continue;
                     }
                 }
-                todo.push((p, later.with(&self.writes[p])));
+                todo.push((p, later.with(&self.flow.writes[p])));
             }
         }
         false
@@ -241,7 +255,7 @@ impl<'a, M: Memory> Graph<'a, M> {
 
     /// The one instruction that flows into `i`, if only one does.
     fn only_pred(&self, i: usize) -> Option<usize> {
-        match self.preds[i].as_slice() {
+        match self.flow.preds[i].as_slice() {
             [p] => Some(*p),
             _ => None,
         }
@@ -257,13 +271,13 @@ impl<'a, M: Memory> Graph<'a, M> {
             if self.ins(s).rflags_modified() != 0 {
                 break;
             }
-            later = later.with(&self.writes[s]);
+            later = later.with(&self.flow.writes[s]);
         }
         let ins = self.ins(s);
         if !matches!(ins.mnemonic(), Mnemonic::Cmp | Mnemonic::Test) || ins.op_count() != 2 {
             return None;
         }
-        let later = later.with(&self.writes[s]);
+        let later = later.with(&self.flow.writes[s]);
         let size = operand_size(ins)?;
         let a = self.operand(s, 0, size, &later)?;
         let b = self.operand(s, 1, size, &later)?;
@@ -338,9 +352,10 @@ impl<'a, M: Memory> Graph<'a, M> {
         }
         let (a, stack) = self.address(i, later, depth)?;
         if stack {
-            let end = a.checked_add(u64::from(size))?;
-            let hit = later.stack.iter().any(|&w| w < end && w.saturating_add(8) > a);
-            if later.stack_any || hit || end > self.escaped {
+            let o = a.wrapping_sub(self.cfa) as i64;
+            let end = o.checked_add(i64::from(size))?;
+            let hit = later.stack.iter().any(|&w| w < end && w.saturating_add(8) > o);
+            if later.stack_any || hit || end > self.flow.escaped {
                 return None;
             }
         }
@@ -367,24 +382,24 @@ impl<'a, M: Memory> Graph<'a, M> {
         let mut j = at;
         for _ in 0..MAX_SLICE {
             let Some(p) = self.only_pred(j) else { break };
-            if self.writes[p].regs & (1 << r) != 0 {
-                return self.defined(p, r, &later.with(&self.writes[p]), depth + 1);
+            if self.flow.writes[p].regs & (1 << r) != 0 {
+                return self.defined(p, r, &later.with(&self.flow.writes[p]), depth + 1);
             }
-            later = later.with(&self.writes[p]);
+            later = later.with(&self.flow.writes[p]);
             j = p;
         }
         if later.regs & (1 << r) == 0 && super::state::callee_saved_index(r).is_some() {
             return (self.known)(r);
         }
         // Where paths join: the value they all bring.
-        let preds = &self.preds[j];
+        let preds = &self.flow.preds[j];
         if preds.len() < 2 || preds.len() > MAX_JOIN || depth + JOIN_COST > MAX_SLICE {
             return None;
         }
         let mut v = None;
         for &p in preds {
-            let l = later.with(&self.writes[p]);
-            let here = if self.writes[p].regs & (1 << r) != 0 {
+            let l = later.with(&self.flow.writes[p]);
+            let here = if self.flow.writes[p].regs & (1 << r) != 0 {
                 self.defined(p, r, &l, depth + JOIN_COST)
             } else {
                 self.reg_at(r, p, &l, depth + JOIN_COST)
