@@ -436,8 +436,15 @@ fn step_lost<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame, is_ra: bool,
             }
         };
         // Not G's return address after all (a stale one, or an ambiguous G): look further.
-        let Some(ras) = found else { continue };
+        let Some((ras, fit)) = found else { continue };
         let mut f = rebuilt(ras[0], FrameKind::Normal, Rebuilt::Lost);
+        if fit > ras.len() {
+            let left = if ras.len() == 1 { "one".to_string() } else { ras.len().to_string() };
+            f.layout_note = Some(format!(
+                "{}: its branches leave {left} of the {fit} calls that fit its frame",
+                Rebuilt::Lost.note()
+            ));
+        }
         if ras.len() > 1 {
             f.candidates = ras;
         }
@@ -525,15 +532,16 @@ impl Standing<'_> {
 
 /// The return addresses of `g`'s calls that can lead to the lost function and, with
 /// g's sp at the call, put g's CFA at `cfa`: one, or several whose frame layouts are
-/// one (g's frame and what comes next are known, not which call). None: no such call,
-/// or calls whose layouts differ.
+/// one (g's frame and what comes next are known, not which call), and how many fit
+/// before the branches to them were evaluated. None: no such call, or calls whose
+/// layouts differ.
 fn standing_call<M: Memory, S: Symbols>(
     mem: &M,
     syms: &S,
     g: &crate::symbols::Symbol,
     at: &Standing<'_>,
     cfa: u64,
-) -> Option<Vec<u64>> {
+) -> Option<(Vec<u64>, usize)> {
     let layout = crate::layout::at_pc::layout_of(mem, syms, g).ok()?;
     let insns = layout.instructions();
     let mut found: Vec<(usize, u64)> = Vec::new();
@@ -549,6 +557,7 @@ fn standing_call<M: Memory, S: Symbols>(
             found.push((k, ra));
         }
     }
+    let fit = found.len();
     if found.len() > 1 {
         // The branches on the way to each call, evaluated with what is known at it.
         let known = |dw: u8| {
@@ -564,7 +573,7 @@ fn standing_call<M: Memory, S: Symbols>(
             found = found.into_iter().zip(ok).filter(|(_, b)| *b).map(|(f, _)| f).collect();
         }
     }
-    (!found.is_empty()).then(|| found.into_iter().map(|f| f.1).collect())
+    (!found.is_empty()).then(|| (found.into_iter().map(|f| f.1).collect(), fit))
 }
 
 /// The instruction that saved callee-saved register `i` at CFA+k.
