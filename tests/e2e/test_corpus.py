@@ -102,6 +102,26 @@ def verify_all(c):
     return {t["thread"]: t for t in doc["threads"]}
 
 
+def assert_verdicts_and_chain_equal_gdbs(c, label):
+    """Every thread of core c: its frames checked against gdb's (check_against_oracle),
+    the own chain = gdb's physical frames, nothing invented or lost. Returns the
+    function names gdb shows."""
+    got = verify_all(c)
+    assert sorted(got) == sorted(t["thread"] for t in c.oracle["threads"])
+    names = set()
+    for ot in c.oracle["threads"]:
+        what = "%s %s thread %d" % (label, c.opt, ot["thread"])
+        t = got[ot["thread"]]
+        check_against_oracle(t, ot["frames"], what)
+        names.update(f["function"] or "" for f in ot["frames"])
+        want = physical(ot["frames"])
+        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:len(want)]
+        assert own == want, (what, t["chain_stop"], [(hex(a), hex(b)) for a, b in own],
+                             [(hex(a), hex(b)) for a, b in want])
+        assert t["invented"] == [] and t["lost"] == [], (what, t["invented"], t["lost"])
+    return names
+
+
 @pytest.mark.parametrize("mode,opt", CASES, ids=["%s-%s" % c for c in CASES])
 def test_corpus_verdicts_and_own_chain_equal_gdbs(corpus, mode, opt):
     """Every thread: gdb's frames, none bogus (they are all real: the core is intact);

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, PROGRAMS, _digest, check_against_oracle, gcc_version, hexint
-from test_corpus import DISTRO, Corpus, verify_all
+from conftest import BUILD, PROGRAMS, _digest, gcc_version
+from test_corpus import DISTRO, Corpus, assert_verdicts_and_chain_equal_gdbs
 
 OPTS = {"O0": ["-O0"], "O2": ["-O2"], "distro": DISTRO}
 
@@ -39,19 +39,7 @@ def cxx_core(builder, opt):
 
 
 def test_cxx_verdicts_and_own_chain_equal_gdbs(cxx):
-    got = verify_all(cxx)
-    assert sorted(got) == sorted(t["thread"] for t in cxx.oracle["threads"])
-    names = set()
-    for ot in cxx.oracle["threads"]:
-        what = "cxx %s thread %d" % (cxx.opt, ot["thread"])
-        t = got[ot["thread"]]
-        check_against_oracle(t, ot["frames"], what)
-        names.update(f["function"] or "" for f in ot["frames"])
-        want = [(f["pc"], f["sp"]) for f in ot["frames"] if f["type"] not in ("inline", "tailcall")]
-        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:len(want)]
-        assert own == want, (what, t["chain_stop"], [(hex(a), hex(b)) for a, b in own],
-                             [(hex(a), hex(b)) for a, b in want])
-        assert t["invented"] == [] and t["lost"] == [], (what, t["invented"], t["lost"])
+    names = assert_verdicts_and_chain_equal_gdbs(cxx, "cxx")
     assert any("Derived::run" in n for n in names) and any("wait" in n for n in names), names
 
 

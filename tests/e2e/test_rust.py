@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from conftest import BUILD, PROGRAMS, _digest, check_against_oracle, hexint
-from test_corpus import Corpus, verify_all
+from conftest import BUILD, PROGRAMS, _digest
+from test_corpus import Corpus, assert_verdicts_and_chain_equal_gdbs
 
 OPTS = {"O0": ["-C", "opt-level=0"], "O2": ["-C", "opt-level=2"]}
 
@@ -42,19 +42,7 @@ def rust(request, builder):
 
 
 def test_rust_verdicts_and_own_chain_equal_gdbs(rust):
-    got = verify_all(rust)
-    assert sorted(got) == sorted(t["thread"] for t in rust.oracle["threads"])
-    names = set()
-    for ot in rust.oracle["threads"]:
-        what = "rust %s thread %d" % (rust.opt, ot["thread"])
-        t = got[ot["thread"]]
-        check_against_oracle(t, ot["frames"], what)
-        names.update(f["function"] or "" for f in ot["frames"])
-        want = [(f["pc"], f["sp"]) for f in ot["frames"] if f["type"] not in ("inline", "tailcall")]
-        own = [(hexint(f["pc"]), hexint(f["sp"])) for f in t["chain"]][:len(want)]
-        assert own == want, (what, t["chain_stop"], [(hex(a), hex(b)) for a, b in own],
-                             [(hex(a), hex(b)) for a, b in want])
-        assert t["invented"] == [] and t["lost"] == [], (what, t["invented"], t["lost"])
+    names = assert_verdicts_and_chain_equal_gdbs(rust, "rust")
     assert any("crash" in n for n in names) and any("futex" in n for n in names), names
 
 
