@@ -708,23 +708,38 @@ fn scan_slots<M: Memory, S: Symbols>(
 ) -> Option<Frame> {
     // The layout failed here: an rbp it would read is what misled it (a saved rbp overwritten).
     let known = FrameIn { bp: None, ..cur.frame.clone() };
+    let at = |slot: u64, v: u64| {
+        let frame = FrameIn {
+            level,
+            pc: v,
+            sp: slot.checked_add(8),
+            slot: Some(slot),
+            bp: None,
+            kind: FrameKind::Normal,
+            name: None,
+            trust: Trust::Scan,
+        };
+        // The same checks as the verdicts, against the frame that is known (an
+        // indirect call could have gone anywhere: it passes).
+        crate::verify::step_disproved(mem, syms, &known, &frame, skipped).is_none().then_some(frame)
+    };
+    // A realigned function copies its return address below its aligned frame (`push
+    // -0x8(%r10)`): the real slot is the nearest one above holding the same address,
+    // within one alignment.
+    let realigned = realigned_to(mem, syms, cur);
     let mut slot = start;
     while slot < end {
         let v = mem.read_u64(slot).ok()?;
         if plausible_code_address(v) && call_site(mem, syms, v).is_some() {
-            let frame = FrameIn {
-                level,
-                pc: v,
-                sp: slot.checked_add(8),
-                slot: Some(slot),
-                bp: None,
-                kind: FrameKind::Normal,
-                name: None,
-                trust: Trust::Scan,
-            };
-            // The same checks as the verdicts, against the frame that is known (an
-            // indirect call could have gone anywhere: it passes).
-            if crate::verify::step_disproved(mem, syms, &known, &frame, skipped).is_none() {
+            if let Some(mut frame) = at(slot, v) {
+                if let Some(align) = realigned {
+                    let real = (1..=u64::from(align) / 8)
+                        .filter_map(|k| slot.checked_add(8 * k))
+                        .find(|&s| mem.read_u64(s).ok() == Some(v));
+                    if let Some(f) = real.and_then(|s| at(s, v)) {
+                        frame = f;
+                    }
+                }
                 // What the skipped code saved is not known.
                 return Some(Frame {
                     frame,
@@ -739,6 +754,13 @@ fn scan_slots<M: Memory, S: Symbols>(
         slot = slot.checked_add(8)?;
     }
     None
+}
+
+/// The alignment the current frame's function realigns its stack to, if it does.
+fn realigned_to<M: Memory, S: Symbols>(mem: &M, syms: &S, cur: &Frame) -> Option<u32> {
+    let at = if cur.frame.slot.is_some() { cur.frame.pc.checked_sub(1)? } else { cur.frame.pc };
+    let f = crate::symbols::function_extent(syms, at)?;
+    crate::layout::at_pc::layout_of(mem, syms, &f).ok()?.realigned_to()
 }
 
 /// Canonical, not tiny: worth a symbol lookup.

@@ -226,6 +226,11 @@ impl FunctionLayout {
     pub fn instructions(&self) -> &[Insn] {
         &self.insns
     }
+
+    /// The alignment the function realigns its stack to (`and $-32,%rsp`), if it does.
+    pub fn realigned_to(&self) -> Option<u32> {
+        self.insns.iter().filter_map(|i| i.rule.anc_from.map(|(_, align)| align)).max()
+    }
 }
 
 struct Node {

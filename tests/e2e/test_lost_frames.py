@@ -169,8 +169,9 @@ def test_lost_caller_with_two_calls_branching_on_an_argument(twocalls, tmp_core,
     crash_cb's return address into twice zeroed (or replaced by main's, stale): at -O0
     x is in twice's frame (`cmpl $0,-0x1c(%rbp)`) and the branch tells the call (the
     intact pc, no candidates); optimized, x is in esi, which nothing keeps: both calls
-    stay `candidates`, the intact pc among them and first where gdb's disassembler puts
-    it in the function, the frame's sp the intact one, the chain going on to main."""
+    stay `candidates` (both return addresses after a call of twice by gdb's
+    disassembler, the intact pc among them), the frame's sp the intact one, the chain
+    going on to main."""
     opt, exe, core, oracle = twocalls
     frames = oracle["threads"][0]["frames"]
     assert [f["function"] for f in frames[:3]] == ["crash_cb", "twice", "main"], frames
